@@ -1,0 +1,47 @@
+from setuptools import find_packages, setup
+
+# torchaudio pins torch exactly, so the two move together.
+TORCH = ["torch==2.11.*", "torchaudio==2.11.*"]
+
+setup(
+    name="modeling-audiomosaic",
+    version="0.1.0",
+    description="AudioMosaic audio encoder (time/frequency-masked contrastive ViT) for Hugging Face transformers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["modeling_audiomosaic", "modeling_audiomosaic.*"]),
+    package_data={"modeling_audiomosaic": ["metrics/*/*.py"]},
+    install_requires=[
+        *TORCH,
+        # 5.13.1 fixed the silent re-initialisation of remote-code weights; 5.17 and 5.23 are tested.
+        "transformers>=5.13.1,<6",
+        "safetensors>=0.4",
+        "huggingface-hub>=1.0",
+        "soundfile>=0.12",
+        "numpy>=1.24",
+    ],
+    extras_require={
+        "train": [
+            "accelerate>=1.0",
+            "datasets>=4.0",
+            "evaluate>=0.4.5",
+            "audiomentations>=0.40",
+            "scikit-learn>=1.3",
+            "matplotlib>=3.7",
+            "tensorboard>=2.15",
+        ],
+        "dev": [
+            "accelerate>=1.0",
+            "datasets>=4.0",
+            "evaluate>=0.4.5",
+            "audiomentations>=0.40",
+            "scikit-learn>=1.3",
+            "matplotlib>=3.7",
+            "pytest>=8",
+            "hypothesis>=6.100",
+        ],
+    },
+    entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
+)
