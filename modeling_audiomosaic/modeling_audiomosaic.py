@@ -1,0 +1,1151 @@
+"""PyTorch AudioMosaic model: a ViT over 16x16 patches of 128-bin Kaldi log-Mel spectrograms, pretrained by contrasting
+a time-masked and a frequency-masked view of the same clip (Huang et al., ICML 2026, arXiv 2605.14231).
+
+Numerics follow the authors' code (`HanxunH/AudioMosaic` @ 67a86a8), which produced the released checkpoints; where
+that code differs from the paper both behaviours are available from the config.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, logging
+
+from .configuration_audiomosaic import AudioMosaicConfig
+
+
+logger = logging.get_logger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Positional embeddings
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """MAE's 1-D sin-cos embedding: [sin(p * w_k) || cos(p * w_k)], w_k = 10000^(-k / (dim/2))."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    angles = positions.to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_position_embeddings(hidden_size: int, rows: int, cols: int) -> torch.Tensor:
+    """2-D sin-cos table (1 + rows * cols, hidden_size) with a zero cls slot; flat index i = row * cols + col gets
+    [sincos(col) || sincos(row)] (MAE's `get_2d_sincos_pos_embed` convention)."""
+    index = torch.arange(rows * cols)
+    table = torch.cat([_sincos_1d(hidden_size // 2, index % cols), _sincos_1d(hidden_size // 2, index // cols)], dim=1)
+    return torch.cat([torch.zeros(1, hidden_size, dtype=table.dtype), table]).float()
+
+
+def resize_position_embeddings(
+    position_embeddings: torch.Tensor, num_time_patches: int, num_freq_patches: int, method: str = "official"
+) -> torch.Tensor:
+    """Resize a (1, 1 + L, D) positional-embedding table (cls slot first, time-major patch order) to
+    `num_time_patches` time rows.
+
+    `method="official"` reproduces the authors' loader (`interpolate_pos_embed_audio`): it takes the target grid as
+    their frequency-first `patch_hw` = (num_freq_patches, num_time_patches), reads the source as
+    (L // num_time_patches, num_time_patches) and bilinearly resizes it (align_corners=False). For 1024 -> 128 frames
+    this is a true time down-sampling; for other lengths it mixes time and frequency, exactly like the released
+    fine-tuning runs. `method="grid"` resizes the true (time, frequency) grid along time.
+    """
+    cls_slot, patches = position_embeddings[:, :1], position_embeddings[:, 1:]
+    hidden_size = patches.shape[-1]
+    if method == "official":
+        source_grid = (patches.shape[1] // num_time_patches, num_time_patches)
+        target_grid = (num_freq_patches, num_time_patches)
+    elif method == "grid":
+        source_grid = (patches.shape[1] // num_freq_patches, num_freq_patches)
+        target_grid = (num_time_patches, num_freq_patches)
+    else:
+        raise ValueError(f"Unknown position-embedding resize method {method!r}; expected 'official' or 'grid'.")
+    if source_grid[0] * source_grid[1] != patches.shape[1]:
+        raise ValueError(
+            f"Cannot view {patches.shape[1]} positional embeddings as a {source_grid[0]}x{source_grid[1]} grid."
+        )
+    grid = patches.reshape(1, *source_grid, hidden_size).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=target_grid, mode="bilinear", align_corners=False)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, -1, hidden_size).to(position_embeddings.dtype)
+    return torch.cat([cls_slot, patches], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Patch masking (which patch tokens a view keeps). Patch tokens are time-major: flat index = t * Fp + f.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _random_order(batch_size: int, num_units: int, device: torch.device) -> torch.Tensor:
+    """A random permutation per sample from exactly one `torch.rand(batch_size, num_units)` call, as the authors'
+    maskers do, so seeded runs draw the same units."""
+    return torch.rand(batch_size, num_units, device=device).argsort(dim=1)
+
+
+def grid_keep_indices(
+    batch_size: int,
+    rows: int,
+    cols: int,
+    row_ratio: float | None,
+    col_ratio: float | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Flat indices (row * cols + col) of the tokens kept when dropping a fraction of the rows and/or the columns of a
+    (rows, cols) token grid. A `None` ratio keeps that axis whole and in order without drawing random numbers; a
+    number keeps `int(n * (1 - ratio))` units in random order (rows are drawn before columns)."""
+    row_ids = torch.arange(rows, device=device).expand(batch_size, rows)
+    col_ids = torch.arange(cols, device=device).expand(batch_size, cols)
+    if row_ratio is not None:
+        row_ids = _random_order(batch_size, rows, device)[:, : int(rows * (1 - row_ratio))]
+    if col_ratio is not None:
+        col_ids = _random_order(batch_size, cols, device)[:, : int(cols * (1 - col_ratio))]
+    return (row_ids[:, :, None] * cols + col_ids[:, None, :]).reshape(batch_size, -1)
+
+
+def pretraining_view_keep_indices(config: AudioMosaicConfig, view: int, num_time_patches: int, batch_size: int,
+                                  device: torch.device) -> torch.Tensor | None:
+    """Patch tokens kept by pretraining view 0 (time-masked) or view 1 (frequency-masked) under
+    `config.pretraining_masking`; `None` keeps every token."""
+    strategy = config.pretraining_masking
+    num_freq_patches = config.num_mel_bins // config.patch_size
+    if strategy == "none":
+        return None
+    if strategy == "unstructured":
+        num_tokens = num_time_patches * num_freq_patches
+        keep = int(num_tokens * (1 - config.mask_ratio_unstructured))
+        return _random_order(batch_size, num_tokens, device)[:, :keep]
+    axis = {"official": ("time", "frequency"), "paper": ("time", "frequency"), "time": ("time", "time"),
+            "frequency": ("frequency", "frequency")}[strategy][view]
+    if strategy == "official":
+        # The authors' PatchEmbed records patch_hw = (F/16, T/16) while tokens are time-major, so their maskers view
+        # the tokens as an (Fp, Tp) grid: a "time" row is a chunk of Tp/Fp consecutive time rows with all their
+        # frequency patches, a "frequency" column is a (t mod Tp/Fp, f) unit. Square inputs (T = 128) are unaffected.
+        rows, cols = num_freq_patches, num_time_patches
+    else:
+        rows, cols = num_time_patches, num_freq_patches
+    if axis == "time":
+        return grid_keep_indices(batch_size, rows, cols, config.mask_ratio_time, None, device)
+    return grid_keep_indices(batch_size, rows, cols, None, config.mask_ratio_freq, device)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Encoder
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def drop_path(hidden_states: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Stochastic depth per sample (timm's `drop_path`)."""
+    if drop_prob == 0.0 or not training:
+        return hidden_states
+    keep_prob = 1 - drop_prob
+    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+    random_tensor = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+    return hidden_states * random_tensor / keep_prob
+
+
+class AudioMosaicDropPath(nn.Module):
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return drop_path(hidden_states, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class AudioMosaicPatchEmbeddings(nn.Module):
+    """Non-overlapping 16x16 patches of a (B, T, F) spectrogram, flattened time-major, then LayerNorm."""
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.projection = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        patches = self.projection(input_values.unsqueeze(1))  # (B, D, Tp, Fp)
+        return self.layernorm(patches.flatten(2).transpose(1, 2))
+
+
+class AudioMosaicEmbeddings(nn.Module):
+    """Patch embeddings, cls token and positional embeddings, then the pre-block LayerNorm (timm's `norm_pre`)."""
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__()
+        self.config = config
+        self.num_freq_patches = config.num_mel_bins // config.patch_size
+        self.max_time_patches = config.max_length // config.patch_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.position_embeddings = nn.Parameter(
+            torch.zeros(1, 1 + self.max_time_patches * self.num_freq_patches, config.hidden_size)
+        )
+        self.patch_embeddings = AudioMosaicPatchEmbeddings(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def initial_position_embeddings(self) -> torch.Tensor:
+        if self.config.position_embedding_init == "official":
+            rows, cols = self.num_freq_patches, self.max_time_patches
+        else:
+            rows, cols = self.max_time_patches, self.num_freq_patches
+        return sincos_position_embeddings(self.config.hidden_size, rows, cols)[None]
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embeddings(input_values)
+        cls_tokens = self.cls_token.expand(patches.shape[0], -1, -1)
+        embeddings = torch.cat([cls_tokens, patches], dim=1)
+        # Time-major order: a shorter input uses the first rows of the table.
+        embeddings = embeddings + self.position_embeddings[:, : embeddings.shape[1]]
+        return self.pre_layernorm(self.dropout(embeddings))
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class AudioMosaicAttention(nn.Module):
+    """Multi-head self-attention with the authors' fused [q; k; v] projection (one matmul instead of three)."""
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        # Read by transformers' sdpa/flash wrappers: without it an encoder would silently run causally.
+        self.is_causal = False
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.proj_bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_len, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch_size, seq_len, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = self.o_proj(attn_output.reshape(batch_size, seq_len, -1))
+        return attn_output, attn_weights
+
+
+class AudioMosaicMLP(nn.Module):
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.proj_bias)
+        self.activation_fn = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.proj_bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+
+
+class AudioMosaicLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block (timm `Block` without LayerScale) with stochastic depth."""
+
+    def __init__(self, config: AudioMosaicConfig, drop_path_rate: float):
+        super().__init__()
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = AudioMosaicAttention(config)
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = AudioMosaicMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.drop_path = AudioMosaicDropPath(drop_path_rate)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
+        hidden_states = hidden_states + self.drop_path(self.dropout(attn_output))
+        mlp_output = self.mlp(self.layernorm_after(hidden_states))
+        hidden_states = hidden_states + self.drop_path(self.dropout(mlp_output))
+        return hidden_states, attn_weights
+
+
+def masked_mean(hidden_states: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over tokens (cls included, as the authors pool), ignoring tokens whose mask is 0."""
+    if token_mask is None:
+        return hidden_states.mean(dim=1)
+    weights = token_mask.to(hidden_states.dtype).unsqueeze(-1)
+    return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class AudioMosaicPreTrainedModel(PreTrainedModel):
+    config: AudioMosaicConfig
+    config_class = AudioMosaicConfig
+    base_model_prefix = "audiomosaic"
+    main_input_name = "input_values"
+    input_modalities = ("audio",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["AudioMosaicEmbeddings", "AudioMosaicLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        # The authors initialise every Linear/Conv2d with a truncated normal (std 0.02), biases 0.
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, AudioMosaicEmbeddings):
+            init.copy_(module.position_embeddings, module.initial_position_embeddings())
+            init.normal_(module.cls_token, std=1e-6)
+        elif isinstance(module, AudioMosaicAttentiveProbe):
+            init.normal_(module.query, std=0.02)
+        elif isinstance(module, AudioMosaicForAudioClassification) and module.layer_weights is not None:
+            init.zeros_(module.layer_weights)
+        elif isinstance(module, AudioMosaicGraphAttentionLayer):
+            init.xavier_normal_(module.att_weight)
+        elif isinstance(module, AudioMosaicHeterogeneousGraphAttentionLayer):
+            for weight in (module.att_weight11, module.att_weight22, module.att_weight12, module.att_weightM):
+                init.xavier_normal_(weight)
+        elif isinstance(module, AudioMosaicAASISTHead):
+            for parameter in (module.pos_S, module.master1, module.master2):
+                init.normal_(parameter)
+
+
+@dataclass
+class AudioMosaicModelOutput(BaseModelOutputWithPooling):
+    """
+    [`BaseModelOutputWithPooling`] plus the token keep-mask (1 = real token) of `last_hidden_state`, `None` when
+    every token is real. `pooler_output` is `fc_norm` of the (masked) mean over all tokens including cls.
+    """
+
+    token_mask: torch.Tensor | None = None
+
+
+class AudioMosaicModel(AudioMosaicPreTrainedModel):
+    """The AudioMosaic encoder. The released encoder has no token-level final norm: `last_hidden_state` is the output
+    of the last block; `pooler_output` = `fc_norm`(mean over all tokens including cls)."""
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__(config)
+        self.config = config
+        self.embeddings = AudioMosaicEmbeddings(config)
+        rates = [
+            config.drop_path_rate * i / max(config.num_hidden_layers - 1, 1) for i in range(config.num_hidden_layers)
+        ]
+        self.layers = nn.ModuleList([AudioMosaicLayer(config, rate) for rate in rates])
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    def resize_position_embeddings(self, max_length: int, method: str = "official") -> None:
+        """Re-size the positional embeddings to `max_length` frames (see [`resize_position_embeddings`]) and update
+        the config, e.g. before fine-tuning a 10 s pretrained encoder on 1 s clips as the authors do."""
+        if max_length % self.config.patch_size != 0:
+            raise ValueError(f"`max_length` must be a multiple of {self.config.patch_size}, got {max_length}.")
+        embeddings = self.embeddings
+        resized = resize_position_embeddings(
+            embeddings.position_embeddings.data,
+            max_length // self.config.patch_size,
+            embeddings.num_freq_patches,
+            method,
+        )
+        embeddings.position_embeddings = nn.Parameter(resized, requires_grad=embeddings.position_embeddings.requires_grad)
+        embeddings.max_time_patches = max_length // self.config.patch_size
+        self.config.max_length = max_length
+
+    def _check_input(self, input_values: torch.Tensor) -> torch.Tensor:
+        if input_values.ndim == 4 and input_values.shape[1] == 1:
+            input_values = input_values.squeeze(1)
+        if input_values.ndim != 3 or input_values.shape[-1] != self.config.num_mel_bins:
+            raise ValueError(
+                f"`input_values` must have shape (batch, frames, {self.config.num_mel_bins}) or "
+                f"(batch, 1, frames, {self.config.num_mel_bins}), got {tuple(input_values.shape)}."
+            )
+        num_frames = input_values.shape[1]
+        if num_frames < self.config.patch_size:
+            raise ValueError(f"Inputs need at least {self.config.patch_size} frames, got {num_frames}.")
+        if num_frames > self.config.max_length:
+            raise ValueError(
+                f"Input has {num_frames} frames but this model's `max_length` is {self.config.max_length}. "
+                "Split long audio into windows with the feature extractor (`long_audio=\"window\"`) and average the "
+                "outputs per clip with `average_windows`."
+            )
+        return input_values
+
+    def _patch_mask(self, attention_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Frame mask (B, T) -> patch-token mask (B, Tp * Fp): a time row of patches is real if any frame is."""
+        if attention_mask.shape[1] < num_frames:
+            attention_mask = F.pad(attention_mask, (0, num_frames - attention_mask.shape[1]))
+        rows = attention_mask[:, :num_frames].reshape(attention_mask.shape[0], -1, self.config.patch_size).any(-1)
+        return rows.repeat_interleave(self.embeddings.num_freq_patches, dim=1)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        keep_patch_indices: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> AudioMosaicModelOutput | tuple:
+        r"""
+        input_values (`torch.FloatTensor` of shape `(batch_size, frames, num_mel_bins)` or `(batch_size, 1, frames,
+        num_mel_bins)`): normalised log-Mel features from [`AudioMosaicFeatureExtractor`]. Any number of frames up to
+        `config.max_length`; a length that is not a multiple of the patch size is zero-padded.
+        attention_mask (`torch.LongTensor` of shape `(batch_size, frames)`, *optional*): 1 for real frames, 0 for
+        padding. Patch rows with no real frame are excluded from attention and from the mean.
+        keep_patch_indices (`torch.LongTensor` of shape `(batch_size, kept)`, *optional*): time-major indices
+        (t * Fp + f) of the patch tokens to keep; the others are dropped after the embeddings (view masking).
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        input_values = self._check_input(input_values)
+        input_values = input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+        remainder = input_values.shape[1] % self.config.patch_size
+        if remainder:
+            input_values = F.pad(input_values, (0, 0, 0, self.config.patch_size - remainder))
+
+        hidden_states = self.embeddings(input_values)
+        token_mask = None
+        if attention_mask is not None:
+            patch_mask = self._patch_mask(attention_mask.bool(), input_values.shape[1])
+            if not patch_mask.all():
+                token_mask = F.pad(patch_mask, (1, 0), value=True)
+        if keep_patch_indices is not None:
+            # The cls token always stays in front; the kept patch tokens follow in the given order.
+            index = keep_patch_indices.unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
+            hidden_states = torch.cat([hidden_states[:, :1], hidden_states[:, 1:].gather(1, index)], dim=1)
+            if token_mask is not None:
+                token_mask = torch.cat([token_mask[:, :1], token_mask[:, 1:].gather(1, keep_patch_indices)], dim=1)
+
+        attention_bias = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=token_mask
+        )
+        # Collected here rather than through output-capturing hooks, whose helpers have changed between 5.x releases;
+        # remote code must run on whichever 5.x the user has.
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, attn_weights = layer(hidden_states, attention_bias, **kwargs)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        if output_attentions and all_attentions and all_attentions[0] is None:
+            logger.warning_once(
+                "Attention weights are only returned by the eager implementation; load the model with "
+                "`attn_implementation=\"eager\"` to get them."
+            )
+
+        pooled = self.fc_norm(self.pool(hidden_states, token_mask))
+        output = AudioMosaicModelOutput(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            token_mask=token_mask,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def pool(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The un-normalised pooled feature (`f` in the authors' code): masked mean over all tokens incl. cls, or the
+        cls token."""
+        if self.config.pooling == "cls":
+            return hidden_states[:, 0]
+        return masked_mean(hidden_states, token_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pretraining
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class AudioMosaicProjector(nn.Module):
+    """Linear -> BatchNorm -> ReLU -> Linear -> bias-free BatchNorm (SimCLR v2 style, authors' `projector.0..4`)."""
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__()
+        use_norm = config.projector_norm == "batch_norm"
+        self.dense_in = nn.Linear(config.hidden_size, config.projection_hidden_size, bias=False)
+        self.norm_in = nn.BatchNorm1d(config.projection_hidden_size) if use_norm else nn.Identity()
+        self.activation = nn.ReLU()
+        self.dense_out = nn.Linear(config.projection_hidden_size, config.projection_dim, bias=False)
+        self.norm_out = nn.BatchNorm1d(config.projection_dim) if use_norm else nn.Identity()
+        if use_norm:
+            # The authors' BatchNorm1dNoBias: the bias exists (checkpoint key) but stays 0 and is never trained.
+            self.norm_out.bias.requires_grad_(False)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.norm_out(self.dense_out(self.activation(self.norm_in(self.dense_in(pooled)))))
+
+
+def contrastive_loss(
+    projection_view0: torch.Tensor,
+    projection_view1: torch.Tensor,
+    temperature: float = 0.1,
+    negatives: str = "all",
+    gather_distributed: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NT-Xent between two views; returns (loss, logits, labels, top-1 accuracy) for this process's rows.
+
+    `negatives="all"` is the released loss: each row's logits are [cross-view similarities (m, incl. the positive) ||
+    same-view similarities without itself (m - 1)], shape (2n, 2m - 1). `"cross_view"` is the paper's Eq. 4: shape
+    (2n, m). In an initialised `torch.distributed` run with `gather_distributed`, the columns come from every process
+    (m = n * world size) through an all-gather that carries gradients back to their owners, and the labels are offset
+    by rank; with DDP's gradient averaging this is the exact gradient of the global mean loss.
+    """
+    if projection_view0.shape != projection_view1.shape or projection_view0.ndim != 2:
+        raise ValueError(
+            f"Both views need projections of the same (batch, dim) shape, got {tuple(projection_view0.shape)} and "
+            f"{tuple(projection_view1.shape)}."
+        )
+    if negatives not in ("all", "cross_view"):
+        raise ValueError(f"`negatives` must be 'all' or 'cross_view', got {negatives!r}.")
+    z0 = F.normalize(projection_view0, dim=1)
+    z1 = F.normalize(projection_view1, dim=1)
+    batch_size = z0.shape[0]
+    offset = 0
+    all_z0, all_z1 = z0, z1
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if gather_distributed and distributed and torch.distributed.get_world_size() > 1:
+        from torch.distributed.nn.functional import all_gather
+
+        all_z0 = torch.cat(all_gather(z0), dim=0)
+        all_z1 = torch.cat(all_gather(z1), dim=0)
+        offset = torch.distributed.get_rank() * batch_size
+    labels = torch.arange(batch_size, device=z0.device) + offset
+
+    logits_01 = z0 @ all_z1.T / temperature
+    logits_10 = z1 @ all_z0.T / temperature
+    if negatives == "all":
+        not_self = torch.ones(batch_size, all_z0.shape[0], dtype=torch.bool, device=z0.device)
+        not_self[torch.arange(batch_size, device=z0.device), labels] = False
+        logits_00 = (z0 @ all_z0.T / temperature)[not_self].view(batch_size, -1)
+        logits_11 = (z1 @ all_z1.T / temperature)[not_self].view(batch_size, -1)
+        logits = torch.cat([torch.cat([logits_01, logits_00], 1), torch.cat([logits_10, logits_11], 1)], 0)
+    else:
+        logits = torch.cat([logits_01, logits_10], 0)
+    labels = labels.repeat(2)
+    loss = F.cross_entropy(logits, labels)
+    accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
+    return loss, logits, labels, accuracy
+
+
+@dataclass
+class AudioMosaicViewOutput(ModelOutput):
+    """One pretraining view: encoder tokens (cls + kept patches), un-normalised pooled feature `pooled` (the
+    authors' `f`), `fc_norm` output, projection (not L2-normalised) and the kept patch indices."""
+
+    last_hidden_state: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    projection: torch.Tensor | None = None
+    keep_patch_indices: torch.Tensor | None = None
+
+
+@dataclass
+class AudioMosaicForPreTrainingOutput(ModelOutput):
+    """
+    loss: NT-Xent loss (when `return_loss`). contrastive_accuracy: top-1 accuracy of the positive among the
+    logits. logits / labels: the NT-Xent logits and targets. projection_view0 / projection_view1: projector
+    outputs (not L2-normalised). pooler_output_view0 / pooler_output_view1: `fc_norm` of the pooled features.
+    """
+
+    loss: torch.Tensor | None = None
+    contrastive_accuracy: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    projection_view0: torch.Tensor | None = None
+    projection_view1: torch.Tensor | None = None
+    pooler_output_view0: torch.Tensor | None = None
+    pooler_output_view1: torch.Tensor | None = None
+
+
+class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
+    """AudioMosaic with the contrastive projector: two views of each clip, one time-masked and one
+    frequency-masked (in training), projected and contrasted with NT-Xent."""
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__(config)
+        self.audiomosaic = AudioMosaicModel(config)
+        self.projector = AudioMosaicProjector(config)
+        self.post_init()
+
+    def forward_view(
+        self, input_values: torch.Tensor, view: int, attention_mask: torch.Tensor | None = None
+    ) -> AudioMosaicViewOutput:
+        """Encode one view; in training mode its patches are masked as `config.pretraining_masking` says for `view`
+        (0 = time-masked, 1 = frequency-masked). Eval mode never masks, as in the authors' code."""
+        keep = None
+        if self.training:
+            input_values = self.audiomosaic._check_input(input_values)
+            num_time_patches = math.ceil(input_values.shape[1] / self.config.patch_size)
+            keep = pretraining_view_keep_indices(
+                self.config, view, num_time_patches, input_values.shape[0], input_values.device
+            )
+        encoded = self.audiomosaic(input_values, attention_mask=attention_mask, keep_patch_indices=keep)
+        return AudioMosaicViewOutput(
+            last_hidden_state=encoded.last_hidden_state,
+            pooled=self.audiomosaic.pool(encoded.last_hidden_state, encoded.token_mask),
+            pooler_output=encoded.pooler_output,
+            projection=self.projector(encoded.pooler_output),
+            keep_patch_indices=keep,
+        )
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        input_values_view1: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        attention_mask_view1: torch.Tensor | None = None,
+        return_loss: bool = True,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> AudioMosaicForPreTrainingOutput | tuple:
+        r"""
+        input_values (`torch.FloatTensor` of shape `(batch_size, frames, num_mel_bins)`): view 0 (time-masked in
+        training). input_values_view1 (*optional*): view 1 (frequency-masked in training); defaults to
+        `input_values`, so that the masking alone makes the two views. attention_mask / attention_mask_view1
+        (*optional*): frame masks of the two views. return_loss (`bool`, defaults to `True`): compute the NT-Xent loss,
+        with negatives gathered from every process of an initialised `torch.distributed` run.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if input_values_view1 is None:
+            input_values_view1, attention_mask_view1 = input_values, attention_mask
+        # Two separate passes, as in the authors' loss: the projector's BatchNorm normalises each view on its own.
+        view0 = self.forward_view(input_values, 0, attention_mask)
+        view1 = self.forward_view(input_values_view1, 1, attention_mask_view1)
+        loss = accuracy = logits = labels = None
+        if return_loss:
+            loss, logits, labels, accuracy = contrastive_loss(
+                view0.projection, view1.projection, self.config.temperature, self.config.contrastive_negatives
+            )
+        output = AudioMosaicForPreTrainingOutput(
+            loss=loss,
+            contrastive_accuracy=accuracy,
+            logits=logits,
+            labels=labels,
+            projection_view0=view0.projection,
+            projection_view1=view1.projection,
+            pooler_output_view0=view0.pooler_output,
+            pooler_output_view1=view1.pooler_output,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Classification heads
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class AudioMosaicAttentiveProbe(nn.Module):
+    """The authors' attentive probe: every layer entry gets its own LayerNorm and is token-averaged; a learned query
+    attends over the layers (keys and values are bias-free linear maps)."""
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__()
+        self.num_heads = config.attentive_probe_heads
+        self.head_dim = config.hidden_size // self.num_heads
+        num_entries = config.num_hidden_layers + 1
+        self.layer_norms = nn.ModuleList(
+            [nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) for _ in range(num_entries)]
+        )
+        self.query = nn.Parameter(torch.zeros(1, self.num_heads, 1, self.head_dim))
+        self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+
+    def forward(self, layer_outputs: list[torch.Tensor], token_mask: torch.Tensor | None) -> torch.Tensor:
+        pooled = torch.stack(
+            [masked_mean(norm(hidden), token_mask) for norm, hidden in zip(self.layer_norms, layer_outputs)], dim=1
+        )  # (B, layers, D)
+        batch_size, num_layers, _ = pooled.shape
+        keys = self.key(pooled).view(batch_size, num_layers, self.num_heads, self.head_dim).transpose(1, 2)
+        values = self.value(pooled).view(batch_size, num_layers, self.num_heads, self.head_dim).transpose(1, 2)
+        weights = (self.query @ keys.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+        return (weights @ values).reshape(batch_size, -1)
+
+
+class AudioMosaicForAudioClassification(AudioMosaicPreTrainedModel):
+    """AudioMosaic with a classification head chosen by `config.classifier_type`: the authors' fine-tuning head
+    (pool -> `fc_norm` -> dropout -> linear), their three probes (one layer, softmax-weighted sum of layers,
+    attentive over layers) or the AASIST back-end for deepfake detection. With `config.freeze_encoder` only the head
+    (and `fc_norm`, as in the authors' probes) trains and the encoder stays in eval mode."""
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__(config)
+        if config.classifier_type == "aasist" and config.num_labels != 2:
+            raise ValueError(f"The AASIST head has exactly 2 outputs; got `num_labels={config.num_labels}`.")
+        self.audiomosaic = AudioMosaicModel(config)
+        kind = config.classifier_type
+        # The authors' probes read depth + 1 entries: every block output plus the final output, which is the last
+        # block again because the released encoder has no final norm. Kept for checkpoint compatibility.
+        self.layer_weights = (
+            nn.Parameter(torch.zeros(config.num_hidden_layers + 1)) if kind == "weighted_sum_probe" else None
+        )
+        self.attentive_probe = AudioMosaicAttentiveProbe(config) if kind == "attentive_probe" else None
+        self.aasist = AudioMosaicAASISTHead(config.hidden_size) if kind == "aasist" else None
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if kind != "aasist" else None
+        if config.freeze_encoder:
+            self.freeze_encoder()
+        self.post_init()
+
+    def freeze_encoder(self) -> None:
+        """Train only the head and `fc_norm` (the authors' linear probe); the encoder is kept in eval mode."""
+        for name, parameter in self.audiomosaic.named_parameters():
+            parameter.requires_grad_(name.startswith("fc_norm."))
+        self.config.freeze_encoder = True
+        self.audiomosaic.eval()
+
+    def train(self, mode: bool = True) -> "AudioMosaicForAudioClassification":
+        super().train(mode)
+        if self.config.freeze_encoder:
+            self.audiomosaic.eval()
+        return self
+
+    def _training_keep_indices(self, input_values: torch.Tensor) -> torch.Tensor | None:
+        """Fine-tuning patch masking (the authors' `random_masking_2d`) on the true (time, frequency) grid, for any
+        input length: drop a fraction of time rows, then of frequency columns."""
+        config = self.config
+        if not (self.training and not config.freeze_encoder and config.classifier_type == "linear"):
+            return None
+        if config.mask_time_prob == 0 and config.mask_freq_prob == 0:
+            return None
+        input_values = self.audiomosaic._check_input(input_values)
+        return grid_keep_indices(
+            input_values.shape[0],
+            math.ceil(input_values.shape[1] / config.patch_size),
+            config.num_mel_bins // config.patch_size,
+            config.mask_time_prob,
+            config.mask_freq_prob,
+            input_values.device,
+        )
+
+    def head_features(self, encoded: AudioMosaicModelOutput) -> torch.Tensor:
+        """The head's input: `fc_norm` of the representation the configured head reads."""
+        kind = self.config.classifier_type
+        encoder = self.audiomosaic
+        if kind == "linear":
+            return encoded.pooler_output
+        blocks = list(encoded.hidden_states[1:])
+        if kind == "layer_probe":
+            return encoder.fc_norm(encoder.pool(blocks[self.config.probe_layer], encoded.token_mask))
+        entries = blocks + [blocks[-1]]
+        if kind == "weighted_sum_probe":
+            weights = self.layer_weights.softmax(dim=0)
+            mixed = sum(weight * hidden for weight, hidden in zip(weights, entries))
+            return encoder.fc_norm(encoder.pool(mixed, encoded.token_mask))
+        return encoder.fc_norm(self.attentive_probe(entries, encoded.token_mask))
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        r"""
+        input_values (`torch.FloatTensor` of shape `(batch_size, frames, num_mel_bins)`): normalised log-Mel features
+        from [`AudioMosaicFeatureExtractor`]. attention_mask (`torch.LongTensor` of shape `(batch_size, frames)`,
+        *optional*): 1 for real frames. labels (*optional*): class indices `(batch_size,)` for single-label
+        cross-entropy, or multi-hot floats `(batch_size, num_labels)` for multi-label BCE (`config.problem_type`).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        needs_layers = self.config.classifier_type in ("layer_probe", "weighted_sum_probe", "attentive_probe")
+        encoded = self.audiomosaic(
+            input_values,
+            attention_mask=attention_mask,
+            keep_patch_indices=self._training_keep_indices(input_values),
+            output_hidden_states=needs_layers or output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        if self.aasist is not None:
+            logits = self.aasist(encoded.last_hidden_state)
+        else:
+            logits = self.classifier(self.dropout(self.head_features(encoded)))
+
+        loss = None
+        if labels is not None:
+            if self.config.class_weights is not None and labels.ndim == 1:
+                weight = torch.tensor(self.config.class_weights, dtype=logits.dtype, device=logits.device)
+                loss = F.cross_entropy(logits, labels.long(), weight=weight)
+            else:
+                loss = self.loss_function(labels, logits, self.config)
+
+        output = SequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=encoded.hidden_states if output_hidden_states else None,
+            attentions=encoded.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# AASIST back-end (deepfake detection head)
+# ----------------------------------------------------------------------------------------------------------------------
+# AASIST back-end of AudioMosaic's ``AudioMosaicAASIST`` as a stand-alone head.
+#
+# Maps transformer tokens (B, 1+L, D) -- the last block's output including the cls token, with no
+# final norm -- to 2-way logits. The layers follow clovaai/aasist ``models/AASIST.py`` as modified for
+# SSL front ends (TakHemlata/SSL_Anti-spoofing), which is what the AudioMosaic authors vendored:
+#
+# * the SincConv front end is replaced by ``LL``, a per-token Linear(D -> 128), whose output is read as a
+#   (128 "spectral" rows x (1+L) "temporal" columns) single-channel image;
+# * no ``abs`` before the first 3x3 max-pool (upstream AASIST takes ``abs`` of the sinc filter output);
+# * the residual blocks have no (1, 3) max-pool, so the encoder keeps the map size;
+# * spectral / temporal node features come from a learned soft attention (``first_bn1`` + ``attention``)
+#   instead of max(|e|) over an axis;
+# * ``pos_S`` has 42 spectral positions (= 128 // 3), so the spectral node count is fixed, while the
+#   temporal node count follows the token count: (1+L) // 3.
+#
+# Deliberate upstream quirks reproduced here (they are part of the trained numerics):
+#
+# * ``ResidualBlock``: the pre-activation BN1 + SELU of the input is computed but ``conv1`` is applied to
+#   the raw input, so the pre-activation has no effect on the output (see ``ResidualBlock.forward`` for
+#   why BN1 still runs in training).
+# * Graph attention maps are softmax-normalised over dim -2 (the *first* node index) and then used as
+#   ``att @ x``, i.e. normalised over the "wrong" axis. Kept as is.
+# * The heterogeneous layer uses ``att_weight12`` for both off-diagonal blocks; ``att_weight11`` scores
+#   type-1 (temporal) pairs, ``att_weight22`` type-2 (spectral) pairs.
+# * The learnable master nodes ``master1``/``master2`` (1, 1, 64) are passed un-expanded and broadcast
+#   over the batch (upstream also builds batch-expanded copies that it never uses; not built here).
+# * The authors' model also owns a 1000-way ``head`` and ``fc_norm`` that this back-end never uses; they
+#   are deliberately absent here. ``num_classes`` is ignored upstream (always 2 outputs).
+#
+# Only eval-mode parity is checked against the authors' fixture; training mode keeps upstream's dropouts,
+# ``drop_way`` and BatchNorm running-statistic updates, in upstream's order.
+# AASIST constants used by AudioMosaicAASIST.
+LL_OUT_DIM = 128  # LL output width = height of the (spectral x temporal) map
+ENCODER_CHANNELS: list[tuple[int, int]] = [(1, 32), (32, 32), (32, 64), (64, 64), (64, 64), (64, 64)]
+GAT_DIMS = (64, 32)
+POOL_RATIO = 0.5
+TEMPERATURE_GAT = 2.0     # GAT_layer_S and GAT_layer_T
+TEMPERATURE_HS_GAL = 100.0  # all four HtrgGAT layers
+GRAPH_POOL_DROPOUT = 0.3
+GAT_INPUT_DROPOUT = 0.2
+DROP_WAY_P = 0.2
+READOUT_DROPOUT = 0.5
+NUM_OUTPUTS = 2
+FIRST_POOL = 3  # 3x3 max-pool right after LL
+
+
+def _xavier_normal_column(rows: int) -> nn.Parameter:
+    """An (rows, 1) attention weight vector, initialised like upstream's ``_init_new_params``."""
+    weight = nn.Parameter(torch.empty(rows, 1))
+    nn.init.xavier_normal_(weight)
+    return weight
+
+
+def _pairwise_products(x: torch.Tensor) -> torch.Tensor:
+    """(B, N, C) -> (B, N, N, C) with [b, i, j] = x[b, i] * x[b, j] (the GAT edge features)."""
+    return x.unsqueeze(2) * x.unsqueeze(1)
+
+
+def _batch_norm_over_nodes(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm1d over every node of every sample: statistics are shared across batch and nodes."""
+    return bn(x.reshape(-1, x.size(-1))).reshape(x.shape)
+
+
+class AudioMosaicGraphAttentionLayer(nn.Module):
+    """Homogeneous graph attention (GAT-S / GAT-T) on a fully connected graph of nodes."""
+
+    def __init__(self, in_dim: int, out_dim: int, temperature: float) -> None:
+        super().__init__()
+        self.att_proj = nn.Linear(in_dim, out_dim)
+        self.att_weight = _xavier_normal_column(out_dim)
+        self.proj_with_att = nn.Linear(in_dim, out_dim)
+        self.proj_without_att = nn.Linear(in_dim, out_dim)
+        self.bn = nn.BatchNorm1d(out_dim)
+        self.input_dropout = nn.Dropout(GAT_INPUT_DROPOUT)
+        self.temperature = temperature
+
+    def forward(self, nodes: torch.Tensor) -> torch.Tensor:
+        """(B, N, in_dim) -> (B, N, out_dim)."""
+        nodes = self.input_dropout(nodes)
+        edge_scores = torch.tanh(self.att_proj(_pairwise_products(nodes))) @ self.att_weight
+        # Upstream quirk: normalised over dim -2 (first node index), then used as att @ nodes.
+        attention = F.softmax(edge_scores / self.temperature, dim=-2).squeeze(-1)  # (B, N, N)
+        out = self.proj_with_att(attention @ nodes) + self.proj_without_att(nodes)
+        return F.selu(_batch_norm_over_nodes(self.bn, out))
+
+
+class AudioMosaicHeterogeneousGraphAttentionLayer(nn.Module):
+    """HS-GAL: attention over the union of two node types (temporal, spectral) plus a master node.
+
+    Called ``HtrgAudioMosaicGraphAttentionLayer`` upstream.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, temperature: float) -> None:
+        super().__init__()
+        # Registration order follows upstream so seeded initialisation consumes the RNG identically.
+        self.proj_type1 = nn.Linear(in_dim, in_dim)
+        self.proj_type2 = nn.Linear(in_dim, in_dim)
+        self.att_proj = nn.Linear(in_dim, out_dim)
+        self.att_projM = nn.Linear(in_dim, out_dim)
+        self.att_weight11 = _xavier_normal_column(out_dim)
+        self.att_weight22 = _xavier_normal_column(out_dim)
+        self.att_weight12 = _xavier_normal_column(out_dim)
+        self.att_weightM = _xavier_normal_column(out_dim)
+        self.proj_with_att = nn.Linear(in_dim, out_dim)
+        self.proj_without_att = nn.Linear(in_dim, out_dim)
+        self.proj_with_attM = nn.Linear(in_dim, out_dim)
+        self.proj_without_attM = nn.Linear(in_dim, out_dim)
+        self.bn = nn.BatchNorm1d(out_dim)
+        self.input_dropout = nn.Dropout(GAT_INPUT_DROPOUT)
+        self.temperature = temperature
+
+    def forward(
+        self, nodes_type1: torch.Tensor, nodes_type2: torch.Tensor, master: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N1, in), (B, N2, in), master (1 or B, 1, in) -> (B, N1, out), (B, N2, out), (B, 1, out)."""
+        num_type1 = nodes_type1.size(1)
+        nodes = torch.cat([self.proj_type1(nodes_type1), self.proj_type2(nodes_type2)], dim=1)
+        nodes = self.input_dropout(nodes)
+
+        attention = self._node_attention(nodes, num_type1)
+        master = self._update_master(nodes, master)
+
+        out = self.proj_with_att(attention @ nodes) + self.proj_without_att(nodes)
+        out = F.selu(_batch_norm_over_nodes(self.bn, out))
+        return out[:, :num_type1], out[:, num_type1:], master
+
+    def _node_attention(self, nodes: torch.Tensor, num_type1: int) -> torch.Tensor:
+        """(B, N, C) -> (B, N, N) attention with a separate score vector per type pair."""
+        edges = torch.tanh(self.att_proj(_pairwise_products(nodes)))  # (B, N, N, out)
+        t1, t2 = slice(None, num_type1), slice(num_type1, None)
+        # Block-wise scores, same sliced matmuls as upstream's in-place "att_board" fill.
+        # Upstream quirk: att_weight12 scores both off-diagonal blocks.
+        scores = torch.cat(
+            [
+                torch.cat([edges[:, t1, t1] @ self.att_weight11, edges[:, t1, t2] @ self.att_weight12], dim=2),
+                torch.cat([edges[:, t2, t1] @ self.att_weight12, edges[:, t2, t2] @ self.att_weight22], dim=2),
+            ],
+            dim=1,
+        )
+        # Upstream quirk: softmax over dim -2 (first node index), see AudioMosaicGraphAttentionLayer.
+        return F.softmax(scores / self.temperature, dim=-2).squeeze(-1)
+
+    def _update_master(self, nodes: torch.Tensor, master: torch.Tensor) -> torch.Tensor:
+        """Directed edges node -> master: attention-weighted node sum plus a master self-projection."""
+        scores = torch.tanh(self.att_projM(nodes * master)) @ self.att_weightM  # (B, N, 1)
+        weights = F.softmax(scores / self.temperature, dim=-2)  # over nodes
+        return self.proj_with_attM(weights.transpose(1, 2) @ nodes) + self.proj_without_attM(master)
+
+
+class AudioMosaicGraphPool(nn.Module):
+    """Keeps the top ``ratio`` share of nodes by a learned sigmoid score, scaling them by that score."""
+
+    def __init__(self, ratio: float, in_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.ratio = ratio
+        self.proj = nn.Linear(in_dim, 1)
+        self.score_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, nodes: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, max(int(N * ratio), 1), C), nodes ordered by descending score."""
+        scores = torch.sigmoid(self.proj(self.score_dropout(nodes)))  # dropout only feeds the scorer
+        num_kept = max(int(nodes.size(1) * self.ratio), 1)
+        _, kept = torch.topk(scores, num_kept, dim=1)
+        return torch.gather(nodes * scores, 1, kept.expand(-1, -1, nodes.size(2)))
+
+
+class AudioMosaicResidualBlock(nn.Module):
+    """RawNet2-style residual block without pooling (AudioMosaic dropped upstream's (1, 3) max-pool).
+
+    conv 2x3 pad (1, 1) -> BN -> SELU -> conv 2x3 pad (0, 1): height +1 then -1, so the map size is
+    preserved; a 1x3 conv projects the skip path when the channel count changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, first: bool = False) -> None:
+        super().__init__()
+        self.first = first
+        if not first:
+            # Pre-activation BN: its output is discarded upstream (see forward); it exists for the
+            # checkpoint keys and its running statistics.
+            self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=(2, 3), padding=(1, 1))
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=(2, 3), padding=(0, 1))
+        self.conv_downsample: nn.Conv2d | None = None
+        if in_channels != out_channels:
+            self.conv_downsample = nn.Conv2d(in_channels, out_channels, kernel_size=(1, 3), padding=(0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H, W)."""
+        if not self.first and self.training:
+            # Upstream computes selu(bn1(x)) and throws it away (conv1 reads the raw x). The output never
+            # depends on it, and bn1's weight/bias get no gradient upstream either, but in training the
+            # BN forward updates running_mean/var and num_batches_tracked. Run it, without autograd and
+            # without the (pointless) SELU, so the module's state after a training step equals upstream's.
+            # In eval mode the call would have no effect at all, so it is skipped.
+            with torch.no_grad():
+                self.bn1(x)
+        out = self.conv2(F.selu(self.bn2(self.conv1(x))))
+        skip = x if self.conv_downsample is None else self.conv_downsample(x)
+        return out + skip
+
+
+class AudioMosaicAASISTHead(nn.Module):
+    """AudioMosaicAASIST back-end: tokens (B, 1+L, hidden_size) -> logits (B, 2).
+
+    Parameter and buffer names equal the authors' state-dict keys (minus the unused ``head``/``fc_norm``).
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        gat_dim, hs_gal_dim = GAT_DIMS
+        encoder_dim = ENCODER_CHANNELS[-1][1]
+        num_spectral_nodes = LL_OUT_DIM // FIRST_POOL  # 42, fixed by LL's width
+
+        # Registration order follows AudioMosaicAASIST.__init__ (same state-dict order and seeded init).
+        self.LL = nn.Linear(hidden_size, LL_OUT_DIM)
+        self.first_bn = nn.BatchNorm2d(1)
+        self.first_bn1 = nn.BatchNorm2d(encoder_dim)
+        self.readout_dropout = nn.Dropout(READOUT_DROPOUT)
+        # "drop_way": independent dropout on each of the two HS-GAL branches before their element-wise max.
+        self.drop_way = nn.Dropout(DROP_WAY_P)
+        # nn.Sequential(nn.Sequential(block)) reproduces the authors' "encoder.{i}.0.*" key names.
+        self.encoder = nn.Sequential(
+            *[nn.Sequential(AudioMosaicResidualBlock(c_in, c_out, first=(i == 0)))
+              for i, (c_in, c_out) in enumerate(ENCODER_CHANNELS)]
+        )
+        # Produces the logits of the spectral / temporal soft-attention pooling (keys attention.{0,2,3}).
+        self.attention = nn.Sequential(
+            nn.Conv2d(encoder_dim, 2 * encoder_dim, kernel_size=1),
+            nn.SELU(),
+            nn.BatchNorm2d(2 * encoder_dim),
+            nn.Conv2d(2 * encoder_dim, encoder_dim, kernel_size=1),
+        )
+        self.pos_S = nn.Parameter(torch.randn(1, num_spectral_nodes, encoder_dim))
+        self.master1 = nn.Parameter(torch.randn(1, 1, gat_dim))
+        self.master2 = nn.Parameter(torch.randn(1, 1, gat_dim))
+
+        self.GAT_layer_S = AudioMosaicGraphAttentionLayer(encoder_dim, gat_dim, TEMPERATURE_GAT)
+        self.GAT_layer_T = AudioMosaicGraphAttentionLayer(encoder_dim, gat_dim, TEMPERATURE_GAT)
+        self.HtrgGAT_layer_ST11 = AudioMosaicHeterogeneousGraphAttentionLayer(gat_dim, hs_gal_dim, TEMPERATURE_HS_GAL)
+        self.HtrgGAT_layer_ST12 = AudioMosaicHeterogeneousGraphAttentionLayer(hs_gal_dim, hs_gal_dim, TEMPERATURE_HS_GAL)
+        self.HtrgGAT_layer_ST21 = AudioMosaicHeterogeneousGraphAttentionLayer(gat_dim, hs_gal_dim, TEMPERATURE_HS_GAL)
+        self.HtrgGAT_layer_ST22 = AudioMosaicHeterogeneousGraphAttentionLayer(hs_gal_dim, hs_gal_dim, TEMPERATURE_HS_GAL)
+
+        self.pool_S = AudioMosaicGraphPool(POOL_RATIO, gat_dim, GRAPH_POOL_DROPOUT)
+        self.pool_T = AudioMosaicGraphPool(POOL_RATIO, gat_dim, GRAPH_POOL_DROPOUT)
+        self.pool_hS1 = AudioMosaicGraphPool(POOL_RATIO, hs_gal_dim, GRAPH_POOL_DROPOUT)
+        self.pool_hT1 = AudioMosaicGraphPool(POOL_RATIO, hs_gal_dim, GRAPH_POOL_DROPOUT)
+        self.pool_hS2 = AudioMosaicGraphPool(POOL_RATIO, hs_gal_dim, GRAPH_POOL_DROPOUT)
+        self.pool_hT2 = AudioMosaicGraphPool(POOL_RATIO, hs_gal_dim, GRAPH_POOL_DROPOUT)
+
+        # Readout: [max|T|, mean T, max|S|, mean S, master] -> 5 * 32 = 160.
+        self.out_layer = nn.Linear(5 * hs_gal_dim, NUM_OUTPUTS)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, 1+L, D), incl. cls, un-normalised -> logits (B, 2). Needs 1+L >= 3."""
+        # Front end: per-token LL, read as a 1-channel (128 x (1+L)) image, 3x3 max-pool (no abs).
+        x = self.LL(tokens).transpose(1, 2).unsqueeze(1)  # (B, 1, 128, 1+L)
+        x = F.max_pool2d(x, (FIRST_POOL, FIRST_POOL))  # (B, 1, 42, (1+L)//3)
+        x = F.selu(self.first_bn(x))
+        x = F.selu(self.first_bn1(self.encoder(x)))  # (B, 64, 42, T)
+
+        attention_logits = self.attention(x)
+        # Spectral nodes: soft-attention pooling over time, plus a learned per-row position embedding.
+        spectral = (x * F.softmax(attention_logits, dim=-1)).sum(dim=-1).transpose(1, 2) + self.pos_S
+        out_S = self.pool_S(self.GAT_layer_S(spectral))  # (B, 21, 64)
+        # Temporal nodes: soft-attention pooling over the 42 spectral rows; node count follows L.
+        temporal = (x * F.softmax(attention_logits, dim=-2)).sum(dim=-2).transpose(1, 2)
+        out_T = self.pool_T(self.GAT_layer_T(temporal))  # (B, T//2, 64)
+
+        # Two parallel HS-GAL branches (same structure, own weights and master node).
+        out_T1, out_S1, master1 = self._hs_gal_branch(
+            out_T, out_S, self.master1, self.HtrgGAT_layer_ST11, self.HtrgGAT_layer_ST12,
+            self.pool_hS1, self.pool_hT1)
+        out_T2, out_S2, master2 = self._hs_gal_branch(
+            out_T, out_S, self.master2, self.HtrgGAT_layer_ST21, self.HtrgGAT_layer_ST22,
+            self.pool_hS2, self.pool_hT2)
+
+        # drop_way in upstream's call order (T1, T2, S1, S2, m1, m2) so training draws the same masks.
+        out_T1, out_T2 = self.drop_way(out_T1), self.drop_way(out_T2)
+        out_S1, out_S2 = self.drop_way(out_S1), self.drop_way(out_S2)
+        master1, master2 = self.drop_way(master1), self.drop_way(master2)
+        out_T = torch.maximum(out_T1, out_T2)
+        out_S = torch.maximum(out_S1, out_S2)
+        master = torch.maximum(master1, master2)
+
+        # max(dim).values (not amax) so ties back-propagate to a single node, as upstream.
+        readout = torch.cat(
+            [out_T.abs().max(dim=1).values, out_T.mean(dim=1),
+             out_S.abs().max(dim=1).values, out_S.mean(dim=1), master.squeeze(1)],
+            dim=1,
+        )
+        return self.out_layer(self.readout_dropout(readout))
+
+    @staticmethod
+    def _hs_gal_branch(
+        out_T: torch.Tensor,
+        out_S: torch.Tensor,
+        master: torch.Tensor,
+        first_layer: AudioMosaicHeterogeneousGraphAttentionLayer,
+        second_layer: AudioMosaicHeterogeneousGraphAttentionLayer,
+        pool_spectral: AudioMosaicGraphPool,
+        pool_temporal: AudioMosaicGraphPool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """HS-GAL -> graph pools (spectral first, as upstream) -> second HS-GAL added residually."""
+        nodes_T, nodes_S, master = first_layer(out_T, out_S, master)
+        nodes_S = pool_spectral(nodes_S)
+        nodes_T = pool_temporal(nodes_T)
+        aug_T, aug_S, aug_master = second_layer(nodes_T, nodes_S, master)
+        return nodes_T + aug_T, nodes_S + aug_S, master + aug_master
+
+
+__all__ = [
+    "AudioMosaicForAudioClassification",
+    "AudioMosaicForPreTraining",
+    "AudioMosaicModel",
+    "AudioMosaicPreTrainedModel",
+    "contrastive_loss",
+    "resize_position_embeddings",
+]
