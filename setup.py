@@ -11,8 +11,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["modeling_audiomosaic", "modeling_audiomosaic.*"]),
-    package_data={"modeling_audiomosaic": ["metrics/*/*.py"]},
+    # `training` ships too, so that the `audiomosaic pretrain|finetune|probe` commands work from any directory.
+    packages=find_packages(include=["modeling_audiomosaic", "modeling_audiomosaic.*", "training", "training.*"]),
+    package_data={"modeling_audiomosaic": ["metrics/*/*.py"], "training": ["recipes/*.yaml"]},
     install_requires=[
         *TORCH,
         # 5.13.1 fixed the silent re-initialisation of remote-code weights; 5.17 and 5.23 are tested.

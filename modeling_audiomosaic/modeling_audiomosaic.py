@@ -26,6 +26,14 @@ from .configuration_audiomosaic import AudioMosaicConfig
 
 logger = logging.get_logger(__name__)
 
+# Every Auto class a saved AudioMosaic folder can serve (module names are the files `save_pretrained` copies).
+AUTO_MAP = {
+    "AutoConfig": "configuration_audiomosaic.AudioMosaicConfig",
+    "AutoModel": "modeling_audiomosaic.AudioMosaicModel",
+    "AutoModelForAudioClassification": "modeling_audiomosaic.AudioMosaicForAudioClassification",
+    "AutoModelForPreTraining": "modeling_audiomosaic.AudioMosaicForPreTraining",
+}
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Positional embeddings
@@ -319,6 +327,12 @@ class AudioMosaicPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `register_for_auto_class` makes transformers write only the saved class's own entry to `auto_map`; a folder
+        # should load through every Auto class that fits it when this package is not installed.
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

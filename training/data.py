@@ -1,0 +1,130 @@
+"""Audio data sources for the training scripts, readable without torchcodec.
+
+Every script takes the same kinds of source (`--dataset`):
+
+* a folder in the `audiofolder` layout: audio files with a `metadata.csv` / `metadata.jsonl` (a `file_name` column,
+  or the column named by `--audio_column`) or, without one, labels taken from the sub-folder names;
+* a CSV / JSON / JSONL / Parquet file listing audio paths (relative to the file) and optional labels;
+* a dataset written with `Dataset.save_to_disk`;
+* a Hub dataset id (optionally `--streaming`).
+
+`datasets` decodes audio only through torchcodec (and its `audiofolder` builder needs it even to list files), so
+sources are opened with their audio column undecoded (`{"path", "bytes"}`, or a plain path string) and decoded here
+with soundfile; already-decoded `{"array", "sampling_rate"}` values are accepted as they are.
+"""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+from datasets import Audio, Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
+
+from modeling_audiomosaic import load_audio
+
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
+TABLE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def resample_to(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """torchaudio's default (Hann-windowed sinc) resampling, as the authors' loader."""
+    if orig_rate == target_rate:
+        return waveform
+    return torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(waveform)), orig_rate, target_rate).numpy()
+
+
+def _absolute_paths(dataset: Dataset, column: str, root: Path) -> Dataset:
+    return dataset.map(lambda row: {column: str((root / row[column]).resolve())})
+
+
+def _folder_dataset(folder: Path, audio_column: str) -> Dataset:
+    for name, builder in (("metadata.csv", "csv"), ("metadata.jsonl", "json")):
+        metadata = folder / name
+        if metadata.is_file():
+            dataset = load_dataset(builder, data_files=str(metadata), split="train")
+            column = audio_column if audio_column in dataset.column_names else "file_name"
+            if column not in dataset.column_names:
+                raise ValueError(f"{metadata} has no `{audio_column}` or `file_name` column with the audio paths.")
+            dataset = _absolute_paths(dataset, column, folder)
+            return dataset.rename_column(column, "audio") if column != "audio" else dataset
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise ValueError(f"{folder} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) and no metadata.csv.")
+    columns = {"audio": [str(p.resolve()) for p in files]}
+    labels = [p.parent.relative_to(folder).as_posix() for p in files]
+    if len(set(labels)) > 1:  # audiofolder convention: one sub-folder per class
+        columns["label"] = labels
+    return Dataset.from_dict(columns)
+
+
+def open_audio_dataset(
+    source: str,
+    split: str = "train",
+    audio_column: str = "audio",
+    config_name: str | None = None,
+    streaming: bool = False,
+) -> Dataset | IterableDataset:
+    """Open `source` (see the module docstring) with its audio in a column named `audio` that
+    [`decode_audio`] can read."""
+    path = Path(source)
+    if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
+        dataset = load_from_disk(str(path))
+        if isinstance(dataset, DatasetDict):
+            dataset = dataset[split]
+    elif path.is_dir():
+        dataset = _folder_dataset(path, audio_column)
+    elif path.is_file():
+        builder = TABLE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"{path}: expected a .csv, .json, .jsonl or .parquet list of audio files.")
+        dataset = load_dataset(builder, data_files=str(path), split="train")
+        if audio_column not in dataset.column_names:
+            raise ValueError(f"{path} has no column `{audio_column}`; its columns are {dataset.column_names}.")
+        dataset = _absolute_paths(dataset, audio_column, path.parent)
+    elif path.suffix or source.startswith((".", "/")):
+        raise FileNotFoundError(f"Dataset source {source} does not exist.")
+    else:
+        dataset = load_dataset(source, config_name, split=split, streaming=streaming)
+    if audio_column != "audio" and audio_column in (dataset.column_names or []):
+        dataset = dataset.rename_column(audio_column, "audio")
+    if "audio" not in (dataset.column_names or []):
+        raise ValueError(f"{source} has no audio column `{audio_column}`; columns: {dataset.column_names}.")
+    if isinstance(dataset.features["audio"], Audio):
+        dataset = dataset.cast_column("audio", Audio(decode=False))
+    if streaming and isinstance(dataset, Dataset):
+        dataset = dataset.to_iterable_dataset()
+    return dataset
+
+
+def filter_rows(dataset: Dataset | IterableDataset, column: str | None, values: str | None):
+    """Keep rows whose `column` (as text) is one of the comma-separated `values`, e.g. folds "1,2,3,4"."""
+    if not column or values is None:
+        return dataset
+    wanted = {value.strip() for value in values.split(",")}
+    return dataset.filter(lambda row: str(row[column]) in wanted)
+
+
+def decode_audio(value: str | dict, sampling_rate: int = 16000) -> np.ndarray:
+    """Mono float32 waveform at `sampling_rate` from a path, a `{"path", "bytes"}` dict or a decoded
+    `{"array", "sampling_rate"}` dict. Raises `ValueError`/`FileNotFoundError` naming the file on failure."""
+    if isinstance(value, str):
+        return load_audio(value, sampling_rate=sampling_rate)
+    if isinstance(value, dict) and value.get("array") is not None:
+        waveform = np.asarray(value["array"], dtype=np.float32)
+        if waveform.ndim == 2:  # (channels, samples), as datasets returns multi-channel audio
+            waveform = waveform.mean(axis=0)
+        return resample_to(waveform, int(value["sampling_rate"]), sampling_rate)
+    if isinstance(value, dict) and value.get("bytes"):
+        name = value.get("path") or "<bytes>"
+        try:
+            waveform, rate = soundfile.read(io.BytesIO(value["bytes"]), dtype="float32", always_2d=True)
+        except Exception as error:  # noqa: BLE001 - soundfile raises several types for corrupt data
+            raise ValueError(f"Could not decode audio {name}: {error}") from error
+        return resample_to(waveform.mean(axis=1), rate, sampling_rate)
+    if isinstance(value, dict) and value.get("path"):
+        return load_audio(value["path"], sampling_rate=sampling_rate)
+    raise ValueError(f"Cannot read audio from {type(value).__name__} value {json.dumps(value, default=str)[:200]}.")
