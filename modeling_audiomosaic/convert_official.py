@@ -253,8 +253,11 @@ def convert(
     labels: str | Path | None = None,
     probe_layer: int | None = None,
     classifier_type: str | None = None,
+    max_length: int | None = None,
 ) -> Path:
-    """Convert `src` and write a transformers folder to `out_dir`; returns `out_dir`."""
+    """Convert `src` and write a transformers folder to `out_dir`; returns `out_dir`. With `max_length` the
+    positional embeddings are resized to that many frames the way the authors' fine-tuning loader does (e.g. a 10 s
+    pretrained encoder prepared for 1 s Speech Commands clips)."""
     state_dict, release_config = load_official_checkpoint(src)
     detected = detect_classifier_type(state_dict, release_config)
     if classifier_type is not None:
@@ -269,6 +272,8 @@ def convert(
         config.id2label = id2label
         config.label2id = {name: index for index, name in id2label.items()}
     model = convert_state_dict(state_dict, config)
+    if max_length is not None and max_length != config.max_length:
+        model.audiomosaic.resize_position_embeddings(max_length, method="official")
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     feature_extractor_for(config, release_config).save_pretrained(out_dir)
@@ -284,6 +289,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--classifier-type", choices=sorted(set(CLASSIFIER_TYPES.values())), default=None,
                         help="head type when it cannot be told from the keys (a layer probe looks like a classifier)")
     parser.add_argument("--probe-layer", type=int, default=None, help="block read by a layer probe")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="resize the positional embeddings to this many frames (authors' interpolation)")
     return parser
 
 
@@ -294,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> None:
     out_dir = convert(args.src, args.out_dir, num_heads=args.num_heads, labels=args.labels,
-                      probe_layer=args.probe_layer, classifier_type=args.classifier_type)
+                      probe_layer=args.probe_layer, classifier_type=args.classifier_type, max_length=args.max_length)
     print(f"Wrote {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
 
 

@@ -1,0 +1,205 @@
+"""Parity with the authors' code: every tensor of `../shared/fixtures/official/manifest.json` (except the filterbank
+one, tested with the feature extractor) is reproduced by checkpoints converted with our converter.
+
+The fixture checkpoints are written as authors' Hub release folders (config.json with `model_class` and the
+constructor arguments from the manifest + model.safetensors), so the converter's release-folder path is what runs.
+"""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicForPreTraining, contrastive_loss
+from modeling_audiomosaic.convert_official import convert
+from modeling_audiomosaic.modeling_audiomosaic import resize_position_embeddings
+
+
+ATOL = 1e-5
+PROBE_CLASSES = {
+    "layer_probe": "AudioMosaicLayerProbe",
+    "weighted_sum_probe": "AudioMosaicWeightedSumProbe",
+    "attentive_probe": "AudioMosaicAttentiveProbe",
+    "aasist": "AudioMosaicAASIST",
+}
+
+
+def max_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    assert ours.shape == reference.shape, (ours.shape, reference.shape)
+    return (ours.float() - reference.float()).abs().max().item()
+
+
+def write_release(folder, state_dict, config):
+    folder.mkdir(parents=True)
+    save_file({key: value.float().contiguous() for key, value in state_dict.items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, fixtures_dir, manifest):
+    """Convert every fixture checkpoint once; returns {name: loaded model}."""
+    root = tmp_path_factory.mktemp("converted")
+    models = {}
+    for tag in ("sq", "long"):
+        for kind, model_class in (("pretrain", AudioMosaicForPreTraining), ("classifier", AudioMosaicForAudioClassification)):
+            name = f"{kind}_{tag}"
+            config = dict(manifest["files"][f"{name}.safetensors"]["config"])
+            config["model_class"] = config.pop("class")
+            release = write_release(root / f"release_{name}", load_file(fixtures_dir / f"{name}.safetensors"), config)
+            models[name] = model_class.from_pretrained(convert(release, root / name))
+    encoder = {k: v for k, v in load_file(fixtures_dir / "pretrain_sq.safetensors").items() if not k.startswith("projector.")}
+    for kind, model_class in PROBE_CLASSES.items():
+        head_name = f"{kind}_sq_head.safetensors"
+        config = dict(manifest["files"][head_name]["config"], model_class=model_class)
+        state_dict = {**encoder, **load_file(fixtures_dir / head_name)}
+        release = write_release(root / f"release_{kind}", state_dict, config)
+        models[kind] = AudioMosaicForAudioClassification.from_pretrained(convert(release, root / kind))
+    return models
+
+
+@pytest.fixture(scope="module")
+def inputs(fixtures_dir):
+    return load_file(fixtures_dir / "inputs.safetensors")
+
+
+def test_every_manifest_file_is_covered(manifest):
+    covered = {"inputs", "fbank_frontend", "pos_embed_interpolation"}
+    covered |= {f"{kind}_{tag}{suffix}" for kind in ("pretrain", "classifier") for tag in ("sq", "long")
+                for suffix in ("", "_eval_io")}
+    covered |= {"pretrain_sq_masking", "pretrain_long_masking", "classifier_sq_train_masking"}
+    covered |= {f"{kind}_sq_{suffix}" for kind in PROBE_CLASSES for suffix in ("head", "eval_io")}
+    assert {name.removesuffix(".safetensors") for name in manifest["files"]} == covered
+
+
+@pytest.mark.parametrize("tag", ["sq", "long"])
+@pytest.mark.parametrize("kind", ["pretrain", "classifier"])
+def test_eval_forward(converted, inputs, fixtures_dir, kind, tag):
+    model = converted[f"{kind}_{tag}"].eval()
+    reference = load_file(fixtures_dir / f"{kind}_{tag}_eval_io.safetensors")
+    with torch.no_grad():
+        encoded = model.audiomosaic(inputs[f"input_{tag}"], output_hidden_states=True)
+        errors = {
+            "embedding_output": max_error(encoded.hidden_states[0], reference["embedding_output"]),
+            "hidden_states.1": max_error(encoded.hidden_states[1], reference["hidden_states.1"]),
+            "hidden_states.2": max_error(encoded.hidden_states[2], reference["hidden_states.2"]),
+        }
+        pooled = model.audiomosaic.pool(encoded.last_hidden_state)
+        if kind == "pretrain":
+            errors["f"] = max_error(pooled, reference["f"])
+            errors["fc_norm_out"] = max_error(encoded.pooler_output, reference["fc_norm_out"])
+            errors["z"] = max_error(model.projector(encoded.pooler_output), reference["z"])
+            full = model(inputs[f"input_{tag}"], return_loss=False)
+            errors["z (full forward)"] = max_error(full.projection_view0, reference["z"])
+        else:
+            errors["pooled"] = max_error(pooled, reference["pooled"])
+            errors["pooled_fc_norm"] = max_error(encoded.pooler_output, reference["pooled_fc_norm"])
+            errors["logits"] = max_error(model(inputs[f"input_{tag}"]).logits, reference["logits"])
+    assert max(errors.values()) <= ATOL, errors
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_eval_forward_both_attention_backends(converted, inputs, fixtures_dir, attn_implementation):
+    model = converted["classifier_long"].eval()
+    model.set_attn_implementation(attn_implementation)
+    reference = load_file(fixtures_dir / "classifier_long_eval_io.safetensors")
+    with torch.no_grad():
+        logits = model(inputs["input_long"]).logits
+    assert max_error(logits, reference["logits"]) <= ATOL
+
+
+@pytest.mark.parametrize("tag", ["sq", "long"])
+def test_pretraining_views_masking_and_loss(converted, inputs, fixtures_dir, manifest, tag):
+    """The authors' swapped-grid view masking (same RNG consumption), the views' tokens, pooled features,
+    train-mode projections, and the NT-Xent logits and loss."""
+    model = converted[f"pretrain_{tag}"].train()
+    name = f"pretrain_{tag}_masking"
+    reference = load_file(fixtures_dir / f"{name}.safetensors")
+    seeds = manifest["files"][f"{name}.safetensors"]["seeds"]
+    views = {}
+    for view, branch in ((0, "time"), (1, "freq")):
+        torch.manual_seed(seeds[branch])
+        with torch.no_grad():
+            out = model.forward_view(inputs[f"input_{tag}"], view)
+        views[branch] = out
+        assert torch.equal(out.keep_patch_indices, reference[f"{branch}.ids_keep"])
+        dropped = torch.ones_like(reference[f"{branch}.mask"])
+        dropped.scatter_(1, out.keep_patch_indices, 0.0)
+        assert torch.equal(dropped, reference[f"{branch}.mask"])
+        assert max_error(out.last_hidden_state, reference[f"{branch}.toks"]) <= ATOL
+        assert max_error(out.pooled, reference[f"{branch}.f"]) <= ATOL
+        assert max_error(out.projection, reference[f"{branch}.z_trainmode_bn"]) <= ATOL
+    loss, logits, labels, _ = contrastive_loss(views["time"].projection, views["freq"].projection, temperature=0.1)
+    assert torch.equal(labels, reference["ntxent.labels"])
+    assert max_error(logits, reference["ntxent.logits"]) <= ATOL
+    assert max_error(loss.reshape(1), reference["ntxent.loss"]) <= ATOL
+
+
+def test_pretraining_forward_consumes_rng_like_the_authors(converted, inputs, manifest, fixtures_dir):
+    """A full training-mode forward draws view 0's mask then view 1's: re-seeding before each view reproduces it."""
+    model = converted["pretrain_sq"].train()
+    reference = load_file(fixtures_dir / "pretrain_sq_masking.safetensors")
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        full = model(inputs["input_sq"])
+    assert max_error(full.projection_view0, reference["time.z_trainmode_bn"]) <= ATOL
+    assert full.logits.shape == (4, 3) and 0.0 <= full.contrastive_accuracy.item() <= 1.0
+
+
+def test_classifier_training_patch_masking(converted, inputs, fixtures_dir, manifest):
+    name = "classifier_sq_train_masking.safetensors"
+    reference = load_file(fixtures_dir / name)
+    meta = manifest["files"][name]
+    model = converted["classifier_sq"].train()
+    model.config.mask_time_prob, model.config.mask_freq_prob = meta["mask_t_prob"], meta["mask_f_prob"]
+    try:
+        torch.manual_seed(meta["seed"])
+        keep = model._training_keep_indices(inputs["input_sq"])
+        torch.manual_seed(meta["seed"])
+        with torch.no_grad():
+            out = model(inputs["input_sq"], output_hidden_states=True)
+    finally:
+        model.config.mask_time_prob = model.config.mask_freq_prob = 0.0
+    assert torch.equal(keep, reference["kept_token_index"])
+    assert max_error(out.hidden_states[0], reference["embedding_output"]) <= ATOL
+    assert max_error(out.logits, reference["logits"]) <= ATOL
+
+
+@pytest.mark.parametrize("kind", list(PROBE_CLASSES))
+def test_probes_and_aasist(converted, inputs, fixtures_dir, kind):
+    model = converted[kind].eval()
+    reference = load_file(fixtures_dir / f"{kind}_sq_eval_io.safetensors")
+    with torch.no_grad():
+        out = model(inputs["input_sq"], output_hidden_states=True)
+        assert max_error(out.logits, reference["logits"]) <= ATOL
+        if kind == "aasist":
+            assert max_error(model.aasist.LL(out.hidden_states[-1]), reference["LL_output"]) <= ATOL
+        else:
+            features = model.head_features(model.audiomosaic(inputs["input_sq"], output_hidden_states=True))
+            assert max_error(features, reference["fc_norm_output"]) <= ATOL
+            if kind == "layer_probe":
+                assert max_error(out.hidden_states[1].mean(1), reference["fc_norm_input"]) <= ATOL
+
+
+@pytest.mark.parametrize("case", ["512_to_256", "256_to_128"])
+def test_position_embedding_resize(fixtures_dir, case):
+    reference = load_file(fixtures_dir / "pos_embed_interpolation.safetensors")
+    source, result = reference[f"{case}.source"], reference[f"{case}.result"]
+    resized = resize_position_embeddings(source, num_time_patches=(result.shape[1] - 1) // 8, num_freq_patches=8)
+    assert max_error(resized, result) <= ATOL
+
+
+def test_model_resize_and_converter_max_length(converted, fixtures_dir, tmp_path):
+    """Loading a checkpoint at another length resizes its positional embeddings the authors' way."""
+    reference = load_file(fixtures_dir / "pos_embed_interpolation.safetensors")
+    model = converted["classifier_long"]
+    source = model.audiomosaic.embeddings.position_embeddings.detach().clone()
+    expected = resize_position_embeddings(source, num_time_patches=8, num_freq_patches=8)
+    resized = convert(fixtures_dir / "classifier_long.safetensors", tmp_path / "short", num_heads=4, max_length=128)
+    short = AudioMosaicForAudioClassification.from_pretrained(resized)
+    assert short.config.max_length == 128
+    assert max_error(short.audiomosaic.embeddings.position_embeddings, expected) == 0.0
+    assert reference["256_to_128.result"].shape == expected.shape
+    with torch.no_grad():
+        assert short(torch.randn(1, 128, 128)).logits.shape == (1, 10)
