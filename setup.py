@@ -16,8 +16,8 @@ setup(
     package_data={"modeling_audiomosaic": ["metrics/*/*.py"], "training": ["recipes/*.yaml"]},
     install_requires=[
         *TORCH,
-        # 5.13.1 fixed the silent re-initialisation of remote-code weights; 5.17 and 5.23 are tested.
-        "transformers>=5.13.1,<6",
+        # The range the test suite is run against: 5.17.0 and 5.23.0 (see README, "Compatibility").
+        "transformers>=5.17,<6",
         "safetensors>=0.4",
         "huggingface-hub>=1.0",
         "soundfile>=0.12",
