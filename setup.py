@@ -2,6 +2,15 @@ from setuptools import find_packages, setup
 
 # torchaudio pins torch exactly, so the two move together.
 TORCH = ["torch==2.11.*", "torchaudio==2.11.*"]
+TRAIN = [
+    "accelerate>=1.0",
+    "datasets>=4.0",
+    "evaluate>=0.4.5",
+    "audiomentations>=0.40",
+    "scikit-learn>=1.3",
+    "matplotlib>=3.7",
+    "tensorboard>=2.15",
+]
 
 setup(
     name="modeling-audiomosaic",
@@ -23,26 +32,6 @@ setup(
         "soundfile>=0.12",
         "numpy>=1.24",
     ],
-    extras_require={
-        "train": [
-            "accelerate>=1.0",
-            "datasets>=4.0",
-            "evaluate>=0.4.5",
-            "audiomentations>=0.40",
-            "scikit-learn>=1.3",
-            "matplotlib>=3.7",
-            "tensorboard>=2.15",
-        ],
-        "dev": [
-            "accelerate>=1.0",
-            "datasets>=4.0",
-            "evaluate>=0.4.5",
-            "audiomentations>=0.40",
-            "scikit-learn>=1.3",
-            "matplotlib>=3.7",
-            "pytest>=8",
-            "hypothesis>=6.100",
-        ],
-    },
+    extras_require={"train": TRAIN, "dev": [*TRAIN, "pytest>=8", "hypothesis>=6.100"]},
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )
