@@ -344,7 +344,8 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
             window_hop = max_length // 2 if window_hop is None else _check_positive_int(window_hop, "window_hop")
             if window_hop > max_length:
                 raise ValueError(
-                    f"`window_hop` ({window_hop}) must not exceed `max_length` ({max_length}): frames would be skipped."
+                    f"`window_hop` ({window_hop}) must not exceed `max_length` ({max_length}): frames would be "
+                    "skipped."
                 )
         elif window_hop is not None:
             raise ValueError("`window_hop` only applies with `long_audio='window'`.")
@@ -383,7 +384,9 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
             counts = torch.tensor(windows_per_clip, device=device)
             window_clip_index = torch.repeat_interleave(torch.arange(len(waveforms), device=device), counts)
             first_window = torch.cumsum(counts, 0) - counts
-            starts = (torch.arange(len(window_clip_index), device=device) - first_window[window_clip_index]) * window_hop
+            starts = (
+                torch.arange(len(window_clip_index), device=device) - first_window[window_clip_index]
+            ) * window_hop
             frame_index = starts[:, None] + torch.arange(max_length, device=device)
             input_values = features[window_clip_index[:, None], frame_index]
             attention_mask = valid[window_clip_index[:, None], frame_index]
@@ -423,11 +426,12 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
                 if raw_speech.shape[0] == 0:
                     raise ValueError("Empty batch: the input array has shape (0, samples).")
                 return [
-                    _Clip(_to_float_tensor(row, f"clip {i}"), array_rate, f"clip {i}") for i, row in enumerate(raw_speech)
+                    _Clip(_to_float_tensor(row, f"clip {i}"), array_rate, f"clip {i}")
+                    for i, row in enumerate(raw_speech)
                 ]
             raise ValueError(
-                f"Got a {raw_speech.ndim}-D array of shape {tuple(raw_speech.shape)}; expected a 1-D clip, a 2-D batch "
-                "(batch, samples), or a list of (channels, samples) arrays for multi-channel audio."
+                f"Got a {raw_speech.ndim}-D array of shape {tuple(raw_speech.shape)}; expected a 1-D clip, a 2-D "
+                "batch (batch, samples), or a list of (channels, samples) arrays for multi-channel audio."
             )
         if isinstance(raw_speech, (list, tuple)):
             if len(raw_speech) == 0:
@@ -468,7 +472,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         # than an element-wise check. One stacked test keeps CUDA inputs to a single synchronisation.
         raw_means = [clip.samples.mean() for clip in clips]
         finite = torch.stack([mean.to(raw_means[0].device) for mean in raw_means]).isfinite().tolist()
-        for clip, is_finite in zip(clips, finite):
+        for clip, is_finite in zip(clips, finite, strict=True):
             if not is_finite:
                 bad = int((~clip.samples.isfinite()).sum())
                 if bad == 0:
@@ -483,13 +487,18 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         for clip in clips:
             length = _resampled_length(clip.samples.shape[-1], clip.sampling_rate, self.sampling_rate)
             if length < window_length:
+                resampled = (
+                    f" (after resampling from {clip.sampling_rate} Hz)"
+                    if clip.sampling_rate != self.sampling_rate
+                    else ""
+                )
                 raise ValueError(
-                    f"{clip.name} is too short: {length} samples at {self.sampling_rate} Hz (after resampling); "
+                    f"{clip.name} is too short: {length} samples at {self.sampling_rate} Hz{resampled}; "
                     f"expected at least one {_FRAME_LENGTH_MS:g} ms frame = {window_length} samples."
                 )
 
         waveforms, means = [], []
-        for clip, raw_mean in zip(clips, raw_means):
+        for clip, raw_mean in zip(clips, raw_means, strict=True):
             samples = clip.samples
             if clip.sampling_rate != self.sampling_rate:
                 samples = torchaudio.functional.resample(samples, clip.sampling_rate, self.sampling_rate)
@@ -523,7 +532,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         # The buffer lives on the compute device: host clips are copied straight into it, which on GPU avoids
         # filling and copying a host-side buffer first.
         buffer = torch.zeros(batch_size * slot, device=device)
-        for i, (waveform, mean, frames) in enumerate(zip(waveforms, means, num_frames)):
+        for i, (waveform, mean, frames) in enumerate(zip(waveforms, means, num_frames, strict=True)):
             used = (frames - 1) * shift + window_length
             # Per-clip mean removal as the authors do (`waveform - waveform.mean()`, mean over the whole clip even
             # when it is truncated); Kaldi's per-frame DC removal then follows in `_log_mel_block`.
@@ -542,10 +551,14 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         # is a contiguous slice of the output.
         chunk = _CPU_CHUNK_FRAMES if device.type == "cpu" else _GPU_CHUNK_FRAMES
         if num_rows >= chunk:
-            blocks = [(i, i + 1, r, min(r + chunk, num_rows)) for i in range(batch_size) for r in range(0, num_rows, chunk)]
+            blocks = [
+                (i, i + 1, r, min(r + chunk, num_rows)) for i in range(batch_size) for r in range(0, num_rows, chunk)
+            ]
         else:
             clips_per_block = chunk // num_rows
-            blocks = [(i, min(i + clips_per_block, batch_size), 0, num_rows) for i in range(0, batch_size, clips_per_block)]
+            blocks = [
+                (i, min(i + clips_per_block, batch_size), 0, num_rows) for i in range(0, batch_size, clips_per_block)
+            ]
         # On CPU the scratch always has `chunk` rows so that the Mel product has a fixed shape (see
         # `_log_mel_block`); on GPU it is sized to the largest block to save memory.
         rows = max((end - start) * (row_end - row_start) for start, end, row_start, row_end in blocks)
