@@ -1,0 +1,1031 @@
+"""Fine-tune AudioMosaic for audio classification with transformers' `Trainer`.
+
+The authors' recipes (spec §6) are YAML files in `training/recipes/finetune_*.yaml`; every key is one of the argument
+dataclasses below and the command line overrides it:
+
+    python training/finetune.py --recipe training/recipes/finetune_spc2.yaml \
+        --dataset ../shared/data/speechcommands_test/meta.csv --audio_column filename --label_column label \
+        --fold_column fold --train_folds 1,2,3,4 --eval_folds 5 \
+        --model_name_or_path runs/pretrain --output_dir runs/spc --num_train_epochs 2
+
+What it reproduces from the authors' `main_finetune.py` / `engine_finetune.py`:
+
+* learning rate = `blr` x (per-device batch x accumulation x processes) / 256, printed at start;
+* layer-wise learning-rate decay (`param_groups_lrd`): cls token, positional and patch embeddings get layer id 0,
+  block i gets i + 1, everything else (pre-norm, fc_norm, heads) depth + 1; lr scale = decay^(depth + 1 - id); no
+  weight decay on 1-D tensors, the cls token and the positional embeddings;
+* linear warm-up over `warmup_epochs`, then a half-cycle cosine to `min_lr` per step (`cosine_with_min_lr`);
+* waveform mixup (probability `mixup`, partner drawn uniformly, lambda ~ Beta(10, 10), multi-hot targets),
+  roll/magnitude augmentation, SpecAugment (one frequency and one time mask, before normalisation in the authors'
+  code, i.e. filled with the normalised value of a 0 log-Mel here), the Speech Commands noise-and-shift, and the
+  training-time patch masking of the model (`mask_time_prob` / `mask_freq_prob`);
+* AS-2M weighted sampling: `weighted_sample_size` clips per epoch drawn without replacement with per-clip weights;
+* evaluation metrics (accuracy, mAP/mAUC, EER) from the `evaluate` modules shipped in `modeling_audiomosaic.metrics`.
+
+After training the run folder holds the model (`save_pretrained`, feature extractor, `auto_map`), `results.json`
+and a model card (`README.md`); `--push_to_hub --hub_model_id user/name` uploads it (see `training/publish.py`).
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import WeightedRandomSampler
+
+
+if __package__ in (None, ""):  # `python training/finetune.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torchaudio  # noqa: E402
+from transformers import AutoFeatureExtractor, Trainer, TrainingArguments, set_seed  # noqa: E402
+
+from modeling_audiomosaic import (  # noqa: E402
+    AudioMosaicConfig,
+    AudioMosaicFeatureExtractor,
+    AudioMosaicForAudioClassification,
+)
+from modeling_audiomosaic.metrics import load_metric  # noqa: E402
+from training.arguments import parse_args_with_recipe  # noqa: E402
+from training.data import decode_audio, filter_rows, open_audio_dataset  # noqa: E402
+
+
+logger = logging.getLogger("audiomosaic.finetune")
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+LOSSES = ("auto", "bce", "ce")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "AudioMosaic checkpoint folder or Hub id (pretrained, converted or fine-tuned). Without it a "
+                          "new model is built from --config_name / --config_overrides (random initialisation)."},
+    )
+    config_name: str | None = field(default=None, metadata={"help": "config.json (or folder) for a new model"})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "comma-separated key=value config fields for a new model, e.g. "
+                          "'hidden_size=192,num_hidden_layers=4,num_attention_heads=3,intermediate_size=768'"},
+    )
+    classifier_type: str = field(
+        default="linear",
+        metadata={"help": "linear | layer_probe | weighted_sum_probe | attentive_probe | aasist"},
+    )
+    probe_layer: int | None = field(default=None, metadata={"help": "block read by a layer probe (0-based)"})
+    freeze_encoder: bool = field(default=False, metadata={"help": "train only the head and fc_norm (linear probing)"})
+    mask_time_prob: float = field(default=0.0, metadata={"help": "training patch masking: share of time rows dropped"})
+    mask_freq_prob: float = field(default=0.0, metadata={"help": "training patch masking: share of frequency columns"})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "stochastic depth (default: checkpoint's)"})
+    classifier_dropout: float = field(default=0.0, metadata={"help": "dropout before the linear head"})
+    class_weights: str | None = field(
+        default=None, metadata={"help": "comma-separated per-class weights of the cross-entropy, in label order"}
+    )
+    position_embedding_resize: str = field(
+        default="official",
+        metadata={"help": "how to resize the checkpoint's positional embeddings to --max_length: 'official' (the "
+                          "authors' loader) or 'grid'"},
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        metadata={"help": "audio folder (audiofolder layout / metadata.csv), CSV/JSON/Parquet list of audio paths and "
+                          "labels, a save_to_disk folder, or a Hub dataset id"},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
+    train_split: str = field(default="train", metadata={"help": "split to train on"})
+    eval_split: str | None = field(default=None, metadata={"help": "split to evaluate on (Hub / save_to_disk)"})
+    eval_dataset: str | None = field(default=None, metadata={"help": "separate source to evaluate on"})
+    audio_column: str = field(default="audio", metadata={"help": "column with the audio (path or audio dict)"})
+    label_column: str = field(default="label", metadata={"help": "column with the label(s)"})
+    multi_label: bool = field(default=False, metadata={"help": "several labels per clip (multi-hot targets)"})
+    label_separator: str | None = field(
+        default=None, metadata={"help": "separator of several labels in one text cell, e.g. ',' (multi-label)"}
+    )
+    labels_file: str | None = field(
+        default=None,
+        metadata={"help": "class list: one label per line, or a CSV with a `label` column, or AudioSet's "
+                          "class_labels_indices.csv (mid -> display_name). Default: labels of the training split"},
+    )
+    label_list: str | None = field(default=None, metadata={"help": "comma-separated class list (fixes the order)"})
+    fold_column: str | None = field(default=None, metadata={"help": "column holding the fold of each row"})
+    train_folds: str | None = field(default=None, metadata={"help": "comma-separated folds to train on"})
+    eval_folds: str | None = field(default=None, metadata={"help": "comma-separated folds to evaluate on"})
+    cross_validation_folds: str | None = field(
+        default=None,
+        metadata={"help": "comma-separated folds: one run per fold, evaluated on it and trained on the others "
+                          "(ESC-50: 1,2,3,4,5); results are averaged"},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "use a random subset of the train rows"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "use a random subset of the eval rows"})
+    sample_weights_file: str | None = field(
+        default=None,
+        metadata={"help": "per-clip sampling weights (AS-2M): one number per training row, or a CSV with the audio "
+                          "column and a `weight` column"},
+    )
+    weighted_sample_size: int | None = field(
+        default=None, metadata={"help": "clips drawn (without replacement) per epoch with the sample weights"}
+    )
+    sampling_rate: int = field(default=16000, metadata={"help": "audio is resampled to this rate"})
+    max_length: int | None = field(
+        default=None, metadata={"help": "frames per clip (10 ms each); default: the feature extractor's"}
+    )
+    feature_extractor_preset: str | None = field(
+        default=None, metadata={"help": "normalisation and length of: audioset | esc50 | speechcommands"}
+    )
+    norm_mean: float | None = field(default=None, metadata={"help": "override the log-Mel mean"})
+    norm_std: float | None = field(default=None, metadata={"help": "override the log-Mel std"})
+    truncate_samples: int | None = field(
+        default=None, metadata={"help": "keep only the first N samples of every train/eval clip (EnvSDD: 64600)"}
+    )
+    loss: str = field(
+        default="auto",
+        metadata={"help": "bce (multi-hot targets, sigmoid) | ce (class index, softmax) | auto: bce when multi-label "
+                          "or mixup > 0"},
+    )
+    mixup: float = field(default=0.0, metadata={"help": "probability of waveform mixup per training clip"})
+    mixup_alpha: float = field(default=10.0, metadata={"help": "mixup lambda ~ Beta(alpha, alpha)"})
+    roll_mag_aug: bool = field(default=False, metadata={"help": "random circular roll and Beta(10,10)+0.5 gain"})
+    freqm: int = field(default=0, metadata={"help": "SpecAugment frequency-mask width bound (bins)"})
+    timem: int = field(default=0, metadata={"help": "SpecAugment time-mask width bound (frames)"})
+    spc_noise: bool = field(default=False, metadata={"help": "Speech Commands noise and +-10 frame shift"})
+
+
+@dataclass
+class FinetuneTrainingArguments(TrainingArguments):
+    """TrainingArguments with the authors' learning-rate conventions. `learning_rate` is ignored when `blr` is set."""
+
+    blr: float | None = field(
+        default=None, metadata={"help": "base learning rate: learning_rate = blr x effective batch size / 256"}
+    )
+    layer_decay: float = field(default=0.75, metadata={"help": "layer-wise learning-rate decay (1.0 = none)"})
+    warmup_epochs: float | None = field(default=None, metadata={"help": "linear warm-up length in epochs"})
+    min_lr: float = field(default=1e-6, metadata={"help": "final learning rate of the cosine schedule"})
+    weight_decay_on_all_params: bool = field(
+        default=False,
+        metadata={"help": "apply weight decay to every trainable tensor (the authors' probe classes pass no parameter "
+                          "groups) instead of the LLRD groups"},
+    )
+    lr_scheduler_type: str = field(default="cosine_with_min_lr", metadata={"help": "learning-rate schedule"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "keep every column (on-the-fly features)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.blr is not None:
+            self.learning_rate = self.blr * self.effective_batch_size / 256
+        if self.lr_scheduler_type == "cosine_with_min_lr":
+            kwargs = dict(self.lr_scheduler_kwargs or {})
+            kwargs.setdefault("min_lr", self.min_lr)
+            self.lr_scheduler_kwargs = kwargs
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * max(self.world_size, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Labels
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def read_labels_file(path: str | Path) -> tuple[list[str], list[str]]:
+    """(keys as they appear in the data, display names) from a class list file (see `--labels_file`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Labels file {path} does not exist.")
+    text = path.read_text(encoding="utf-8").splitlines()
+    rows = [line for line in text if line.strip()]
+    if not rows:
+        raise ValueError(f"Labels file {path} is empty.")
+    if path.suffix.lower() == ".csv":
+        import csv
+
+        reader = list(csv.DictReader(rows))
+        fields = reader[0].keys() if reader else []
+        if "mid" in fields and "display_name" in fields:  # AudioSet class_labels_indices.csv
+            return [r["mid"] for r in reader], [r["display_name"] for r in reader]
+        for name in ("label", "name", "display_name"):
+            if name in fields:
+                keys = [r[name] for r in reader]
+                return keys, keys
+        raise ValueError(f"Labels file {path} needs a `label` column (or AudioSet's `mid` and `display_name`).")
+    keys = [line.strip() for line in rows]
+    return keys, keys
+
+
+def label_values(value, separator: str | None) -> list[str]:
+    """The labels of one cell: a list, a separated string, or a single value (numbers become text)."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = str(value).strip()
+    if separator:
+        return [part.strip() for part in text.split(separator) if part.strip()]
+    return [text] if text else []
+
+
+@dataclass
+class LabelSet:
+    keys: list[str]  # as in the data
+    names: list[str]  # id2label
+
+    @property
+    def key_to_id(self) -> dict[str, int]:
+        return {key: i for i, key in enumerate(self.keys)}
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}
+
+
+def build_label_set(train_dataset, data_args: DataArguments) -> LabelSet:
+    if data_args.labels_file:
+        keys, names = read_labels_file(data_args.labels_file)
+        return LabelSet(keys, names)
+    if data_args.label_list:
+        keys = [k.strip() for k in data_args.label_list.split(",") if k.strip()]
+        return LabelSet(keys, keys)
+    feature = train_dataset.features.get(data_args.label_column) if train_dataset.features else None
+    names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
+    if names:  # ClassLabel (or a sequence of ClassLabel): the data holds indices
+        return LabelSet([str(i) for i in range(len(names))], list(names))
+    seen = set()
+    for value in train_dataset[data_args.label_column]:
+        seen.update(label_values(value, data_args.label_separator))
+    if not seen:
+        raise ValueError(f"The training split has no labels in column `{data_args.label_column}`.")
+    numeric = all(key.lstrip("-").isdigit() for key in seen)
+    keys = sorted(seen, key=int) if numeric else sorted(seen)
+    return LabelSet(keys, keys)
+
+
+def encode_targets(dataset, labels: LabelSet, data_args: DataArguments, split_name: str) -> list[list[int]]:
+    """Class indices of every row; unknown or missing labels raise a `ValueError` naming them."""
+    key_to_id = labels.key_to_id
+    targets, unknown, missing = [], {}, []
+    for row, value in enumerate(dataset[data_args.label_column]):
+        values = label_values(value, data_args.label_separator)
+        if not values and not data_args.multi_label:
+            missing.append(row)
+        ids = []
+        for key in values:
+            if key in key_to_id:
+                ids.append(key_to_id[key])
+            else:
+                unknown.setdefault(key, row)
+        targets.append(ids)
+    if unknown:
+        shown = ", ".join(f"{key!r} (row {row})" for key, row in list(unknown.items())[:10])
+        raise ValueError(
+            f"The {split_name} split has {len(unknown)} label(s) not in the label set of {len(labels.keys)} classes: "
+            f"{shown}. The label set comes from "
+            f"{data_args.labels_file or data_args.label_list or 'the training split'}; pass --labels_file or "
+            "--label_list with every class."
+        )
+    if missing:
+        raise ValueError(
+            f"The {split_name} split has {len(missing)} row(s) without a label in `{data_args.label_column}` "
+            f"(first rows: {missing[:10]}); single-label training needs one per row."
+        )
+    return targets
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _select_folds(dataset, data_args: DataArguments, folds: str | None, source: str, split_name: str):
+    if folds is None:
+        return dataset
+    if not data_args.fold_column:
+        raise ValueError(f"--{split_name}_folds needs --fold_column (the column holding each row's fold).")
+    if data_args.fold_column not in dataset.column_names:
+        raise ValueError(
+            f"{source} has no fold column `{data_args.fold_column}`; its columns are {dataset.column_names}."
+        )
+    selected = filter_rows(dataset, data_args.fold_column, folds)
+    if len(selected) == 0:
+        present = sorted({str(v) for v in dataset[data_args.fold_column]})
+        raise ValueError(
+            f"The {split_name} split is empty after keeping fold(s) {folds} of column `{data_args.fold_column}` in "
+            f"{source}; the folds present are {present}."
+        )
+    return selected
+
+
+def _subsample(dataset, limit: int | None, seed: int):
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
+
+
+def load_splits(data_args: DataArguments, seed: int = 0):
+    """(train, eval) `datasets.Dataset`s with an undecoded `audio` column; eval is None when nothing selects one."""
+    if not data_args.dataset:
+        raise ValueError("--dataset is required.")
+    train_source = open_audio_dataset(
+        data_args.dataset, data_args.train_split, data_args.audio_column, data_args.dataset_config_name
+    )
+    if data_args.label_column not in train_source.column_names:
+        raise ValueError(
+            f"{data_args.dataset} has no label column `{data_args.label_column}`; its columns are "
+            f"{train_source.column_names}."
+        )
+    if data_args.fold_column and data_args.fold_column not in train_source.column_names:
+        raise ValueError(
+            f"{data_args.dataset} has no fold column `{data_args.fold_column}`; its columns are "
+            f"{train_source.column_names}."
+        )
+    train = _select_folds(train_source, data_args, data_args.train_folds, data_args.dataset, "train")
+    if data_args.train_folds is None and data_args.eval_folds is not None and data_args.eval_dataset is None \
+            and data_args.eval_split is None:
+        # Evaluating on some folds of the same source: train on the remaining ones.
+        wanted = {v.strip() for v in data_args.eval_folds.split(",")}
+        train = train.filter(lambda row: str(row[data_args.fold_column]) not in wanted)
+    if len(train) == 0:
+        raise ValueError(f"The train split of {data_args.dataset} is empty.")
+    eval_dataset = None
+    if data_args.eval_dataset or data_args.eval_split:
+        source = data_args.eval_dataset or data_args.dataset
+        eval_dataset = open_audio_dataset(
+            source, data_args.eval_split or "train", data_args.audio_column, data_args.dataset_config_name
+        )
+        eval_dataset = _select_folds(eval_dataset, data_args, data_args.eval_folds, source, "eval")
+    elif data_args.eval_folds is not None:
+        eval_dataset = _select_folds(train_source, data_args, data_args.eval_folds, data_args.dataset, "eval")
+    if eval_dataset is not None and len(eval_dataset) == 0:
+        raise ValueError("The eval split is empty.")
+    train = _subsample(train, data_args.max_train_samples, seed)
+    if eval_dataset is not None:
+        if data_args.label_column not in eval_dataset.column_names:
+            raise ValueError(f"The eval data has no label column `{data_args.label_column}`.")
+        eval_dataset = _subsample(eval_dataset, data_args.max_eval_samples, seed)
+    return train, eval_dataset
+
+
+def read_sample_weights(path: str | Path, dataset) -> np.ndarray:
+    """Per-row sampling weights: a file with one number per line (in row order, the authors' weight_full.csv), or a
+    CSV with a header, a path column and a `weight` column, matched to the rows by path (or a trailing part of it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Sample-weights file {path} does not exist.")
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    keyed = None
+    if all("," not in line for line in lines):
+        try:
+            weights = np.asarray([float(line) for line in lines], dtype=np.float64)
+        except ValueError as error:
+            raise ValueError(f"{path}: expected one weight per line ({error}).") from None
+    else:
+        import csv
+
+        reader = list(csv.DictReader(lines))
+        if not reader or "weight" not in reader[0]:
+            raise ValueError(f"{path}: expected one weight per line, or a CSV with a `weight` column.") from None
+        key = next((k for k in reader[0] if k != "weight"), None)
+        keyed = {r[key].replace("\\", "/"): float(r["weight"]) for r in reader}
+    if keyed is not None:
+        # Match each clip to the weight row whose path is its path or a trailing part of it (relative paths).
+        by_name: dict[str, list[str]] = {}
+        for k in keyed:
+            by_name.setdefault(k.rsplit("/", 1)[-1], []).append(k)
+        weights, missing = [], []
+        for value in dataset["audio"]:
+            clip = str(value if isinstance(value, str) else (value.get("path") or "")).replace("\\", "/")
+            matches = [k for k in by_name.get(clip.rsplit("/", 1)[-1], []) if clip == k or clip.endswith("/" + k)]
+            if len(matches) > 1:
+                matches = [max(matches, key=len)]
+            if not matches:
+                missing.append(clip)
+                continue
+            weights.append(keyed[matches[0]])
+        if missing:
+            raise ValueError(f"{path} has no weight for {len(missing)} training clip(s), e.g. {missing[:3]}.")
+        weights = np.asarray(weights)
+    if len(weights) != len(dataset):
+        raise ValueError(f"{path} has {len(weights)} weights but the training split has {len(dataset)} rows.")
+    if (weights < 0).any() or not np.isfinite(weights).all() or weights.sum() <= 0:
+        raise ValueError(f"{path}: weights must be finite, non-negative and not all zero.")
+    return weights
+
+
+class AudioClassificationDataset(TorchDataset):
+    """Decodes clips on the fly; in training applies the authors' waveform augmentations (roll/magnitude, mixup).
+
+    Items: {"waveform": float32 array, "labels": multi-hot float32 vector (BCE) or class index (CE), "augment": bool}.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        targets: list[list[int]],
+        num_labels: int,
+        multi_hot: bool,
+        sampling_rate: int = 16000,
+        truncate_samples: int | None = None,
+        train: bool = False,
+        mixup: float = 0.0,
+        mixup_alpha: float = 10.0,
+        roll_mag_aug: bool = False,
+    ):
+        self.dataset = dataset.select_columns(["audio"])
+        self.targets = targets
+        self.num_labels = num_labels
+        self.multi_hot = multi_hot
+        self.sampling_rate = sampling_rate
+        self.truncate_samples = truncate_samples
+        self.train = train
+        self.mixup = mixup if train else 0.0
+        self.mixup_alpha = mixup_alpha
+        self.roll_mag_aug = roll_mag_aug and train
+        if self.mixup > 0 and not multi_hot:
+            raise ValueError("mixup produces soft multi-hot targets: use --loss bce (the authors' recipes do).")
+        self._rng = None
+        self._audio_cache = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        # Seeded from torch's per-worker seed, so runs are reproducible under `set_seed` and workers differ.
+        if self._rng is None:
+            self._rng = np.random.default_rng(torch.initial_seed() % 2**32)
+        return self._rng
+
+    def load(self, index: int) -> np.ndarray:
+        value = self.dataset[index]["audio"]
+        try:
+            waveform = decode_audio(value, self.sampling_rate)
+        except (FileNotFoundError, ValueError) as error:
+            raise type(error)(f"Row {index}: {error}") from error
+        if self.truncate_samples is not None:
+            waveform = waveform[: self.truncate_samples]
+        return (waveform - waveform.mean()).astype(np.float32)
+
+    def target_vector(self, index: int) -> np.ndarray:
+        vector = np.zeros(self.num_labels, dtype=np.float32)
+        vector[self.targets[index]] = 1.0
+        return vector
+
+    def _roll_mag(self, waveform: np.ndarray) -> np.ndarray:
+        shift = int(self.rng.integers(0, len(waveform)))
+        return (np.roll(waveform, shift) * (self.rng.beta(10, 10) + 0.5)).astype(np.float32)
+
+    def __getitem__(self, index: int) -> dict:
+        waveform = self.load(index)
+        if self.roll_mag_aug:
+            waveform = self._roll_mag(waveform)
+        if self.mixup > 0 and self.rng.random() < self.mixup:
+            partner = int(self.rng.integers(0, len(self)))
+            other = self.load(partner)
+            if self.roll_mag_aug:
+                other = self._roll_mag(other)
+            if len(other) < len(waveform):
+                other = np.pad(other, (0, len(waveform) - len(other)))
+            other = other[: len(waveform)]
+            lam = float(self.rng.beta(self.mixup_alpha, self.mixup_alpha))
+            waveform = lam * waveform + (1 - lam) * other
+            waveform = (waveform - waveform.mean()).astype(np.float32)
+            labels = lam * self.target_vector(index) + (1 - lam) * self.target_vector(partner)
+        elif self.multi_hot:
+            labels = self.target_vector(index)
+        else:
+            labels = self.targets[index][-1]
+        return {"waveform": waveform, "labels": labels, "augment": self.train}
+
+
+class AudioFeatureCollator:
+    """Batches waveforms into normalised log-Mel features (one batched feature-extractor call) and, for training
+    items, applies SpecAugment and the Speech Commands noise/shift."""
+
+    def __init__(
+        self,
+        feature_extractor: AudioMosaicFeatureExtractor,
+        max_length: int,
+        freqm: int = 0,
+        timem: int = 0,
+        spc_noise: bool = False,
+    ):
+        self.feature_extractor = feature_extractor
+        self.max_length = max_length
+        self.freqm = freqm
+        self.timem = timem
+        self.spc_noise = spc_noise
+        fe = feature_extractor
+        # SpecAugment fills with 0 in log-Mel units before normalisation in the authors' code.
+        self.mask_value = (fe.padding_value - fe.mean) / (2 * fe.std) if fe.do_normalize else fe.padding_value
+
+    def __call__(self, items: list[dict]) -> dict:
+        features = self.feature_extractor(
+            [item["waveform"] for item in items],
+            sampling_rate=self.feature_extractor.sampling_rate,
+            padding="max_length",
+            max_length=self.max_length,
+            return_tensors="pt",
+        )["input_values"]
+        if items[0].get("augment"):
+            features = self.augment(features)
+        labels = np.stack([np.asarray(item["labels"]) for item in items])
+        labels = torch.from_numpy(labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64))
+        return {"input_values": features, "labels": labels}
+
+    def augment(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) normalised features -> augmented copy (each clip gets its own masks)."""
+        out = []
+        num_frames = features.shape[1]
+        freq_mask = torchaudio.transforms.FrequencyMasking(self.freqm) if self.freqm > 0 else None
+        time_mask = torchaudio.transforms.TimeMasking(min(self.timem, num_frames)) if self.timem > 0 else None
+        for clip in features:
+            spec = clip.T.unsqueeze(0)  # (1, F, T) as the authors' torchaudio call
+            if freq_mask is not None:
+                spec = freq_mask(spec, self.mask_value)
+            if time_mask is not None:
+                spec = time_mask(spec, self.mask_value)
+            clip = spec.squeeze(0).T
+            if self.spc_noise:
+                clip = clip + torch.rand_like(clip) * float(np.random.rand()) / 10
+                clip = torch.roll(clip, int(np.random.randint(-10, 10)), dims=0)
+            out.append(clip)
+        return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def parse_overrides(overrides: str | dict | None) -> dict:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides.split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValueError(f"--config_overrides entries must be key=value, got {item!r}.")
+        key, value = item.split("=", 1)
+        parsed[key.strip()] = yaml.safe_load(value.strip())
+    return parsed
+
+
+def parse_class_weights(value) -> list[float] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    return [float(v) for v in str(value).split(",") if v.strip()]
+
+
+def build_feature_extractor(model_args: ModelArguments, data_args: DataArguments) -> AudioMosaicFeatureExtractor:
+    """The checkpoint's feature extractor (if any), then the recipe's preset and explicit overrides on top."""
+    fe = None
+    if data_args.feature_extractor_preset:
+        fe = AudioMosaicFeatureExtractor.from_preset(data_args.feature_extractor_preset)
+    elif model_args.model_name_or_path:
+        try:
+            fe = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
+        except (OSError, ValueError):
+            fe = None
+    if fe is None:
+        fe = AudioMosaicFeatureExtractor()
+    overrides = {"max_length": data_args.max_length, "mean": data_args.norm_mean, "std": data_args.norm_std}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(fe, key, value)
+    if fe.sampling_rate != data_args.sampling_rate:
+        fe.sampling_rate = data_args.sampling_rate
+    return fe
+
+
+def build_model(
+    model_args: ModelArguments,
+    labels: LabelSet,
+    problem_type: str,
+    max_length: int,
+) -> AudioMosaicForAudioClassification:
+    """A classification model for `labels`: from a checkpoint (any AudioMosaic folder: its encoder and, when the
+    label count matches, head are loaded) or a new one; positional embeddings resized to `max_length` frames."""
+    head = {
+        "classifier_type": model_args.classifier_type,
+        "freeze_encoder": model_args.freeze_encoder,
+        "mask_time_prob": model_args.mask_time_prob,
+        "mask_freq_prob": model_args.mask_freq_prob,
+        "classifier_dropout": model_args.classifier_dropout,
+        "class_weights": parse_class_weights(model_args.class_weights),
+        "num_labels": len(labels.keys),
+        "id2label": labels.id2label,
+        "label2id": labels.label2id,
+        "problem_type": problem_type,
+    }
+    if model_args.probe_layer is not None:
+        head["probe_layer"] = model_args.probe_layer
+    if model_args.drop_path_rate is not None:
+        head["drop_path_rate"] = model_args.drop_path_rate
+    if head["class_weights"] is not None and len(head["class_weights"]) != head["num_labels"]:
+        raise ValueError(
+            f"--class_weights has {len(head['class_weights'])} values but there are {head['num_labels']} classes "
+            f"({labels.keys[:10]})."
+        )
+    path = model_args.model_name_or_path
+    if path:
+        if path.startswith((".", "/")) and not Path(path).exists():
+            raise FileNotFoundError(f"--model_name_or_path {path} does not exist.")
+        config = AudioMosaicConfig.from_pretrained(path, **head)
+        model = AudioMosaicForAudioClassification.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
+        if model.config.max_length != max_length:
+            logger.info(
+                "Resizing the positional embeddings from %d to %d frames (%s method).",
+                model.config.max_length, max_length, model_args.position_embedding_resize,
+            )
+            model.audiomosaic.resize_position_embeddings(max_length, method=model_args.position_embedding_resize)
+        if model_args.freeze_encoder:
+            model.freeze_encoder()
+        return model
+    overrides = parse_overrides(model_args.config_overrides)
+    if model_args.config_name:
+        config = AudioMosaicConfig.from_pretrained(model_args.config_name, **{**overrides, **head})
+    else:
+        config = AudioMosaicConfig(**{"max_length": max_length, **overrides, **head})
+    if config.max_length < max_length:
+        raise ValueError(f"The model's max_length ({config.max_length}) is shorter than --max_length {max_length}.")
+    return AudioMosaicForAudioClassification(config)
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """The authors' `get_layer_id_for_vit` on our parameter names (`num_layers` = depth + 1)."""
+    name = name.removeprefix("audiomosaic.")
+    if name in ("embeddings.cls_token", "embeddings.position_embeddings") or name.startswith(
+        "embeddings.patch_embeddings."
+    ):
+        return 0
+    if name.startswith("layers."):
+        return int(name.split(".")[1]) + 1
+    return num_layers
+
+
+NO_WEIGHT_DECAY = ("embeddings.cls_token", "embeddings.position_embeddings")
+
+
+def param_groups_lrd(
+    model: torch.nn.Module, weight_decay: float, layer_decay: float, num_hidden_layers: int | None = None
+) -> list[dict]:
+    """The authors' `param_groups_lrd`: one group per (layer id, decay / no decay), with `lr_scale` =
+    layer_decay^(depth + 1 - id). Frozen parameters are skipped. Groups carry `param_names` for inspection."""
+    depth = num_hidden_layers if num_hidden_layers is not None else model.config.num_hidden_layers
+    num_layers = depth + 1
+    scales = [layer_decay ** (num_layers - i) for i in range(num_layers + 1)]
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        no_decay = parameter.ndim == 1 or name.removeprefix("audiomosaic.") in NO_WEIGHT_DECAY
+        lid = layer_id(name, num_layers)
+        group = groups.setdefault(
+            (lid, no_decay),
+            {"params": [], "param_names": [], "weight_decay": 0.0 if no_decay else weight_decay,
+             "lr_scale": scales[lid], "layer_id": lid},
+        )
+        group["params"].append(parameter)
+        group["param_names"].append(name)
+    return list(groups.values())
+
+
+def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float, layer_decay: float,
+                    weight_decay_on_all_params: bool = False, betas=(0.9, 0.999), eps: float = 1e-8
+                    ) -> torch.optim.AdamW:
+    """AdamW over the LLRD groups (`lr` = learning_rate x lr_scale; `defaults["lr"]` = learning_rate so the
+    cosine-with-min-lr schedule's floor is `min_lr` at scale 1), or one group with weight decay on every trainable
+    tensor (`weight_decay_on_all_params`, the authors' probe classes)."""
+    if weight_decay_on_all_params:
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for _, p in params], "param_names": [n for n, _ in params],
+                   "weight_decay": weight_decay, "lr_scale": 1.0}]
+    else:
+        groups = param_groups_lrd(model, weight_decay, layer_decay)
+    if not groups:
+        raise ValueError("The model has no trainable parameters.")
+    for group in groups:
+        group["lr"] = learning_rate * group["lr_scale"]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The authors' evaluation: multi-hot targets -> mAP, mAUC (sigmoid scores) and argmax accuracy; class indices
+    -> top-1 accuracy; two classes -> also EER and AUC of the softmax probability of class 1."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    metrics: dict[str, float] = {}
+    if labels.ndim == 2:
+        scores = 1 / (1 + np.exp(-logits))
+        result = load_metric("mean_average_precision").compute(predictions=scores, references=labels)
+        metrics["mAP"], metrics["mAUC"] = result["mAP"], result["mAUC"]
+        references = labels.argmax(axis=1)
+    else:
+        references = labels.astype(np.int64)
+    predictions = logits.argmax(axis=1)
+    metrics["accuracy"] = load_metric("accuracy").compute(predictions=predictions, references=references)["accuracy"]
+    if logits.shape[1] == 2 and len(np.unique(references)) == 2:
+        result = load_metric("eer").compute(predictions=_softmax(logits)[:, 1], references=references)
+        metrics["eer"], metrics["auc"] = result["eer"], result["auc"]
+    return metrics
+
+
+def compute_metrics(eval_prediction) -> dict[str, float]:
+    logits = eval_prediction.predictions
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return classification_metrics(logits, eval_prediction.label_ids)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class AudioMosaicTrainer(Trainer):
+    """Trainer with the authors' LLRD AdamW and, optionally, per-epoch weighted sampling without replacement."""
+
+    def __init__(self, *args, sample_weights: np.ndarray | None = None, weighted_sample_size: int | None = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sample_weights = sample_weights
+        self.weighted_sample_size = weighted_sample_size
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            args = self.args
+            self.optimizer = build_optimizer(
+                self.model if model is None else model,
+                args.learning_rate,
+                args.weight_decay,
+                getattr(args, "layer_decay", 1.0),
+                getattr(args, "weight_decay_on_all_params", False),
+                betas=(args.adam_beta1, args.adam_beta2),
+                eps=args.adam_epsilon,
+            )
+        return self.optimizer
+
+    def _get_dataloader(self, *args, is_training: bool = False, **kwargs):
+        # `dataloader_drop_last` (the authors' training loaders) must not drop evaluation clips: Trainer applies it
+        # to every loader.
+        if is_training or not self.args.dataloader_drop_last:
+            return super()._get_dataloader(*args, is_training=is_training, **kwargs)
+        self.args.dataloader_drop_last = False
+        try:
+            return super()._get_dataloader(*args, is_training=is_training, **kwargs)
+        finally:
+            self.args.dataloader_drop_last = True
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.sample_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        size = self.weighted_sample_size or len(self.sample_weights)
+        return WeightedRandomSampler(torch.as_tensor(self.sample_weights, dtype=torch.double), num_samples=size,
+                                     replacement=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_loss(data_args: DataArguments) -> str:
+    if data_args.loss not in LOSSES:
+        raise ValueError(f"--loss must be one of {LOSSES}, got {data_args.loss!r}.")
+    if data_args.loss == "auto":
+        return "bce" if data_args.multi_label or data_args.mixup > 0 else "ce"
+    if data_args.loss == "ce" and data_args.multi_label:
+        raise ValueError("--loss ce needs one label per clip; multi-label data trains with --loss bce.")
+    return data_args.loss
+
+
+@dataclass
+class PreparedRun:
+    """Everything a run needs, shared by fine-tuning and probing."""
+
+    labels: LabelSet
+    loss: str
+    feature_extractor: AudioMosaicFeatureExtractor
+    max_length: int
+    train_hf: object
+    eval_hf: object | None
+    train_targets: list
+    eval_targets: list | None
+
+    def dataset(self, data_args: DataArguments, split: str, augment: bool = True) -> AudioClassificationDataset:
+        train = split == "train"
+        hf, targets = (self.train_hf, self.train_targets) if train else (self.eval_hf, self.eval_targets)
+        return AudioClassificationDataset(
+            hf, targets, len(self.labels.keys), multi_hot=self.loss == "bce",
+            sampling_rate=data_args.sampling_rate, truncate_samples=data_args.truncate_samples,
+            train=train and augment, mixup=data_args.mixup, mixup_alpha=data_args.mixup_alpha,
+            roll_mag_aug=data_args.roll_mag_aug,
+        )
+
+    def collator(self, data_args: DataArguments) -> AudioFeatureCollator:
+        return AudioFeatureCollator(self.feature_extractor, self.max_length, data_args.freqm, data_args.timem,
+                                    data_args.spc_noise)
+
+
+def prepare(model_args: ModelArguments, data_args: DataArguments, seed: int = 0) -> PreparedRun:
+    loss = resolve_loss(data_args)
+    train_hf, eval_hf = load_splits(data_args, seed)
+    labels = build_label_set(train_hf, data_args)
+    train_targets = encode_targets(train_hf, labels, data_args, "train")
+    eval_targets = encode_targets(eval_hf, labels, data_args, "eval") if eval_hf is not None else None
+    fe = build_feature_extractor(model_args, data_args)
+    return PreparedRun(labels, loss, fe, fe.max_length, train_hf, eval_hf, train_targets, eval_targets)
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: FinetuneTrainingArguments,
+        recipe: str | None = None) -> dict:
+    """One fine-tuning run; returns the results dict also written to `<output_dir>/results.json`."""
+    set_seed(training_args.seed)
+    prepared = prepare(model_args, data_args, training_args.seed)
+    problem_type = "multi_label_classification" if prepared.loss == "bce" else "single_label_classification"
+    model = build_model(model_args, prepared.labels, problem_type, prepared.max_length)
+    train_dataset = prepared.dataset(data_args, "train")
+    eval_dataset = prepared.dataset(data_args, "eval") if prepared.eval_hf is not None else None
+
+    sample_weights = None
+    if data_args.sample_weights_file:
+        sample_weights = read_sample_weights(data_args.sample_weights_file, prepared.train_hf)
+        if data_args.weighted_sample_size and data_args.weighted_sample_size > int((sample_weights > 0).sum()):
+            raise ValueError(
+                f"--weighted_sample_size {data_args.weighted_sample_size} exceeds the {int((sample_weights > 0).sum())} "
+                "training clips with a positive weight (sampling is without replacement)."
+            )
+    epoch_size = (data_args.weighted_sample_size or len(train_dataset)) if sample_weights is not None \
+        else len(train_dataset)
+    per_step = training_args.per_device_train_batch_size * max(training_args.world_size, 1)
+    batches = epoch_size // per_step if training_args.dataloader_drop_last else math.ceil(epoch_size / per_step)
+    steps_per_epoch = max(batches // training_args.gradient_accumulation_steps, 1 if batches else 0)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{epoch_size} training clips make no full batch of {per_step} with dataloader_drop_last; lower "
+            "--per_device_train_batch_size or turn off --dataloader_drop_last."
+        )
+    if training_args.warmup_epochs is not None:
+        training_args.warmup_steps = int(round(training_args.warmup_epochs * steps_per_epoch))
+    if training_args.blr is not None:
+        logger.info("learning_rate = blr %g x effective batch %d / 256 = %g", training_args.blr,
+                    training_args.effective_batch_size, training_args.learning_rate)
+    if eval_dataset is None and training_args.eval_strategy != "no":
+        training_args.eval_strategy = "no"
+        training_args.load_best_model_at_end = False
+
+    trainer = AudioMosaicTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=prepared.collator(data_args),
+        compute_metrics=compute_metrics,
+        processing_class=prepared.feature_extractor,
+        sample_weights=sample_weights,
+        weighted_sample_size=data_args.weighted_sample_size,
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = trainer.evaluate() if eval_dataset is not None else {}
+    output_dir = Path(training_args.output_dir)
+    results = {
+        "task": "audio-classification",
+        "script": "finetune",
+        "recipe": recipe,
+        "model_name_or_path": model_args.model_name_or_path,
+        "dataset": data_args.dataset,
+        "dataset_config_name": data_args.dataset_config_name,
+        "eval_dataset": data_args.eval_dataset,
+        "train_folds": data_args.train_folds,
+        "eval_folds": data_args.eval_folds,
+        "num_train_examples": len(train_dataset),
+        "num_eval_examples": len(eval_dataset) if eval_dataset is not None else 0,
+        "labels": prepared.labels.names,
+        "loss": prepared.loss,
+        "classifier_type": model.config.classifier_type,
+        "freeze_encoder": model.config.freeze_encoder,
+        "max_length": prepared.max_length,
+        "learning_rate": training_args.learning_rate,
+        "blr": training_args.blr,
+        "effective_batch_size": training_args.effective_batch_size,
+        "layer_decay": training_args.layer_decay,
+        "num_train_epochs": training_args.num_train_epochs,
+        "seed": training_args.seed,
+        "train": {"global_step": train_result.global_step, **train_result.metrics},
+        "eval": {k.removeprefix("eval_"): v for k, v in metrics.items()},
+    }
+    if trainer.is_world_process_zero():
+        from training.publish import publish_run
+
+        publish_run(
+            output_dir,
+            results,
+            model=trainer.model,
+            feature_extractor=prepared.feature_extractor,
+            push_to_hub=training_args.push_to_hub,
+            hub_model_id=training_args.hub_model_id,
+            hub_token=training_args.hub_token,
+            hub_private_repo=training_args.hub_private_repo,
+        )
+    return results
+
+
+def run_cross_validation(model_args, data_args, training_args, recipe=None) -> dict:
+    """One run per fold of `--cross_validation_folds` (trained on the others), averaged."""
+    folds = [f.strip() for f in data_args.cross_validation_folds.split(",") if f.strip()]
+    if len(folds) < 2:
+        raise ValueError("--cross_validation_folds needs at least two folds.")
+    base_dir = Path(training_args.output_dir)
+    per_fold = {}
+    for fold in folds:
+        fold_data = DataArguments(**{**asdict(data_args), "cross_validation_folds": None, "eval_folds": fold,
+                                     "train_folds": ",".join(f for f in folds if f != fold)})
+        fold_args = _copy_training_args(training_args, base_dir / f"fold_{fold}")
+        per_fold[fold] = run(model_args, fold_data, fold_args, recipe)["eval"]
+    keys = sorted(set.intersection(*(set(m) for m in per_fold.values())))
+    summary = {
+        "task": "audio-classification",
+        "script": "finetune",
+        "recipe": recipe,
+        "cross_validation_folds": folds,
+        "per_fold": per_fold,
+        "eval": {k: float(np.mean([m[k] for m in per_fold.values()])) for k in keys
+                 if isinstance(next(iter(per_fold.values()))[k], (int, float))},
+    }
+    base_dir.mkdir(parents=True, exist_ok=True)
+    (base_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _copy_training_args(training_args: FinetuneTrainingArguments, output_dir: Path) -> FinetuneTrainingArguments:
+    import copy
+
+    new = copy.deepcopy(training_args)
+    new.output_dir = str(output_dir)
+    return new
+
+
+def parse_args(argv: list[str] | None = None):
+    return parse_args_with_recipe((ModelArguments, DataArguments, FinetuneTrainingArguments), argv)
+
+
+def recipe_from_argv(argv: list[str] | None) -> str | None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        if arg == "--recipe" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--recipe="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_args(argv)
+    recipe = recipe_from_argv(argv)
+    if data_args.cross_validation_folds:
+        results = run_cross_validation(model_args, data_args, training_args, recipe)
+    else:
+        results = run(model_args, data_args, training_args, recipe)
+    print(json.dumps({"output_dir": training_args.output_dir, "eval": results["eval"]}, indent=2, default=str))
+    return results
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
