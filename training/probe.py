@@ -1,0 +1,576 @@
+"""Probe a frozen AudioMosaic encoder: last-layer linear probe, per-layer probes (a layer sweep), weighted-sum and
+attentive probes over layers (the authors' `AudioMosaicLayerProbe`, `...WeightedSumProbe`, `...AttentiveProbe`, spec
+§7), on any labelled audio data.
+
+    python training/probe.py --recipe training/recipes/probe_generic.yaml \
+        --dataset ../shared/data/speechcommands_test/meta.csv --audio_column filename --label_column label \
+        --fold_column fold --train_folds 1,2,3,4 --eval_folds 5 --max_length 128 \
+        --feature_extractor_preset speechcommands --model_name_or_path runs/pretrain \
+        --probes linear,layer_sweep,weighted_sum,attentive --output_dir runs/probe
+
+Cached features. With a frozen encoder and no per-epoch augmentation, every probe is a function of a few pooled
+vectors per layer, so the encoder runs once per clip (`--cache_features`, default) instead of once per clip and epoch:
+
+* last-layer / layer probes read `pool(block_k)` (mean over all tokens incl. cls, or cls), then the trained `fc_norm`
+  and linear head: cached exactly;
+* the weighted-sum probe's input `pool(sum_k w_k block_k) = sum_k w_k pool(block_k)` (pooling is linear): cached
+  exactly from the same pooled vectors;
+* the attentive probe applies a per-layer LayerNorm to every token *before* averaging. A LayerNorm is a per-token
+  standardisation followed by an element-wise affine map, and only the affine map is trained, so
+  `mean_t(LN_k(h_t)) = gamma_k * mean_t(standardise(h_t)) + beta_k`: caching the pooled *standardised* tokens of every
+  layer (no token tensors) makes it exact too.
+
+The cached and the non-cached path (the full model with its encoder in eval mode, recomputed every epoch) share the
+training loop: the same data order (a seeded generator), optimiser (AdamW, parameter groups as in fine-tuning),
+warm-up + cosine schedule and loss, so with the same seed they give the same probe up to float rounding
+(`tests/test_probe.py` checks it; `benchmarks/bench_probe_cache.py` measures the speed-up).
+Dataset-level augmentation (mixup, SpecAugment, roll, noise) changes the encoder input every epoch and cannot be
+cached: the authors' AS/ESC linear-probe recipes use it, so they run with `cache_features: false`.
+
+Outputs in `--output_dir`: `results.json`, `probe_results.md` (one row per probe), and for a layer sweep
+`layer_sweep.csv` and `layer_sweep.png` (score per block, like the paper's Fig. 3).
+"""
+
+import copy
+import csv
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+
+if __package__ in (None, ""):  # `python training/probe.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformers import get_cosine_with_min_lr_schedule_with_warmup, set_seed  # noqa: E402
+
+from modeling_audiomosaic import AudioMosaicForAudioClassification  # noqa: E402
+from modeling_audiomosaic.modeling_audiomosaic import masked_mean  # noqa: E402
+from training.arguments import parse_args_with_recipe  # noqa: E402
+from training.finetune import (  # noqa: E402
+    DataArguments,
+    ModelArguments,
+    PreparedRun,
+    build_model,
+    build_optimizer,
+    classification_metrics,
+    parse_class_weights,
+    prepare,
+    read_sample_weights,
+)
+
+
+logger = logging.getLogger("audiomosaic.probe")
+
+PROBES = {
+    "linear": "linear",  # last block, pooled -> fc_norm -> linear (the authors' classifier-based linear probe)
+    "layer": "layer_probe",  # one block (--probe_layer)
+    "weighted_sum": "weighted_sum_probe",
+    "attentive": "attentive_probe",
+    "layer_sweep": "layer_probe",  # one layer probe per block
+}
+ALL_PROBES = "linear,layer_sweep,weighted_sum,attentive"
+
+
+@dataclass
+class ProbeArguments:
+    output_dir: str = field(default="probe_output", metadata={"help": "where results, tables and plots go"})
+    probes: str = field(
+        default="linear",
+        metadata={"help": "comma-separated: linear (last layer), layer (--probe_layer), weighted_sum, attentive, "
+                          "layer_sweep (every block, or --sweep_layers), or 'all'"},
+    )
+    sweep_layers: str | None = field(default=None, metadata={"help": "blocks of the sweep (0-based); default all"})
+    cache_features: bool = field(default=True, metadata={"help": "extract pooled per-layer features once"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "keep extracted features on disk here and reuse them across runs"}
+    )
+    num_train_epochs: int = field(default=60, metadata={"help": "epochs"})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "training batch size"})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "evaluation / extraction batch size"})
+    blr: float | None = field(default=1e-3, metadata={"help": "base lr: learning_rate = blr x batch / 256"})
+    learning_rate: float | None = field(default=None, metadata={"help": "absolute learning rate (overrides blr)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    weight_decay_on_all_params: bool = field(
+        default=False,
+        metadata={"help": "decay every trainable tensor (the authors' probe classes) instead of skipping 1-D ones"},
+    )
+    layer_decay: float = field(
+        default=0.75, metadata={"help": "LLRD (the head and fc_norm sit at the top layer id: scale 1)"}
+    )
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up epochs"})
+    min_lr: float = field(default=1e-6, metadata={"help": "final learning rate of the cosine schedule"})
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.999)
+    adam_epsilon: float = field(default=1e-8)
+    seed: int = field(default=0, metadata={"help": "seed of the head initialisation, data order and dropout"})
+    dataloader_drop_last: bool = field(default=False, metadata={"help": "drop the last incomplete batch"})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "audio decoding workers (non-cached path)"})
+    metric_for_best_model: str = field(
+        default="accuracy", metadata={"help": "score of the sweep table and plot: accuracy | mAP | mAUC | eer"}
+    )
+    save_models: bool = field(
+        default=False, metadata={"help": "save each probe (not the sweep) as a model folder with card"}
+    )
+    device: str | None = field(default=None, metadata={"help": "cpu / cuda (default: cuda when available)"})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Feature cache
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def extract_layer_features(encoder, loader, device, description: str = "features") -> dict[str, torch.Tensor]:
+    """Per-block pooled features of every clip: `pooled` (N, depth, D) = `encoder.pool(block_k)` and
+    `standardized` (N, depth, D) = token mean of the affine-free LayerNorm of block_k (for the attentive probe)."""
+    encoder.eval()
+    eps = encoder.config.layer_norm_eps
+    pooled, standardized = [], []
+    try:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=f"Extracting {description}", leave=False)
+    except ImportError:  # pragma: no cover
+        pass
+    for batch in loader:
+        inputs = batch["input_values"].to(device)
+        mask = batch.get("attention_mask")
+        out = encoder(inputs, attention_mask=None if mask is None else mask.to(device), output_hidden_states=True)
+        blocks = out.hidden_states[1:]
+        pooled.append(torch.stack([encoder.pool(h, out.token_mask) for h in blocks], dim=1).cpu())
+        standardized.append(torch.stack(
+            [masked_mean(F.layer_norm(h, h.shape[-1:], eps=eps), out.token_mask) for h in blocks], dim=1
+        ).cpu())
+    return {"pooled": torch.cat(pooled), "standardized": torch.cat(standardized)}
+
+
+def cache_fingerprint(encoder, prepared: PreparedRun, data_args: DataArguments, split: str) -> str:
+    """Hash of everything the cached features depend on: encoder weights, feature extraction and the clips."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(encoder.config.to_json_string().encode())
+    digest.update(prepared.feature_extractor.to_json_string().encode())
+    digest.update(json.dumps([prepared.max_length, data_args.truncate_samples, data_args.sampling_rate]).encode())
+    hf = prepared.train_hf if split == "train" else prepared.eval_hf
+    digest.update(json.dumps(hf["audio"], default=str).encode())
+    return digest.hexdigest()[:20]
+
+
+def cached_features(encoder, prepared: PreparedRun, data_args: DataArguments, split: str, batch_size: int, device,
+                    cache_dir: str | None = None) -> dict[str, torch.Tensor]:
+    path = None
+    if cache_dir:
+        path = Path(cache_dir) / f"{split}-{cache_fingerprint(encoder, prepared, data_args, split)}.safetensors"
+        if path.is_file():
+            from safetensors.torch import load_file
+
+            logger.info("Reusing cached %s features from %s", split, path)
+            return load_file(str(path))
+    dataset = prepared.dataset(data_args, split, augment=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=prepared.collator(data_args))
+    features = extract_layer_features(encoder, loader, device, split)
+    if path is not None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in features.items()}, str(path))
+    return features
+
+
+def cached_head_logits(model: AudioMosaicForAudioClassification, pooled: torch.Tensor,
+                       standardized: torch.Tensor) -> torch.Tensor:
+    """The head of `model` applied to cached per-block features (B, depth, D); equals `model(inputs).logits` for a
+    frozen encoder in eval mode (up to float rounding)."""
+    config = model.config
+    encoder = model.audiomosaic
+    kind = config.classifier_type
+    if kind == "linear":
+        features = pooled[:, -1]
+    elif kind == "layer_probe":
+        features = pooled[:, config.probe_layer]
+    elif kind == "weighted_sum_probe":
+        # The authors' probes read depth + 1 entries: every block and the final output (= the last block again).
+        entries = torch.cat([pooled, pooled[:, -1:]], dim=1)
+        weights = model.layer_weights.softmax(dim=0)
+        features = sum(weights[i] * entries[:, i] for i in range(entries.shape[1]))
+    elif kind == "attentive_probe":
+        probe = model.attentive_probe
+        entries = torch.cat([standardized, standardized[:, -1:]], dim=1)
+        gamma = torch.stack([norm.weight for norm in probe.layer_norms])
+        beta = torch.stack([norm.bias for norm in probe.layer_norms])
+        layer_means = entries * gamma + beta  # = token mean of LayerNorm_k(block_k)
+        batch_size, num_layers, _ = layer_means.shape
+        keys = probe.key(layer_means).view(batch_size, num_layers, probe.num_heads, probe.head_dim).transpose(1, 2)
+        values = probe.value(layer_means).view(batch_size, num_layers, probe.num_heads, probe.head_dim).transpose(1, 2)
+        attention = (probe.query @ keys.transpose(-2, -1) * probe.head_dim**-0.5).softmax(dim=-1)
+        features = (attention @ values).reshape(batch_size, -1)
+    else:
+        raise ValueError(f"classifier_type {kind!r} has no cached probe (it reads every token).")
+    return model.classifier(model.dropout(encoder.fc_norm(features)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def probe_loss(logits: torch.Tensor, labels: torch.Tensor, class_weights: list[float] | None) -> torch.Tensor:
+    if labels.dtype.is_floating_point:
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    weight = torch.tensor(class_weights, dtype=logits.dtype, device=logits.device) if class_weights else None
+    return F.cross_entropy(logits, labels, weight=weight)
+
+
+def _labels_tensor(prepared: PreparedRun, split: str) -> torch.Tensor:
+    targets = prepared.train_targets if split == "train" else prepared.eval_targets
+    if prepared.loss == "bce":
+        out = torch.zeros(len(targets), len(prepared.labels.keys))
+        for row, ids in enumerate(targets):
+            out[row, ids] = 1.0
+        return out
+    return torch.tensor([ids[-1] for ids in targets], dtype=torch.long)
+
+
+def learning_rate(args: ProbeArguments) -> float:
+    if args.learning_rate is not None:
+        return args.learning_rate
+    if args.blr is None:
+        raise ValueError("Set --blr or --learning_rate.")
+    return args.blr * args.per_device_train_batch_size / 256
+
+
+def epoch_batches(num_examples: int, batch_size: int, drop_last: bool, generator: torch.Generator,
+                  weights: torch.Tensor | None = None, epoch_size: int | None = None) -> list[list[int]]:
+    """One epoch of batches: a seeded permutation, or `epoch_size` rows drawn without replacement with `weights`
+    (the authors' AS-2M WeightedRandomSampler)."""
+    if weights is None:
+        order = torch.randperm(num_examples, generator=generator).tolist()
+    else:
+        order = torch.multinomial(weights, epoch_size or num_examples, replacement=False, generator=generator).tolist()
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun, data_args: DataArguments,
+                args: ProbeArguments, device, train_cache: dict | None = None) -> dict:
+    """Train `model`'s head (its encoder frozen, in eval mode) on cached features when `train_cache` is given, else
+    on audio through the full model; returns training statistics."""
+    model.to(device)
+    model.freeze_encoder()
+    model.train()
+    lr = learning_rate(args)
+    optimizer = build_optimizer(model, lr, args.weight_decay, args.layer_decay, args.weight_decay_on_all_params,
+                                betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    num_examples = len(prepared.train_targets)
+    weights, epoch_size = None, num_examples
+    if data_args.sample_weights_file:
+        weights = torch.as_tensor(read_sample_weights(data_args.sample_weights_file, prepared.train_hf))
+        epoch_size = data_args.weighted_sample_size or num_examples
+        if epoch_size > int((weights > 0).sum()):
+            raise ValueError(f"--weighted_sample_size {epoch_size} exceeds the {int((weights > 0).sum())} clips with a "
+                             "positive weight (sampling is without replacement).")
+    per_epoch = epoch_size // args.per_device_train_batch_size if args.dataloader_drop_last \
+        else math.ceil(epoch_size / args.per_device_train_batch_size)
+    if per_epoch == 0:
+        raise ValueError(f"{num_examples} training clips make no full batch of {args.per_device_train_batch_size}.")
+    total_steps = per_epoch * args.num_train_epochs
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, int(round(args.warmup_epochs * per_epoch)), total_steps, min_lr=args.min_lr
+    )
+    class_weights = parse_class_weights(model.config.class_weights)
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # head dropout
+    if train_cache is not None:
+        pooled = train_cache["pooled"].to(device)
+        standardized = train_cache["standardized"].to(device)
+        labels_all = _labels_tensor(prepared, "train").to(device)
+    else:
+        dataset = prepared.dataset(data_args, "train")
+        collator = prepared.collator(data_args)
+    start = time.perf_counter()
+    losses = []
+    for _ in range(args.num_train_epochs):
+        batches = epoch_batches(num_examples, args.per_device_train_batch_size, args.dataloader_drop_last, generator,
+                                weights, epoch_size)
+        if train_cache is not None:
+            stream = ((torch.tensor(b, device=device), None) for b in batches)
+        else:
+            # A private generator: the loader must not consume the global RNG (the head's dropout draws from it).
+            loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collator,
+                                num_workers=args.dataloader_num_workers, generator=torch.Generator())
+            stream = ((None, batch) for batch in loader)
+        for index, batch in stream:
+            if batch is None:
+                logits = cached_head_logits(model, pooled[index], standardized[index])
+                labels = labels_all[index]
+            else:
+                logits = model(batch["input_values"].to(device)).logits
+                labels = batch["labels"].to(device)
+            loss = probe_loss(logits, labels, class_weights)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+    return {"train_seconds": time.perf_counter() - start, "steps": len(losses), "final_loss": losses[-1],
+            "learning_rate": lr}
+
+
+@torch.no_grad()
+def evaluate_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun, data_args: DataArguments,
+                   args: ProbeArguments, device, eval_cache: dict | None = None) -> tuple[dict, np.ndarray]:
+    model.eval()
+    logits = []
+    if eval_cache is not None:
+        pooled, standardized = eval_cache["pooled"], eval_cache["standardized"]
+        for start in range(0, len(pooled), args.per_device_eval_batch_size):
+            end = start + args.per_device_eval_batch_size
+            logits.append(cached_head_logits(model, pooled[start:end].to(device),
+                                             standardized[start:end].to(device)).cpu())
+    else:
+        loader = DataLoader(prepared.dataset(data_args, "eval"), batch_size=args.per_device_eval_batch_size,
+                            shuffle=False, collate_fn=prepared.collator(data_args))
+        for batch in loader:
+            logits.append(model(batch["input_values"].to(device)).logits.cpu())
+    model.train()
+    logits = torch.cat(logits).numpy()
+    return classification_metrics(logits, _labels_tensor(prepared, "eval").numpy()), logits
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Probe models
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class ProbeFactory:
+    """Builds probe models of every kind around one frozen encoder state; heads are initialised from the seed, so
+    the same (kind, layer, seed) always starts from the same weights."""
+
+    def __init__(self, base: AudioMosaicForAudioClassification, seed: int):
+        self.config = base.config
+        self.encoder_state = {k: v.detach().clone() for k, v in base.audiomosaic.state_dict().items()}
+        self.seed = seed
+
+    def __call__(self, kind: str, layer: int | None = None) -> AudioMosaicForAudioClassification:
+        config = copy.deepcopy(self.config)
+        config.classifier_type = PROBES[kind]
+        config.freeze_encoder = True
+        if layer is not None:
+            config.probe_layer = layer
+        torch.manual_seed(self.seed)
+        model = AudioMosaicForAudioClassification(config)
+        model.audiomosaic.load_state_dict(self.encoder_state)
+        model.freeze_encoder()
+        return model
+
+
+def check_cacheable(data_args: DataArguments) -> None:
+    augmentations = {"mixup": data_args.mixup, "freqm": data_args.freqm, "timem": data_args.timem,
+                     "roll_mag_aug": data_args.roll_mag_aug, "spc_noise": data_args.spc_noise}
+    active = {k: v for k, v in augmentations.items() if v}
+    if active:
+        raise ValueError(
+            f"Cached features cannot carry per-epoch augmentation ({active}): the encoder input changes every epoch. "
+            "Turn the augmentation off or run with --cache_features false (the encoder then runs every epoch)."
+        )
+
+
+def parse_probes(spec: str, depth: int, sweep_layers: str | None) -> list[tuple[str, str, int | None]]:
+    """[(name, kind, layer)] for the requested probes."""
+    names = [p.strip() for p in (ALL_PROBES if spec.strip() == "all" else spec).split(",") if p.strip()]
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        raise ValueError(f"Unknown probe(s) {unknown}; choose from {sorted(PROBES)} or 'all'.")
+    jobs = []
+    for name in names:
+        if name == "layer_sweep":
+            layers = range(depth) if sweep_layers is None else [int(x) for x in sweep_layers.split(",") if x.strip()]
+            for layer in layers:
+                if not -depth <= layer < depth:
+                    raise ValueError(f"--sweep_layers: block {layer} does not exist (depth {depth}).")
+                jobs.append((f"layer_{layer % depth}", "layer_sweep", layer % depth))
+        elif name == "layer":
+            jobs.append(("layer", "layer", None))
+        else:
+            jobs.append((name, name, None))
+    return jobs
+
+
+def write_sweep(output_dir: Path, sweep: dict[int, dict], metric: str, others: dict[str, dict]) -> tuple[Path, Path]:
+    """`layer_sweep.csv` and `layer_sweep.png` (score per block; other probes as horizontal lines)."""
+    layers = sorted(sweep)
+    csv_path = output_dir / "layer_sweep.csv"
+    keys = sorted({k for m in sweep.values() for k in m if isinstance(m[k], (int, float))})
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["block", *keys])
+        for layer in layers:
+            writer.writerow([layer, *[sweep[layer].get(k) for k in keys]])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ax.plot([layer + 1 for layer in layers], [sweep[layer][metric] for layer in layers], "o-", label="layer probe")
+    for (name, values), style in zip(others.items(), ("--", ":", "-.", (0, (5, 1)))):
+        if metric in values:
+            ax.axhline(values[metric], linestyle=style, color="gray", label=f"{name} probe")
+    ax.set_xlabel("block (1 = first; the authors' config layer{k} is block k+1)")
+    ax.set_ylabel(metric)
+    ax.set_xticks([layer + 1 for layer in layers])
+    ax.set_title("Probe score per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png_path = output_dir / "layer_sweep.png"
+    fig.savefig(png_path)
+    plt.close(fig)
+    return csv_path, png_path
+
+
+def run_probes(model_args: ModelArguments, data_args: DataArguments, args: ProbeArguments) -> dict:
+    set_seed(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if data_args.cross_validation_folds:
+        raise ValueError("probe.py evaluates one split per run; loop over --eval_folds instead of "
+                         "--cross_validation_folds.")
+    if args.cache_features:
+        check_cacheable(data_args)
+    prepared = prepare(model_args, data_args, args.seed)
+    if prepared.eval_hf is None:
+        raise ValueError("Probing needs an evaluation split: --eval_folds, --eval_split or --eval_dataset.")
+    problem_type = "multi_label_classification" if prepared.loss == "bce" else "single_label_classification"
+    head_args = copy.copy(model_args)
+    head_args.classifier_type, head_args.freeze_encoder = "linear", True
+    base = build_model(head_args, prepared.labels, problem_type, prepared.max_length)
+    depth = base.config.num_hidden_layers
+    jobs = parse_probes(args.probes, depth, args.sweep_layers)
+    if model_args.probe_layer is not None:
+        base.config.probe_layer = model_args.probe_layer
+    factory = ProbeFactory(base, args.seed)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    caches = {}
+    extraction_seconds = 0.0
+    if args.cache_features:
+        base.to(device)
+        start = time.perf_counter()
+        for split in ("train", "eval"):
+            caches[split] = cached_features(base.audiomosaic, prepared, data_args, split,
+                                            args.per_device_eval_batch_size, device, args.cache_dir)
+        extraction_seconds = time.perf_counter() - start
+        logger.info("Extracted per-layer features of %d + %d clips in %.1f s", len(prepared.train_targets),
+                    len(prepared.eval_targets), extraction_seconds)
+    del base
+
+    results: dict = {}
+    sweep: dict[int, dict] = {}
+    for name, kind, layer in jobs:
+        model = factory(kind, layer)
+        stats = train_probe(model, prepared, data_args, args, device, caches.get("train"))
+        start = time.perf_counter()
+        metrics, _ = evaluate_probe(model, prepared, data_args, args, device, caches.get("eval"))
+        stats["eval_seconds"] = time.perf_counter() - start
+        entry = {**metrics, **stats, "classifier_type": model.config.classifier_type,
+                 "probe_layer": model.config.probe_layer if kind in ("layer", "layer_sweep") else None}
+        logger.info("%s probe: %s", name, {k: round(v, 4) for k, v in metrics.items()})
+        if kind == "layer_sweep":
+            sweep[layer] = entry
+        else:
+            results[name] = entry
+            if args.save_models:
+                from training.publish import publish_run
+
+                publish_run(output_dir / name, _run_summary(model_args, data_args, args, prepared, name, entry,
+                                                            extraction_seconds),
+                            model=model.cpu(), feature_extractor=prepared.feature_extractor)
+    summary = _run_summary(model_args, data_args, args, prepared, None, None, extraction_seconds)
+    summary["probes"] = results
+    if sweep:
+        summary["layer_sweep"] = {str(k): v for k, v in sorted(sweep.items())}
+        metric = args.metric_for_best_model
+        if any(metric not in m for m in sweep.values()):
+            raise ValueError(f"--metric_for_best_model {metric!r} is not among the computed metrics "
+                             f"{sorted(next(iter(sweep.values())))}.")
+        csv_path, png_path = write_sweep(output_dir, sweep, metric, results)
+        summary["layer_sweep_table"], summary["layer_sweep_plot"] = str(csv_path), str(png_path)
+        best = max(sweep, key=lambda k: sweep[k][metric] * (-1 if metric == "eer" else 1))
+        summary["best_layer"] = {"block": best, metric: sweep[best][metric]}
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+    (output_dir / "probe_results.md").write_text(results_table(summary))
+    return summary
+
+
+def _run_summary(model_args, data_args, args, prepared, probe, entry, extraction_seconds) -> dict:
+    summary = {
+        "task": "audio-classification",
+        "script": "probe",
+        "probe": probe,
+        "model_name_or_path": model_args.model_name_or_path,
+        "dataset": data_args.dataset,
+        "train_folds": data_args.train_folds,
+        "eval_folds": data_args.eval_folds,
+        "num_train_examples": len(prepared.train_targets),
+        "num_eval_examples": len(prepared.eval_targets),
+        "labels": prepared.labels.names,
+        "loss": prepared.loss,
+        "max_length": prepared.max_length,
+        "cached_features": args.cache_features,
+        "feature_extraction_seconds": extraction_seconds,
+        "learning_rate": learning_rate(args),
+        "blr": args.blr if args.learning_rate is None else None,
+        "num_train_epochs": args.num_train_epochs,
+        "seed": args.seed,
+        "freeze_encoder": True,
+    }
+    if entry is not None:
+        summary["classifier_type"] = entry["classifier_type"]
+        summary["eval"] = {k: v for k, v in entry.items() if k in ("accuracy", "mAP", "mAUC", "eer", "auc")}
+    return summary
+
+
+def results_table(summary: dict) -> str:
+    rows = [(name, m) for name, m in summary.get("probes", {}).items()]
+    rows += [(f"layer {k} (block {int(k) + 1})", m) for k, m in summary.get("layer_sweep", {}).items()]
+    metrics = [k for k in ("accuracy", "mAP", "mAUC", "eer") if any(k in m for _, m in rows)]
+    lines = [f"| probe | {' | '.join(metrics)} | train s |", "|---" * (len(metrics) + 2) + "|"]
+    for name, m in rows:
+        values = " | ".join(f"{m[k]:.4f}" if k in m else "" for k in metrics)
+        lines.append(f"| {name} | {values} | {m['train_seconds']:.1f} |")
+    extraction = summary.get("feature_extraction_seconds")
+    if summary.get("cached_features"):
+        lines.append(f"\nFeatures extracted once in {extraction:.1f} s "
+                     f"({summary['num_train_examples']} train + {summary['num_eval_examples']} eval clips).")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None):
+    return parse_args_with_recipe((ModelArguments, DataArguments, ProbeArguments), argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, args = parse_args(argv)
+    summary = run_probes(model_args, data_args, args)
+    print(results_table(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
