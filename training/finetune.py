@@ -909,6 +909,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Fin
         training_args.eval_strategy = "no"
         training_args.load_best_model_at_end = False
 
+    # Uploading is done once, by `publish_run` after training (folder + card); Trainer's own hub syncing is off.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     trainer = AudioMosaicTrainer(
         model=model,
         args=training_args,
@@ -957,7 +959,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Fin
             results,
             model=trainer.model,
             feature_extractor=prepared.feature_extractor,
-            push_to_hub=training_args.push_to_hub,
+            push_to_hub=push_to_hub,
             hub_model_id=training_args.hub_model_id,
             hub_token=training_args.hub_token,
             hub_private_repo=training_args.hub_private_repo,
@@ -997,6 +999,7 @@ def _copy_training_args(training_args: FinetuneTrainingArguments, output_dir: Pa
 
     new = copy.deepcopy(training_args)
     new.output_dir = str(output_dir)
+    new.push_to_hub = False  # one model per fold: publish the fold you want with training/publish.py
     return new
 
 
