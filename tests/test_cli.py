@@ -1,0 +1,196 @@
+"""The `audiomosaic` console script: every subcommand's --help, embed (pooled / per-layer, .npy / .safetensors, long
+clips in windows), classify (JSON / table), effective-rank (JSON + PNG) and clear errors."""
+
+import csv
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from modeling_audiomosaic import (
+    AudioMosaicConfig,
+    AudioMosaicFeatureExtractor,
+    AudioMosaicForAudioClassification,
+    AudioMosaicModel,
+    load_audio,
+)
+from modeling_audiomosaic import cli
+
+
+SUBCOMMANDS = ["embed", "classify", "convert-official", "effective-rank", "finetune", "probe", "publish", "pretrain"]
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = AudioMosaicConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                               max_length=128, num_labels=4, id2label={0: "yes", 1: "no", 2: "up", 3: "down"},
+                               label2id={"yes": 0, "no": 1, "up": 2, "down": 3})
+    path = tmp_path_factory.mktemp("cli_model")
+    AudioMosaicForAudioClassification(config).save_pretrained(path)
+    AudioMosaicFeatureExtractor.from_preset("speechcommands").save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def audio_files(data_dir) -> list[Path]:
+    root = data_dir / "speechcommands_test" / "audio"
+    if not root.is_dir():
+        pytest.skip(f"speechcommands_test not found in {data_dir}")
+    return [sorted((root / word).glob("*.flac"))[i] for word in ("yes", "no", "up") for i in range(2)]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    if command == "pretrain" and importlib.util.find_spec("training.pretrain") is None:
+        pytest.skip("training/pretrain.py is not in this checkout yet")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out
+    expected = {"embed": "--layers", "classify": "--top_k", "convert-official": "out_dir",
+                "effective-rank": "--maskings", "finetune": "--blr", "probe": "--probes", "publish": "--hub_model_id",
+                "pretrain": "--output_dir"}[command]
+    assert expected in out
+
+
+def test_console_script_lists_the_subcommands():
+    script = shutil.which("audiomosaic")
+    command = [script] if script else [sys.executable, "-m", "modeling_audiomosaic.cli"]
+    out = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in SUBCOMMANDS:
+        assert name in out.stdout
+
+
+def _reference_pooled(model_dir: Path, files: list[Path]) -> torch.Tensor:
+    model = AudioMosaicModel.from_pretrained(model_dir).eval()
+    fe = AudioMosaicFeatureExtractor.from_pretrained(model_dir)
+    with torch.no_grad():
+        return torch.cat([model(**fe(load_audio(f), sampling_rate=16000, return_tensors="pt")).pooler_output
+                          for f in files])
+
+
+def test_embed_pooled_npy(classifier_dir, audio_files, tmp_path):
+    out = tmp_path / "emb.npy"
+    cli.run(["embed", *map(str, audio_files), "--model", str(classifier_dir), "--output", str(out), "--batch_size",
+             "4", "--quiet"])
+    embeddings = np.load(out)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert embeddings.shape == (6, 32) and meta["files"] == [str(f) for f in audio_files]
+    np.testing.assert_allclose(embeddings, _reference_pooled(classifier_dir, audio_files).numpy(), atol=1e-5)
+
+
+def test_embed_folder_per_layer_safetensors(classifier_dir, audio_files, tmp_path):
+    small = tmp_path / "clips"  # a folder (searched recursively) of three linked clips
+    small.mkdir()
+    for f in audio_files[:3]:
+        (small / f"{f.parent.name}_{f.name}").symlink_to(f)
+    out = tmp_path / "layers.safetensors"
+    cli.run(["embed", str(small), "--model", str(classifier_dir), "--output", str(out), "--layers", "all", "--quiet"])
+    with safe_open(str(out), "pt") as handle:
+        tensor = handle.get_tensor("embeddings")
+        meta = handle.metadata()
+    assert tensor.shape == (3, 3, 32)  # clips x (embedding output + 2 blocks) x width
+    assert json.loads(meta["layers"]) == [0, 1, 2] and len(json.loads(meta["files"])) == 3
+    # The last entry is the un-normalised token mean of the last block: fc_norm of it is the pooled embedding.
+    model = AudioMosaicModel.from_pretrained(classifier_dir).eval()
+    files = [Path(p).resolve() for p in json.loads(meta["files"])]
+    with torch.no_grad():
+        torch.testing.assert_close(model.fc_norm(tensor[:, -1]), _reference_pooled(classifier_dir, files), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_embed_long_clip_averages_windows(classifier_dir, audio_files, tmp_path):
+    import soundfile
+
+    waves = [load_audio(f) for f in audio_files[:3]]
+    long_clip = tmp_path / "long.wav"
+    soundfile.write(long_clip, np.concatenate(waves), 16000)  # 3 s: several 1.28 s windows
+    out = tmp_path / "long.npy"
+    cli.run(["embed", str(long_clip), "--model", str(classifier_dir), "--output", str(out), "--window_hop", "64",
+             "--quiet"])
+    model = AudioMosaicModel.from_pretrained(classifier_dir).eval()
+    fe = AudioMosaicFeatureExtractor.from_pretrained(classifier_dir)
+    batch = fe(load_audio(long_clip), sampling_rate=16000, long_audio="window", window_hop=64, return_tensors="pt")
+    assert len(batch["window_clip_index"]) > 2
+    with torch.no_grad():
+        expected = model(batch["input_values"]).pooler_output.mean(0)
+    np.testing.assert_allclose(np.load(out)[0], expected.numpy(), atol=1e-5)
+
+
+def test_classify_json_and_table(classifier_dir, audio_files, tmp_path, capsys):
+    predictions = cli.run(["classify", *map(str, audio_files[:2]), "--model", str(classifier_dir), "--top_k", "3",
+                           "--format", "json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == predictions and [p["file"] for p in printed] == [str(f) for f in audio_files[:2]]
+    model = AudioMosaicForAudioClassification.from_pretrained(classifier_dir).eval()
+    fe = AudioMosaicFeatureExtractor.from_pretrained(classifier_dir)
+    for entry, path in zip(printed, audio_files[:2]):
+        labels = [x["label"] for x in entry["predictions"]]
+        scores = [x["score"] for x in entry["predictions"]]
+        assert len(labels) == 3 and set(labels) <= {"yes", "no", "up", "down"} and scores == sorted(scores)[::-1]
+        with torch.no_grad():
+            probs = model(**fe(load_audio(path), sampling_rate=16000, return_tensors="pt")).logits.softmax(-1)[0]
+        assert labels[0] == model.config.id2label[int(probs.argmax())]
+        assert scores[0] == pytest.approx(float(probs.max()), abs=1e-5)
+    table_path = tmp_path / "predictions.txt"
+    cli.run(["classify", str(audio_files[0]), "--model", str(classifier_dir), "--top_k", "2", "--output",
+             str(table_path)])
+    lines = table_path.read_text().splitlines()
+    assert lines[0].split() == ["file", "label", "score"] and len(lines) == 3 and str(audio_files[0]) in lines[1]
+
+
+def test_effective_rank_command(classifier_dir, data_dir, tmp_path, capsys):
+    meta = data_dir / "speechcommands_test" / "meta.csv"
+    if not meta.is_file():
+        pytest.skip("speechcommands_test not found")
+    out = tmp_path / "erank"
+    results = cli.run(["effective-rank", str(meta), "--audio_column", "filename", "--model", str(classifier_dir),
+                       "--output_dir", str(out), "--fold_column", "fold", "--folds", "5", "--max_samples", "24",
+                       "--batch_size", "12", "--quiet"])
+    saved = json.loads((out / "effective_rank.json").read_text())
+    assert set(saved["maskings"]) == {"none", "unstructured", "time_frequency"}
+    assert saved["maskings"]["none"]["num_clips"] == 24 and saved == json.loads(json.dumps(results))
+    assert 1 <= saved["maskings"]["time_frequency"]["effective_rank"] <= 24
+    assert (out / "effective_rank.png").read_bytes()[:4] == b"\x89PNG"
+    assert "time_frequency: effective rank" in capsys.readouterr().out
+
+
+def test_cli_errors(classifier_dir, audio_files, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["classify", str(tmp_path / "missing.wav"), "--model", str(classifier_dir)])
+    assert exit_info.value.code == 1 and "missing.wav does not exist" in capsys.readouterr().err
+    (tmp_path / "a.wav").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["embed", str(tmp_path / "a.wav"), "--model", str(classifier_dir), "--output", str(tmp_path / "x.pt")])
+    assert exit_info.value.code == 1 and ".npy or .safetensors" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit):
+        cli.run(["embed", str(empty), "--model", str(classifier_dir), "--output", str(tmp_path / "x.npy")])
+    assert "holds no audio files" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.run(["embed", str(audio_files[0]), "--model", str(classifier_dir), "--output", str(tmp_path / "x.npy"),
+                 "--layers", "9", "--quiet"])
+    assert "--layers: 9 is out of range; the model has 3 entries" in capsys.readouterr().err
+
+
+def test_csv_inputs(classifier_dir, audio_files, tmp_path):
+    listing = tmp_path / "list.csv"
+    with listing.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows([[str(f), f.parent.name] for f in audio_files[:2]])
+    out = tmp_path / "from_csv.npy"
+    cli.run(["embed", str(listing), "--audio_column", "path", "--model", str(classifier_dir), "--output", str(out),
+             "--quiet"])
+    np.testing.assert_allclose(np.load(out), _reference_pooled(classifier_dir, audio_files[:2]).numpy(), atol=1e-5)
