@@ -1,0 +1,473 @@
+"""Contrastive pretraining script (`training/pretrain.py`): recipes and argument errors, optimiser groups and
+schedule, gradient checkpointing of the first 70 % of the blocks, the two-view pipeline and its reproducibility,
+skipping of unreadable clips and of non-finite steps, data-parallel equality with one process (2 gloo processes), and
+exact resumption after SIGKILL."""
+
+import csv
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load_file
+
+import modeling_audiomosaic  # noqa: F401 - registers the Auto classes
+from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
+from training import pretrain
+from training.arguments import parse_args_with_recipe
+from modeling_audiomosaic import modeling_audiomosaic as modeling
+from training.augment import TwoViewTransform, build_augmentation
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "training" / "recipes"
+SCRIPT = ROOT / "training" / "pretrain.py"
+DRAW_VIEW_MASKS = modeling.pretraining_view_keep_indices  # kept before any test replaces it
+
+
+def tiny_config(**overrides) -> AudioMosaicConfig:
+    values = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_length=32,
+                  drop_path_rate=0.0, projection_hidden_size=32, projection_dim=16)
+    values.update(overrides)
+    return AudioMosaicConfig(**values)
+
+
+@pytest.fixture
+def accelerator():
+    """A CPU Accelerator for in-process steps; its process-wide state is reset afterwards for other tests."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield Accelerator(cpu=True)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def clip_list(tmp_path_factory) -> Path:
+    """A CSV of 24 real Speech Commands clips of every class (absolute paths; the audio stays in ../shared)."""
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechcommands_test"
+    if not (data / "meta.csv").is_file():
+        pytest.skip(f"real audio not found at {data}")
+    with open(data / "meta.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    path = tmp_path_factory.mktemp("clips") / "clips.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["audio", "fold"])
+        for row in rows[:: len(rows) // 24][:24]:
+            writer.writerow([str(data / row["filename"]), row["fold"]])
+    return path
+
+
+def args_for(recipe: str, *extra: str):
+    return pretrain.parse_args(["--recipe", str(RECIPES / recipe), "--dataset", "x.csv", "--output_dir", "out", *extra])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Recipes and argument errors
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_released_recipe_matches_the_official_configuration():
+    model_args, data_args, args = args_for("pretrain_audioset_vitb.yaml")
+    config = pretrain.build_config(model_args)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.max_length) == (
+        768, 12, 12, 1024)
+    assert (config.temperature, config.projector_norm, config.pretraining_masking) == (0.1, "batch_norm", "official")
+    assert (config.mask_ratio_time, config.mask_ratio_freq, config.drop_path_rate) == (0.6, 0.4, 0.1)
+    assert (args.per_device_train_batch_size, args.learning_rate, args.weight_decay) == (512, 6e-4, 0.05)
+    assert (args.num_train_epochs, args.warmup_epochs, args.min_learning_rate, args.mixed_precision) == (
+        400, 1, 1e-6, "bf16")
+    assert model_args.gradient_checkpointing_fraction == 0.7 and model_args.sync_batchnorm
+    assert (data_args.feature_preset, data_args.augmentation, data_args.roll_magnitude) == ("audioset", "official", True)
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("pretrain_*.yaml")))
+def test_every_pretraining_recipe_parses_and_builds(recipe):
+    model_args, data_args, args = args_for(recipe)
+    config = pretrain.build_config(model_args)
+    assert config.max_length % config.patch_size == 0
+    pretrain.build_feature_extractor(data_args, config)
+
+
+def test_command_line_overrides_the_recipe():
+    model_args, _, args = args_for("pretrain_tiny_cpu.yaml", "--hidden_size", "32", "--learning_rate", "0.01")
+    assert model_args.hidden_size == 32 and args.learning_rate == 0.01
+
+
+def test_unknown_recipe_key_is_an_error(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("hidden_size: 64\nlearning_rte: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rte"):
+        pretrain.parse_args(["--recipe", str(recipe), "--dataset", "x.csv", "--output_dir", "out"])
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ValueError, match="augmentation"):
+        args_for("pretrain_tiny_cpu.yaml", "--augmentation", "aug3")
+    with pytest.raises(ValueError, match="max_steps"):
+        args_for("pretrain_tiny_cpu.yaml", "--streaming", "--max_steps", "-1")
+    with pytest.raises(ValueError, match="config_overrides"):
+        pretrain.build_config(pretrain.ModelArguments(config_overrides="no_such_field=1"))
+    with pytest.raises(ValueError, match="pretraining_masking"):
+        pretrain.build_config(pretrain.ModelArguments(pretraining_masking="diagonal"))
+
+
+def test_missing_source_and_empty_selection_are_clear_errors(clip_list, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pretrain.open_training_data(pretrain.DataArguments(dataset=str(tmp_path / "missing.csv")))
+    with pytest.raises(ValueError, match="no clips left after keeping fold in"):
+        pretrain.open_training_data(pretrain.DataArguments(dataset=str(clip_list), filter_column="fold",
+                                                           filter_values="9"))
+    with pytest.raises(ValueError, match="filter_column 'speaker' is not a column"):
+        pretrain.open_training_data(pretrain.DataArguments(dataset=str(clip_list), filter_column="speaker",
+                                                           filter_values="1"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Optimiser, schedule, checkpointing of activations, effective rank
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_weight_decay_groups():
+    model = AudioMosaicForPreTraining(tiny_config())
+    decay, no_decay = pretrain.parameter_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert "audiomosaic.embeddings.cls_token" in no_decay_names
+    assert "audiomosaic.embeddings.position_embeddings" in no_decay_names
+    assert all(model.get_parameter(n).ndim >= 2 for n in decay_names)
+    assert all(model.get_parameter(n).ndim <= 1 or "token" in n or "position" in n for n in no_decay_names)
+    # The projector's last BatchNorm bias is frozen by design and stays out of the optimizer.
+    assert "projector.norm_out.bias" not in decay_names | no_decay_names
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decay_names | no_decay_names == trainable and not decay_names & no_decay_names
+
+
+def test_learning_rate_schedule():
+    lrs = [pretrain.learning_rate_at(s, 6e-4, 1e-6, 10, 100) for s in range(101)]
+    assert lrs[0] == 0.0 and math.isclose(lrs[5], 3e-4) and math.isclose(lrs[10], 6e-4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert math.isclose(lrs[55], (6e-4 + 1e-6) / 2) and math.isclose(lrs[100], 1e-6)
+
+
+def test_gradient_checkpointing_covers_the_first_70_percent_and_keeps_gradients():
+    config = tiny_config(num_hidden_layers=10, pretraining_masking="official", max_length=128)
+    torch.manual_seed(0)
+    reference = AudioMosaicForPreTraining(config)
+    checkpointed = AudioMosaicForPreTraining(config)
+    checkpointed.load_state_dict(reference.state_dict())
+    flags = pretrain.configure_gradient_checkpointing(checkpointed, 0.7)
+    assert flags == [True] * 7 + [False] * 3
+    calls = [0] * 10
+    for i, layer in enumerate(checkpointed.audiomosaic.layers):
+        # (Counted by wrapping `forward`: module hooks do not fire when a block is recomputed.)
+        def counting(hidden_states, i=i, forward=layer.mlp.forward):
+            calls[i] += 1
+            return forward(hidden_states)
+
+        layer.mlp.forward = counting
+    inputs = torch.randn(4, 128, 128)
+    grads = []
+    for model in (reference, checkpointed):
+        model.train()
+        torch.manual_seed(1)  # the same view masks for both
+        model(inputs).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    # Two forward passes (one view each); a checkpointed block runs its MLP again in backward.
+    assert calls == [4] * 7 + [2] * 3
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-6)
+    assert pretrain.configure_gradient_checkpointing(AudioMosaicForPreTraining(config), 0.0) == [False] * 10
+
+
+def test_effective_rank():
+    assert math.isclose(pretrain.effective_rank(torch.eye(16)), 16, rel_tol=1e-6)
+    line = torch.randn(64, 1) @ torch.randn(1, 32)
+    assert pretrain.effective_rank(line) < 1.01
+    assert 20 < pretrain.effective_rank(torch.randn(256, 32)) <= 32
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data pipeline
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_augmentation_recipes_of_table_9():
+    names = lambda recipe, **kw: [type(t).__name__ for t in build_augmentation(recipe, **kw).transforms]  # noqa: E731
+    full = ["PolarityInversion", "TimeStretch", "AddGaussianSNR", "Gain", "HighPassFilter", "BandStopFilter",
+            "PitchShift"]
+    assert names("official") == full and names("paper") == full
+    assert names("aug6") == full[:6] and names("aug4") == full[:4] and names("aug2") == full[:2]
+    assert build_augmentation("none") is None
+    assert build_augmentation("official").transforms[1].max_rate == 1.3
+    assert build_augmentation("paper").transforms[1].max_rate == 1.25
+    assert build_augmentation("official", time_stretch_max_rate=1.25).transforms[1].max_rate == 1.25
+    with pytest.raises(ValueError, match="Unknown augmentation"):
+        build_augmentation("aug5")
+
+
+def test_two_views_are_reproducible_from_the_seed():
+    extractor = AudioMosaicFeatureExtractor.from_preset("speechcommands")
+    transform = TwoViewTransform(extractor, "official")
+    waveform = (np.sin(np.arange(16000) * 0.05) * 0.3 + np.random.default_rng(0).normal(0, 0.01, 16000)).astype(
+        np.float32)
+    view0, view1 = transform(waveform, seed=123)
+    assert view0.shape == view1.shape == (128, 128)
+    again = transform(waveform, seed=123)
+    assert torch.equal(view0, again[0]) and torch.equal(view1, again[1])
+    assert not torch.equal(view0, view1)
+    assert not torch.equal(view0, transform(waveform, seed=124)[0])
+    # Without any augmentation both views are the clip's features.
+    plain = TwoViewTransform(extractor, "none", roll_magnitude=False)
+    view0, view1 = plain(waveform, seed=5)
+    assert torch.equal(view0, view1) and torch.allclose(view0, plain.features(waveform))
+
+
+def test_epoch_batches_split_each_global_batch_over_processes():
+    single = pretrain.epoch_batches(50, epoch=3, seed=7, per_device_batch=8, num_processes=1, process_index=0)
+    ranks = [pretrain.epoch_batches(50, 3, 7, 4, 2, r) for r in range(2)]
+    assert len(single) == len(ranks[0]) == 6  # drop_last: 50 // 8
+    for b in range(6):
+        assert ranks[0][b] + ranks[1][b] == single[b]
+    assert pretrain.epoch_batches(50, 4, 7, 8, 1, 0) != single
+
+
+def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        soundfile.write(tmp_path / f"good{i}.flac", rng.normal(0, 0.1, 8000).astype(np.float32), 16000)
+    (tmp_path / "bad.flac").write_bytes(b"not audio at all")
+    files = ["good0.flac", "bad.flac", "good1.flac", "good2.flac"]
+    (tmp_path / "list.csv").write_text("audio\n" + "\n".join(files) + "\n")
+    raw = pretrain.open_training_data(pretrain.DataArguments(dataset=str(tmp_path / "list.csv")))
+    transform = TwoViewTransform(AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=64), "aug2")
+    dataset = pretrain.TwoViewDataset(raw, transform, seed=0, max_retries=3)
+    item = dataset[(0, 1)]
+    assert item["index"] == 2 and len(item["failures"]) == 1 and item["failures"][0]["name"].endswith("bad.flac")
+    batch = pretrain.collate_views([dataset[(0, i)] for i in range(4)])
+    assert batch["input_values"].shape == (4, 64, 128) and len(batch["failures"]) == 1
+    # The known-bad file is not decoded again but still counted; a source with nothing readable stops.
+    assert len(dataset[(1, 1)]["failures"]) == 1
+    (tmp_path / "bad.csv").write_text("audio\nbad.flac\nbad.flac\n")
+    broken = pretrain.TwoViewDataset(pretrain.open_training_data(pretrain.DataArguments(
+        dataset=str(tmp_path / "bad.csv"))), transform, seed=0, max_retries=3)
+    with pytest.raises(RuntimeError, match="3 clips in a row could not be read"):
+        broken[(0, 0)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Steps and runs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_non_finite_loss_skips_the_step(accelerator):
+    model = AudioMosaicForPreTraining(tiny_config())
+    optimizer = torch.optim.AdamW(pretrain.parameter_groups(model, 0.05), lr=1e-3)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    inputs = torch.randn(4, 32, 128)
+    inputs[0, 0, 0] = float("nan")
+    result = pretrain.training_step(accelerator, model, optimizer, {"input_values": inputs,
+                                                                     "input_values_view1": inputs}, lr=1e-3)
+    assert not result["finite"] and not result["applied"] and math.isnan(result["loss"])
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())
+    result = pretrain.training_step(accelerator, model, optimizer, {"input_values": torch.randn(4, 32, 128),
+                                                                     "input_values_view1": torch.randn(4, 32, 128)},
+                                    lr=1e-3)
+    assert result["finite"] and not all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_repeated_non_finite_losses_stop_the_run(clip_list, tmp_path, monkeypatch, accelerator):
+    def always_nan(accelerator, model, batch):
+        return {"loss": float("nan"), "contrastive_accuracy": 0.0, "finite": False}
+
+    monkeypatch.setattr(pretrain, "compute_gradients", always_nan)
+    argv = ["--recipe", str(RECIPES / "pretrain_tiny_cpu.yaml"), "--dataset", str(clip_list), "--output_dir",
+            str(tmp_path / "run"), "--max_consecutive_nonfinite", "3", "--dataloader_num_workers", "0",
+            "--disable_tqdm", "--probe_size", "0"]
+    with pytest.raises(RuntimeError, match="Stopping: 3 steps in a row"):
+        pretrain.main(argv)
+
+
+def test_streamed_source_runs(clip_list, tmp_path, accelerator):
+    state = pretrain.main(["--recipe", str(RECIPES / "pretrain_tiny_cpu.yaml"), "--dataset", str(clip_list),
+                           "--output_dir", str(tmp_path / "run"), "--streaming", "--max_steps", "4",
+                           "--warmup_steps", "1", "--shuffle_buffer_size", "8", "--dataloader_num_workers", "0",
+                           "--disable_tqdm", "--save_steps", "2"])
+    # 24 clips in batches of 8: the stream runs dry after 3 steps and the 4th comes from the next epoch.
+    assert state["global_step"] == 4 and state["epoch"] == 1
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Two processes == one process
+# ----------------------------------------------------------------------------------------------------------------------
+
+GLOBAL_BATCH = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+MODES = {
+    "no_masking": dict(pretraining_masking="none", projector_norm="none"),
+    "official_masks": dict(pretraining_masking="official", projector_norm="none"),
+    "batch_norm": dict(pretraining_masking="none", projector_norm="batch_norm"),
+}
+
+
+def _mode_inputs(mode: str):
+    """Config, per-sample view masks of the whole global batch, and the two views: the same in every process."""
+    config = tiny_config(max_length=128, **MODES[mode])
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(11)
+    masks = [DRAW_VIEW_MASKS(config, view, 8, GLOBAL_BATCH, torch.device("cpu")) for view in (0, 1)]
+    torch.set_rng_state(generator_state)
+    generator = torch.Generator().manual_seed(5)
+    views = [torch.randn(GLOBAL_BATCH, 128, 128, generator=generator) for _ in range(2)]
+    return config, masks, views
+
+
+def _use_masks(masks, offset: int) -> None:
+    """Make every view-0/1 forward take the fixed masks of samples offset.. (instead of drawing from this process's
+    RNG, which differs by rank)."""
+    def fixed(config, view, num_time_patches, batch_size, device):
+        return None if masks[view] is None else masks[view][offset : offset + batch_size]
+
+    modeling.pretraining_view_keep_indices = fixed
+
+
+def _data_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """One process of a gloo group: the pretraining step (`compute_gradients`: all-gathered negatives, DDP averaging)
+    on its contiguous share of a fixed global batch; then rank 0, with the group torn down, runs the same step on the
+    whole batch as a single process."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+
+    from training import pretrain as script
+
+    accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes == world_size
+    local_batch = GLOBAL_BATCH // world_size
+    results = {}
+    for mode in MODES:
+        config, masks, views = _mode_inputs(mode)
+        _use_masks(masks, rank * local_batch)
+        torch.manual_seed(0)
+        model = AudioMosaicForPreTraining(config)
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        optimizer = torch.optim.AdamW(script.parameter_groups(model, 0.05), lr=1e-3)
+        prepared, optimizer = accelerator.prepare(model, optimizer)
+        local = slice(rank * local_batch, (rank + 1) * local_batch)
+        step = script.compute_gradients(accelerator, prepared, {"input_values": views[0][local],
+                                                                "input_values_view1": views[1][local]})
+        grads = {n: p.grad.clone() for n, p in accelerator.unwrap_model(prepared).named_parameters()
+                 if p.grad is not None}
+        results[mode] = {"loss": step["loss"], "grads": grads, "initial": initial}
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
+    if rank != 0:
+        return
+    for mode, result in results.items():
+        config, masks, views = _mode_inputs(mode)
+        _use_masks(masks, 0)
+        model = AudioMosaicForPreTraining(config)
+        model.load_state_dict(result.pop("initial"))
+        model.train()
+        output = model(input_values=views[0], input_values_view1=views[1])
+        output.loss.backward()
+        result["single_loss"] = float(output.loss.detach())
+        result["single_grads"] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    torch.save(results, Path(out_dir) / "results.pt")
+
+
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    """Loss and every parameter gradient of a 2-process gloo step (negatives all-gathered with gradients, DDP
+    averaging) equal those of one process on the whole batch. Exact with `projector_norm="none"` (no per-process
+    batch statistics), both without masking and with the official view masks fixed per sample; with the authors'
+    BatchNorm projector the statistics are per process on CPU (SyncBatchNorm needs CUDA), so it only agrees roughly."""
+    import torch.multiprocessing as mp
+
+    start = time.time()
+    mp.spawn(_data_parallel_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = torch.load(tmp_path / "results.pt")
+    report = {}
+    for mode, result in results.items():
+        loss_delta = abs(result["loss"] - result["single_loss"])
+        assert result["grads"].keys() == result["single_grads"].keys()
+        grad_delta = max(float((result["grads"][n] - g).abs().max()) for n, g in result["single_grads"].items())
+        grad_scale = max(float(g.abs().max()) for g in result["single_grads"].values())
+        report[mode] = {"loss": result["single_loss"], "loss_2proc": result["loss"], "max_abs_loss_delta": loss_delta,
+                        "max_abs_grad_delta": grad_delta, "max_abs_grad": grad_scale}
+    print("\n2 processes vs 1:", json.dumps(report, indent=1), f"({time.time() - start:.1f} s)")
+    for mode in ("no_masking", "official_masks"):
+        assert report[mode]["max_abs_loss_delta"] < 1e-5, report[mode]
+        assert report[mode]["max_abs_grad_delta"] < 1e-5 * max(1.0, report[mode]["max_abs_grad"]), report[mode]
+    assert report["no_masking"]["loss"] != report["official_masks"]["loss"]  # the masks were applied
+    assert report["batch_norm"]["max_abs_grad_delta"] > 1e-4  # documents why BatchNorm is not the exact mode
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# SIGKILL and resume
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _command(clip_list: Path, output_dir: Path) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--recipe", str(RECIPES / "pretrain_tiny_cpu.yaml"), "--dataset",
+            str(clip_list), "--output_dir", str(output_dir), "--max_steps", "24", "--save_steps", "3",
+            "--dataloader_num_workers", "1", "--torch_threads", "1", "--disable_tqdm", "--effective_rank_steps", "5"]
+
+
+def test_sigkilled_run_resumes_to_the_same_weights(clip_list, tmp_path):
+    """24 steps over 24 clips in batches of 8 (8 epochs). An uninterrupted run, then a run killed with SIGKILL right
+    after its first checkpoint and re-run with the same command: the final weights are identical, as is the
+    projector/optimizer state of the last checkpoint."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(_command(clip_list, reference_dir), check=True, env=env, capture_output=True, timeout=300)
+
+    process = subprocess.Popen(_command(clip_list, killed_dir), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not pretrain.list_checkpoints(killed_dir) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed_dir / "model.safetensors").exists()
+    interrupted_at = json.loads((pretrain.list_checkpoints(killed_dir)[-1] / "trainer_state.json").read_text())
+    assert 3 <= interrupted_at["global_step"] < 24
+
+    resumed = subprocess.run(_command(clip_list, killed_dir), check=True, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert "Resumed from" in resumed.stderr
+    for name in ("model.safetensors", "checkpoints/step_00000024/state/model.safetensors"):
+        expected, actual = load_file(reference_dir / name), load_file(killed_dir / name)
+        assert expected.keys() == actual.keys()
+        assert all(torch.equal(expected[k], actual[k]) for k in expected), name
+    # The log has one line per step whatever happened, and a checkpoint folder loads as an AutoModel.
+    steps = [json.loads(line)["step"] for line in (killed_dir / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(pretrain.list_checkpoints(killed_dir)[-1])
+    assert torch.equal(encoder.state_dict()["fc_norm.weight"], load_file(killed_dir / "model.safetensors")["fc_norm.weight"])

@@ -1,0 +1,944 @@
+#!/usr/bin/env python
+"""Contrastive pretraining of an AudioMosaic encoder (time-masked vs frequency-masked views, NT-Xent), with Accelerate.
+
+    python training/pretrain.py --recipe training/recipes/pretrain_tiny_cpu.yaml \
+        --dataset ../shared/data/speechcommands_test/meta.csv --audio_column filename --output_dir runs/tiny
+    accelerate launch --multi_gpu --num_processes 8 training/pretrain.py \
+        --recipe training/recipes/pretrain_audioset_vitb.yaml --dataset /data/audioset/train.csv --output_dir runs/vitb
+
+Arguments are three dataclasses (`ModelArguments`, `DataArguments`, `PretrainingArguments`, transformers'
+`HfArgumentParser` style); `--recipe FILE.yaml` sets their defaults and the command line overrides the recipe.
+
+What a run does (official spec §3-§6 unless said otherwise):
+
+* data: any source `training.data.open_audio_dataset` opens (audiofolder folder, CSV/JSON/Parquet list of paths,
+  `save_to_disk` folder, Hub id, `--streaming`), decoded with soundfile in DataLoader workers. Each clip is loaded once
+  and made into two views by `training.augment.TwoViewTransform` (roll/magnitude, audiomentations chain, mean removal,
+  Kaldi fbank, pad/truncate, normalise). Each sample's augmentation seed is derived from (seed, epoch, index), so the
+  views do not depend on workers or on where a run was resumed. An unreadable clip is logged and replaced by the next
+  index (map-style) or dropped (streaming); failures are counted in the logs and a run whose clips keep failing stops.
+* batches: a seeded permutation per epoch; every global batch of `per_device_train_batch_size x processes` clips is
+  split contiguously over the processes; the last incomplete batch is dropped (`drop_last`).
+* loss: `AudioMosaicForPreTraining` computes NT-Xent with negatives all-gathered from every process with gradients;
+  with DDP's gradient averaging this is the gradient of the global-batch loss. Projector BatchNorms become
+  SyncBatchNorm on multi-GPU runs. Seeds are offset by rank after the (rank-independent) model initialisation.
+* optimisation: AdamW, no weight decay for 1-D parameters, `cls_token` and `position_embeddings`; linear warm-up then
+  half-cycle cosine to `min_learning_rate`, set every step from the global step; optional bf16 autocast; gradient
+  checkpointing of the first `gradient_checkpointing_fraction` of the blocks. A step whose loss (or gradient) is not
+  finite on any process is skipped on all of them and counted; `max_consecutive_nonfinite` in a row stop the run.
+* checkpoints: `output_dir/checkpoints/step_XXXXXXXX/` holds the Accelerate state (`state/`: model, optimizer, RNG of
+  every process), `trainer_state.json` (step, epoch, position in the epoch, counters) and the exported encoder
+  (`config.json`, `model.safetensors`, `preprocessor_config.json`, so the folder loads with `AutoModel`). Written to a
+  temporary folder and renamed, so a killed run never leaves a half-written checkpoint; the last `save_total_limit`
+  are kept. Re-running the same command resumes from the newest one (`--resume auto`, the default).
+* logging: tqdm bar (loss, contrastive accuracy, learning rate, samples/s), `output_dir/log.jsonl`, Accelerate
+  trackers (`--report_to tensorboard`, ...), and every `effective_rank_steps` the effective rank (exp of the entropy
+  of the normalised singular values) of the pooled features of a fixed, un-augmented probe batch.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+
+try:
+    import training  # noqa: F401  (installed with the package, or run from the repository root)
+except ImportError:  # `python training/pretrain.py` from a checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from datasets import Dataset, IterableDataset, Value
+
+from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
+from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
+from training.arguments import parse_args_with_recipe
+from training.augment import AUGMENTATIONS, TwoViewTransform, sample_seed
+from training.data import decode_audio, filter_rows, open_audio_dataset
+
+
+logger = logging.getLogger("audiomosaic.pretrain")
+
+CHECKPOINT_PREFIX = "step_"
+TMP_PREFIX = ".tmp_"
+NO_DECAY_NAMES = ("cls_token", "position_embeddings")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    """The encoder and its pretraining head. Unset fields keep `AudioMosaicConfig`'s defaults (the released ViT-B/16)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from a saved AudioMosaicForPreTraining / AudioMosaicModel folder."}
+    )
+    config_name: str | None = field(default=None, metadata={"help": "config.json (or its folder) to start from."})
+    hidden_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
+    drop_path_rate: float | None = None
+    max_length: int | None = field(
+        default=None, metadata={"help": "Frames per clip (10 ms each): 1024 = 10.24 s, 400 = 4 s, 128 = 1.28 s."}
+    )
+    projection_hidden_size: int | None = None
+    projection_dim: int | None = None
+    projector_norm: str | None = field(default=None, metadata={"help": "batch_norm (authors') or none."})
+    temperature: float | None = None
+    contrastive_negatives: str | None = field(default=None, metadata={"help": "all (released) or cross_view (Eq. 4)."})
+    pretraining_masking: str | None = field(
+        default=None, metadata={"help": "official, paper, time, frequency, unstructured or none."}
+    )
+    mask_ratio_time: float | None = None
+    mask_ratio_freq: float | None = None
+    position_embedding_init: str | None = None
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Other config fields as `key=value,key=value` (e.g. qkv_bias=false)."}
+    )
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
+    gradient_checkpointing_fraction: float = field(
+        default=0.0, metadata={"help": "Recompute the activations of the first fraction of the blocks (0.7 released)."}
+    )
+    sync_batchnorm: bool = field(
+        default=True, metadata={"help": "Convert the projector BatchNorms to SyncBatchNorm on multi-GPU runs."}
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        metadata={"help": "audiofolder folder, CSV/JSON/JSONL/Parquet list of audio paths, save_to_disk folder or Hub id."}
+    )
+    dataset_config_name: str | None = None
+    train_split: str = "train"
+    audio_column: str = field(default="audio", metadata={"help": "Column holding the audio (paths or audio dicts)."})
+    streaming: bool = field(default=False, metadata={"help": "Iterate the source lazily (corpora larger than the disk)."})
+    shuffle_buffer_size: int = field(default=10000, metadata={"help": "Shuffle buffer of a streamed source."})
+    filter_column: str | None = field(default=None, metadata={"help": "Keep rows whose column is in filter_values."})
+    filter_values: str | None = field(default=None, metadata={"help": "Comma-separated values, e.g. folds 1,2,3,4."})
+    max_train_samples: int | None = None
+    sampling_rate: int = 16000
+    feature_preset: str = field(
+        default="audioset", metadata={"help": f"Normalisation statistics: one of {sorted(PRESETS)}."}
+    )
+    norm_mean: float | None = field(default=None, metadata={"help": "Override the preset's log-Mel mean."})
+    norm_std: float | None = field(default=None, metadata={"help": "Override the preset's log-Mel std."})
+    augmentation: str = field(default="official", metadata={"help": f"Waveform augmentation: one of {AUGMENTATIONS}."})
+    roll_magnitude: bool = field(default=True, metadata={"help": "Roll + Beta(10,10)+0.5 gain before augmentation."})
+    time_stretch_max_rate: float | None = field(
+        default=None, metadata={"help": "TimeStretch max rate (official 1.3, paper Table 8: 1.25)."}
+    )
+    stretch_method: str | None = field(
+        default=None, metadata={"help": "audiomentations TimeStretch/PitchShift method (library default if unset)."}
+    )
+    max_load_retries: int = field(
+        default=10, metadata={"help": "Unreadable clips in a row (each replaced by the next index) before giving up."}
+    )
+    dataloader_num_workers: int = 2
+    probe_size: int = field(default=256, metadata={"help": "Clips in the fixed effective-rank probe batch."})
+
+
+@dataclass
+class PretrainingArguments:
+    output_dir: str = field(metadata={"help": "Checkpoints, logs and the final encoder go here."})
+    per_device_train_batch_size: int = 64
+    learning_rate: float = 6e-4
+    min_learning_rate: float = 1e-6
+    weight_decay: float = 0.05
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping (0 = none, as released)."})
+    num_train_epochs: float = 400.0
+    max_steps: int = field(default=-1, metadata={"help": "Total optimizer steps; overrides num_train_epochs if > 0."})
+    warmup_epochs: float = 1.0
+    warmup_steps: int | None = field(default=None, metadata={"help": "Overrides warmup_epochs (needed when streaming)."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 (released) or fp16."})
+    seed: int = 7
+    save_steps: int = field(default=1000, metadata={"help": "Write a resumable checkpoint every N steps (0 = only at the end)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the newest K checkpoints."})
+    export_steps: int = field(
+        default=0, metadata={"help": "Also export the encoder to output_dir/encoder_step_N every N steps (kept)."}
+    )
+    resume: str = field(
+        default="auto",
+        metadata={"help": "auto: continue from the newest checkpoint in output_dir if any; no: start over (refused "
+                  "if checkpoints exist, unless --overwrite_output_dir); or a checkpoint folder."},
+    )
+    overwrite_output_dir: bool = False
+    logging_steps: int = 10
+    effective_rank_steps: int = field(default=100, metadata={"help": "Effective rank of the probe batch every N steps."})
+    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none, all, tensorboard, wandb, ..."})
+    run_name: str = "audiomosaic_pretrain"
+    max_consecutive_nonfinite: int = field(
+        default=10, metadata={"help": "Stop after this many steps in a row with a non-finite loss or gradient."}
+    )
+    use_cpu: bool = False
+    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads in the main process."})
+    disable_tqdm: bool = False
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, PretrainingArguments]:
+    model_args, data_args, train_args = parse_args_with_recipe(
+        (ModelArguments, DataArguments, PretrainingArguments), argv
+    )
+    check_args(model_args, data_args, train_args)
+    return model_args, data_args, train_args
+
+
+def check_args(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> None:
+    """Clear errors for values the run cannot use (config values are checked by `AudioMosaicConfig` itself)."""
+    if data_args.augmentation not in AUGMENTATIONS:
+        raise ValueError(f"--augmentation must be one of {AUGMENTATIONS}, got {data_args.augmentation!r}.")
+    if data_args.feature_preset not in PRESETS:
+        raise ValueError(f"--feature_preset must be one of {sorted(PRESETS)}, got {data_args.feature_preset!r}.")
+    if args.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"--mixed_precision must be no, bf16 or fp16, got {args.mixed_precision!r}.")
+    if not 0.0 <= model_args.gradient_checkpointing_fraction <= 1.0:
+        raise ValueError(
+            f"--gradient_checkpointing_fraction must be in [0, 1], got {model_args.gradient_checkpointing_fraction}."
+        )
+    for name in ("per_device_train_batch_size", "max_load_retries", "logging_steps", "max_consecutive_nonfinite"):
+        source = data_args if hasattr(data_args, name) else args
+        if getattr(source, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(source, name)}.")
+    if args.per_device_train_batch_size < 2:
+        raise ValueError("--per_device_train_batch_size must be at least 2 (the projector BatchNorm and NT-Xent).")
+    if data_args.streaming and args.max_steps <= 0:
+        raise ValueError("A streamed dataset has no known length: set --max_steps (and --warmup_steps).")
+    if args.save_total_limit < 1:
+        raise ValueError(f"--save_total_limit must be at least 1, got {args.save_total_limit}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model and optimisation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _parse_value(text: str):
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def build_config(model_args: ModelArguments) -> AudioMosaicConfig:
+    """`AudioMosaicConfig` from `--model_name_or_path` / `--config_name` / defaults, with the set fields applied."""
+    source = model_args.config_name or model_args.model_name_or_path
+    overrides = {
+        f.name: getattr(model_args, f.name)
+        for f in dataclasses.fields(ModelArguments)
+        if f.name in AudioMosaicConfig.__dataclass_fields__ and getattr(model_args, f.name) is not None
+    }
+    if model_args.config_overrides:
+        for item in model_args.config_overrides.split(","):
+            if "=" not in item:
+                raise ValueError(f"--config_overrides items must be key=value, got {item!r}.")
+            key, value = item.split("=", 1)
+            key = key.strip()
+            if key not in AudioMosaicConfig.__dataclass_fields__:
+                raise ValueError(f"--config_overrides: AudioMosaicConfig has no field {key!r}.")
+            overrides[key] = _parse_value(value)
+    if source:
+        config = AudioMosaicConfig.from_pretrained(source)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        config._check_values()
+        return config
+    return AudioMosaicConfig(**overrides)
+
+
+def build_model(model_args: ModelArguments, config: AudioMosaicConfig | None = None) -> AudioMosaicForPreTraining:
+    config = config or build_config(model_args)
+    kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    if model_args.model_name_or_path:
+        # An encoder-only folder loads too: the projector is then newly initialised.
+        return AudioMosaicForPreTraining.from_pretrained(model_args.model_name_or_path, config=config, **kwargs)
+    if kwargs:
+        config._attn_implementation = kwargs["attn_implementation"]
+    return AudioMosaicForPreTraining(config)
+
+
+def configure_gradient_checkpointing(model: AudioMosaicForPreTraining, fraction: float) -> list[bool]:
+    """Recompute the activations of the first `int(num_layers * fraction)` blocks in backward (the authors'
+    `checkpointing_fraction`, 0.7 in the released recipe); returns the per-block flags."""
+    layers = model.audiomosaic.layers
+    num_checkpointed = int(len(layers) * fraction)
+    if num_checkpointed == 0:
+        return [False] * len(layers)
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    for index, layer in enumerate(layers):
+        layer.gradient_checkpointing = index < num_checkpointed
+    return [layer.gradient_checkpointing for layer in layers]
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as timm's `param_groups_weight_decay`: no decay for 1-D tensors (biases, norms), `cls_token` and
+    `position_embeddings`; frozen parameters (the projector's last BatchNorm bias) are left out."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if parameter.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES:
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def learning_rate_at(step: int, base_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """The authors' per-iteration schedule: linear warm-up from 0, then half-cycle cosine from `base_lr` to `min_lr`."""
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def effective_rank(features: torch.Tensor, eps: float = 1e-12) -> float:
+    """exp(entropy) of the singular values of `features` (n, d) normalised to sum to 1 (RankMe, paper §4); between 1
+    (collapsed to a line) and min(n, d)."""
+    singular_values = torch.linalg.svdvals(features.detach().double())
+    p = singular_values / singular_values.sum().clamp_min(eps) + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def audio_name(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return str(value.get("path") or "<audio bytes>")
+    return f"<{type(value).__name__}>"
+
+
+class TwoViewDataset(torch.utils.data.Dataset):
+    """Map-style two-view dataset over a `datasets.Dataset` whose `audio` column `decode_audio` reads.
+
+    Items are requested as `(epoch, index)`; the augmentation seed is `sample_seed(seed, epoch, index)`. An item that
+    cannot be read is logged and replaced by the next index (a deterministic substitute, so batches keep their size
+    on every process and the run stays reproducible); the failure travels with the batch so the main process counts
+    it. After `max_retries` failures in a row it raises, naming the files.
+    """
+
+    def __init__(self, dataset: Dataset, transform: TwoViewTransform, seed: int, max_retries: int = 10):
+        self.dataset = dataset.select_columns(["audio"])
+        # Plain path strings are cheap to hold in memory; audio dicts (possibly with bytes) stay in Arrow.
+        feature = self.dataset.features["audio"]
+        self.paths = self.dataset["audio"] if isinstance(feature, Value) and feature.dtype in ("string", "large_string") else None
+        self.transform = transform
+        self.seed = seed
+        self.max_retries = max_retries
+        self.known_bad: set[int] = set()  # per worker process: do not decode a bad file twice
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def audio(self, index: int):
+        return self.paths[index] if self.paths is not None else self.dataset[index]["audio"]
+
+    def load(self, index: int) -> np.ndarray:
+        return decode_audio(self.audio(index), self.transform.sampling_rate)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        failures = []
+        for attempt in range(self.max_retries):
+            current = (index + attempt) % len(self)
+            try:
+                if current in self.known_bad:
+                    raise ValueError("unreadable earlier in this run")
+                view0, view1 = self.transform(self.load(current), sample_seed(self.seed, epoch, current))
+                return {"view0": view0, "view1": view1, "index": current, "failures": failures}
+            except Exception as error:  # noqa: BLE001 - any bad clip is skipped, never fatal on its own
+                self.known_bad.add(current)
+                failures.append({"index": current, "name": audio_name(self.audio(current)), "error": str(error)[:300]})
+        listed = "; ".join(f"{f['name']}: {f['error']}" for f in failures[-3:])
+        raise RuntimeError(
+            f"{self.max_retries} clips in a row could not be read or augmented (indices {index}..{current}); "
+            f"last errors: {listed}. Check the dataset or raise --max_load_retries."
+        )
+
+
+def collate_views(items: list[dict]) -> dict:
+    return {
+        "input_values": torch.stack([item["view0"] for item in items]),
+        "input_values_view1": torch.stack([item["view1"] for item in items]),
+        "indices": torch.tensor([item["index"] for item in items]),
+        "failures": [failure for item in items for failure in item["failures"]],
+    }
+
+
+def epoch_batches(num_samples: int, epoch: int, seed: int, per_device_batch: int, num_processes: int,
+                  process_index: int) -> list[list[int]]:
+    """This process's batches of one epoch: a permutation seeded by (seed, epoch), cut into global batches of
+    `per_device_batch * num_processes` (the last incomplete one dropped), each split contiguously by process."""
+    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0x5EED))
+    order = torch.randperm(num_samples, generator=generator).tolist()
+    global_batch = per_device_batch * num_processes
+    start = process_index * per_device_batch
+    return [
+        order[b * global_batch + start : b * global_batch + start + per_device_batch]
+        for b in range(num_samples // global_batch)
+    ]
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def map_style_loader(dataset: TwoViewDataset, batches: list[list[int]], epoch: int, num_workers: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=[[(epoch, index) for index in batch] for batch in batches],
+        collate_fn=collate_views,
+        num_workers=num_workers,
+        worker_init_fn=_worker_init,
+        # Its own generator: creating the iterator must not consume the global torch RNG (the masks use it).
+        generator=torch.Generator(),
+        persistent_workers=False,
+    )
+
+
+def stream_example(example: dict, transform: TwoViewTransform, seed: int, epoch: int) -> dict:
+    """Map function of a streamed source (runs lazily in the DataLoader workers)."""
+    value = example["audio"]
+    name = audio_name(value)
+    key = name if not (isinstance(value, dict) and value.get("bytes") and not value.get("path")) else value["bytes"][:4096]
+    try:
+        view0, view1 = transform(decode_audio(value, transform.sampling_rate),
+                                 sample_seed(seed, epoch, zlib.crc32(key if isinstance(key, bytes) else key.encode())))
+        return {"view0": view0, "view1": view1, "ok": True, "name": name, "error": ""}
+    except Exception as error:  # noqa: BLE001
+        return {"view0": None, "view1": None, "ok": False, "name": name, "error": str(error)[:300]}
+
+
+def collate_stream(items: list[dict]) -> dict:
+    good = [item for item in items if item["ok"]]
+    return {
+        "view0": [item["view0"] for item in good],
+        "view1": [item["view1"] for item in good],
+        "failures": [{"index": -1, "name": item["name"], "error": item["error"]} for item in items if not item["ok"]],
+    }
+
+
+class StreamBatches:
+    """Fixed-size batches from a streamed source: this process's share (`split_dataset_by_node`), shuffled with a
+    buffer seeded by (seed, epoch), views made lazily in the workers; dropped clips are refilled from the stream.
+    Resuming skips the examples the interrupted epoch had consumed (exact with `dataloader_num_workers` 0; with
+    workers, datasets hands shards to workers, so the skipped examples are the same number but not always the same)."""
+
+    def __init__(self, dataset: IterableDataset, transform: TwoViewTransform, seed: int, batch_size: int,
+                 num_workers: int, shuffle_buffer_size: int, max_retries: int):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.batch_size, self.num_workers, self.buffer = batch_size, num_workers, shuffle_buffer_size
+        self.max_retries = max_retries
+        self.consumed = 0  # examples of the current epoch consumed (used or failed)
+
+    def iterate(self, epoch: int, skip_examples: int = 0) -> Iterator[dict]:
+        stream = self.dataset.shuffle(seed=self.seed, buffer_size=self.buffer) if self.buffer > 1 else self.dataset
+        stream.set_epoch(epoch)
+        if skip_examples:
+            stream = stream.skip(skip_examples)
+        stream = stream.map(stream_example, fn_kwargs={"transform": self.transform, "seed": self.seed, "epoch": epoch})
+        loader = DataLoader(stream, batch_size=self.batch_size, collate_fn=collate_stream,
+                            num_workers=self.num_workers, worker_init_fn=_worker_init, generator=torch.Generator())
+        self.consumed = skip_examples
+        view0, view1, failures, failed_in_a_row = [], [], [], 0
+        for chunk in loader:
+            for failure in chunk["failures"]:
+                failures.append(failure)
+                failed_in_a_row += 1
+                if failed_in_a_row >= self.max_retries:
+                    raise RuntimeError(f"{failed_in_a_row} streamed clips in a row could not be read; last: "
+                                       f"{failure['name']}: {failure['error']}")
+            if chunk["view0"]:
+                failed_in_a_row = 0
+            view0.extend(chunk["view0"])
+            view1.extend(chunk["view1"])
+            while len(view0) >= self.batch_size:
+                self.consumed += self.batch_size + len(failures)
+                yield {
+                    "input_values": torch.stack(view0[: self.batch_size]),
+                    "input_values_view1": torch.stack(view1[: self.batch_size]),
+                    "failures": failures,
+                }
+                view0, view1, failures = view0[self.batch_size :], view1[self.batch_size :], []
+
+
+def probe_features(dataset: Dataset | IterableDataset, transform: TwoViewTransform, size: int) -> torch.Tensor | None:
+    """Un-augmented features of the first `size` readable clips: the fixed effective-rank probe batch."""
+    features = []
+    iterator = iter(dataset.select_columns(["audio"]))
+    for example in iterator:
+        if len(features) >= size:
+            break
+        try:
+            features.append(transform.features(decode_audio(example["audio"], transform.sampling_rate)))
+        except Exception:  # noqa: BLE001 - bad clips are reported by the training loader
+            continue
+    return torch.stack(features) if len(features) >= 2 else None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Steps
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def compute_gradients(accelerator: Accelerator, model, batch: dict) -> dict:
+    """Forward both views, and backward unless the loss is non-finite on some process. Returns the global-batch mean
+    loss and contrastive accuracy (as floats) and whether the step is usable (`finite`, the same on every process)."""
+    with accelerator.autocast():
+        output = model(input_values=batch["input_values"], input_values_view1=batch["input_values_view1"])
+    loss = output.loss
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:
+        finite = accelerator.gather(finite).min().reshape(1)
+    finite = bool(finite.item())
+    if finite:
+        accelerator.backward(loss)
+    stats = torch.stack([loss.detach().float(), output.contrastive_accuracy.detach().float()])
+    stats = accelerator.reduce(stats, "mean") if accelerator.num_processes > 1 else stats
+    return {"loss": float(stats[0]), "contrastive_accuracy": float(stats[1]), "finite": finite}
+
+
+def apply_update(accelerator: Accelerator, model, optimizer, lr: float, max_grad_norm: float = 0.0) -> dict:
+    """Set the learning rate, check the (already averaged) gradients, step and clear. Returns the gradient norm and
+    whether the update was applied (a non-finite gradient skips it, identically on every process)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    if max_grad_norm > 0:
+        grad_norm = accelerator.clip_grad_norm_(parameters, max_grad_norm)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float()) for p in parameters]))
+    grad_norm = float(grad_norm)
+    applied = math.isfinite(grad_norm)
+    if applied:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"grad_norm": grad_norm, "applied": applied}
+
+
+def training_step(accelerator: Accelerator, model, optimizer, batch: dict, lr: float, max_grad_norm: float = 0.0) -> dict:
+    result = compute_gradients(accelerator, model, batch)
+    if result["finite"]:
+        result.update(apply_update(accelerator, model, optimizer, lr, max_grad_norm))
+        result["finite"] = result["applied"]
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        result.update(grad_norm=float("nan"), applied=False)
+    result["lr"] = lr
+    return result
+
+
+@torch.no_grad()
+def probe_effective_rank(accelerator: Accelerator, model, probe: torch.Tensor, batch_size: int = 64) -> dict:
+    """Effective rank of the encoder's pooled features (`pooler_output`) and of the projections on the probe batch
+    (eval mode: no masking, BatchNorm running statistics)."""
+    unwrapped = accelerator.unwrap_model(model)
+    was_training = unwrapped.training
+    unwrapped.eval()
+    pooled, projected = [], []
+    for start in range(0, probe.shape[0], batch_size):
+        with accelerator.autocast():
+            view = unwrapped.forward_view(probe[start : start + batch_size].to(accelerator.device), 0)
+        pooled.append(view.pooler_output.float().cpu())
+        projected.append(view.projection.float().cpu())
+    unwrapped.train(was_training)
+    return {"effective_rank": effective_rank(torch.cat(pooled)),
+            "effective_rank_projection": effective_rank(torch.cat(projected))}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (renamed into place), oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+             and (p / "trainer_state.json").is_file() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def export_encoder(accelerator: Accelerator, model, feature_extractor, directory: Path) -> None:
+    """`save_pretrained` of the encoder (config with `auto_map`, safetensors) and of the feature extractor."""
+    encoder = accelerator.unwrap_model(model).audiomosaic
+    encoder.save_pretrained(directory, safe_serialization=True)
+    feature_extractor.save_pretrained(directory)
+
+
+def save_checkpoint(accelerator: Accelerator, model, feature_extractor, output_dir: str, state: dict,
+                    keep: int) -> Path:
+    """Write checkpoint `step_N` atomically (temporary folder, then rename) and keep the newest `keep`."""
+    root = Path(output_dir) / "checkpoints"
+    final = root / f"{CHECKPOINT_PREFIX}{state['global_step']:08d}"
+    tmp = root / f"{TMP_PREFIX}{final.name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "state"))
+    if accelerator.is_main_process:
+        export_encoder(accelerator, model, feature_extractor, tmp)
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        if final.exists():  # the same step saved by an earlier, interrupted attempt
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_resume(args: PretrainingArguments) -> Path | None:
+    checkpoints = list_checkpoints(args.output_dir)
+    if args.resume in ("auto", "latest"):
+        if args.resume == "latest" and not checkpoints:
+            raise FileNotFoundError(f"--resume latest: no checkpoint in {args.output_dir}/checkpoints.")
+        return checkpoints[-1] if checkpoints and not args.overwrite_output_dir else None
+    if args.resume in ("no", "none", "never", "false"):
+        if checkpoints and not args.overwrite_output_dir:
+            raise FileExistsError(
+                f"{args.output_dir} already holds checkpoints ({checkpoints[-1].name}); resume with --resume auto, "
+                "or start over with --overwrite_output_dir."
+            )
+        return None
+    path = Path(args.resume)
+    if not (path / "trainer_state.json").is_file() or not (path / "state").is_dir():
+        raise FileNotFoundError(f"--resume {args.resume}: not a checkpoint folder (trainer_state.json and state/).")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def open_training_data(data_args: DataArguments, max_train_samples: int | None = None):
+    dataset = open_audio_dataset(
+        data_args.dataset, data_args.train_split, data_args.audio_column, data_args.dataset_config_name,
+        data_args.streaming,
+    )
+    if data_args.filter_column and data_args.filter_column not in (dataset.column_names or []):
+        raise ValueError(
+            f"--filter_column {data_args.filter_column!r} is not a column of {data_args.dataset} "
+            f"(columns: {dataset.column_names})."
+        )
+    dataset = filter_rows(dataset, data_args.filter_column, data_args.filter_values)
+    if max_train_samples:
+        dataset = dataset.take(max_train_samples) if isinstance(dataset, IterableDataset) else dataset.select(
+            range(min(max_train_samples, len(dataset))))
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError(
+            f"{data_args.dataset} has no clips left"
+            + (f" after keeping {data_args.filter_column} in {{{data_args.filter_values}}}." if data_args.filter_column
+               else ".")
+        )
+    return dataset
+
+
+def build_feature_extractor(data_args: DataArguments, config: AudioMosaicConfig) -> AudioMosaicFeatureExtractor:
+    overrides = {"max_length": config.max_length, "sampling_rate": data_args.sampling_rate}
+    if data_args.norm_mean is not None:
+        overrides["mean"] = data_args.norm_mean
+    if data_args.norm_std is not None:
+        overrides["std"] = data_args.norm_std
+    return AudioMosaicFeatureExtractor.from_preset(data_args.feature_preset, **overrides)
+
+
+def _flat_config(*parts) -> dict:
+    flat = {}
+    for part in parts:
+        for key, value in dataclasses.asdict(part).items():
+            flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> dict:
+    """Run (or resume) pretraining; returns the final trainer state."""
+    check_args(model_args, data_args, args)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        cpu=args.use_cpu,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        force=accelerator.is_main_process)
+    logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+    resume_from = resolve_resume(args)
+    if accelerator.is_main_process and args.overwrite_output_dir and args.resume in ("no", "none", "never", "false"):
+        shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)
+        (Path(args.output_dir) / "log.jsonl").unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+
+    # Model: identical initialisation on every process, then per-rank seeds for masking and drop path.
+    config = build_config(model_args)
+    set_seed(args.seed)
+    model = build_model(model_args, config)
+    set_seed(args.seed + accelerator.process_index)
+    checkpointed = configure_gradient_checkpointing(model, model_args.gradient_checkpointing_fraction)
+    if accelerator.num_processes > 1 and model_args.sync_batchnorm and config.projector_norm == "batch_norm":
+        if accelerator.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            logger.warning("SyncBatchNorm needs CUDA: the projector BatchNorms use per-process statistics here.")
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, args.weight_decay), lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    # Data
+    feature_extractor = build_feature_extractor(data_args, config)
+    transform = TwoViewTransform(
+        feature_extractor, data_args.augmentation, data_args.roll_magnitude, data_args.time_stretch_max_rate,
+        data_args.stretch_method,
+    )
+    with accelerator.main_process_first():
+        raw = open_training_data(data_args, data_args.max_train_samples)
+    global_batch = args.per_device_train_batch_size * accelerator.num_processes
+    if isinstance(raw, IterableDataset):
+        from datasets.distributed import split_dataset_by_node
+
+        stream = StreamBatches(
+            split_dataset_by_node(raw, accelerator.process_index, accelerator.num_processes), transform, args.seed,
+            args.per_device_train_batch_size, data_args.dataloader_num_workers, data_args.shuffle_buffer_size,
+            data_args.max_load_retries,
+        )
+        steps_per_epoch = None
+        train_set = None
+    else:
+        if len(raw) < global_batch:
+            raise ValueError(
+                f"{data_args.dataset} has {len(raw)} clips, fewer than one global batch ({global_batch} = "
+                f"{args.per_device_train_batch_size} per process x {accelerator.num_processes}); with drop_last no step "
+                "could run. Lower --per_device_train_batch_size."
+            )
+        train_set = TwoViewDataset(raw, transform, args.seed, data_args.max_load_retries)
+        steps_per_epoch = len(train_set) // global_batch
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    if args.warmup_steps is not None:
+        warmup_steps = args.warmup_steps
+    elif steps_per_epoch is not None:
+        warmup_steps = int(round(args.warmup_epochs * steps_per_epoch))
+    else:
+        raise ValueError("Set --warmup_steps for a streamed dataset.")
+    warmup_steps = min(warmup_steps, total_steps)
+
+    probe = None
+    if accelerator.is_main_process and data_args.probe_size > 1 and args.effective_rank_steps > 0:
+        probe = probe_features(raw, transform, data_args.probe_size)
+
+    state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "stream_consumed": 0, "failed_loads": 0,
+             "failed_files": [], "nonfinite_steps": 0, "consecutive_nonfinite": 0, "samples_seen": 0,
+             "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "world_size": accelerator.num_processes,
+             "per_device_train_batch_size": args.per_device_train_batch_size}
+    log_path = Path(args.output_dir) / "log.jsonl"
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from / "state"))
+        saved = json.loads((resume_from / "trainer_state.json").read_text())
+        if saved.get("world_size") != accelerator.num_processes or \
+                saved.get("per_device_train_batch_size") != args.per_device_train_batch_size:
+            raise ValueError(
+                f"{resume_from} was written by {saved.get('world_size')} process(es) x "
+                f"{saved.get('per_device_train_batch_size')} clips; resuming needs the same layout to continue exactly."
+            )
+        state.update({k: v for k, v in saved.items() if k in state and k not in ("total_steps", "steps_per_epoch")})
+        logger.info("Resumed from %s at step %d (epoch %d, batch %d of the epoch).", resume_from,
+                    state["global_step"], state["epoch"], state["step_in_epoch"])
+        if accelerator.is_main_process and log_path.is_file():  # drop log lines of steps the killed run redid
+            kept = [line for line in log_path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= state["global_step"]]
+            log_path.write_text("".join(line + "\n" for line in kept))
+
+    if accelerator.is_main_process:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.output_dir) / "pretrain_args.json").write_text(json.dumps(
+            {"model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
+             "training": dataclasses.asdict(args)}, indent=2))
+    if args.report_to != "none":
+        accelerator.init_trackers(args.run_name, config=_flat_config(model_args, data_args, args))
+
+    unwrapped = accelerator.unwrap_model(model)
+    logger.info(
+        "Pretraining %.2fM parameters on %s clips: %d process(es) x %d = %d per step, %s steps per epoch, %d steps "
+        "(%d warm-up); gradient checkpointing on %d of %d blocks; mixed precision %s.",
+        sum(p.numel() for p in unwrapped.parameters()) / 1e6, len(raw) if train_set is not None else "streamed",
+        accelerator.num_processes, args.per_device_train_batch_size, global_batch, steps_per_epoch, total_steps,
+        warmup_steps, sum(checkpointed), len(checkpointed), args.mixed_precision,
+    )
+
+    def write_log(entry: dict) -> None:
+        if accelerator.is_main_process:
+            with log_path.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+        if args.report_to != "none":
+            accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
+
+    if probe is not None and state["global_step"] == 0:
+        write_log({"step": 0, **probe_effective_rank(accelerator, model, probe)})
+
+    progress = None
+    if accelerator.is_main_process and not args.disable_tqdm:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, initial=state["global_step"], desc="pretrain", dynamic_ncols=True)
+
+    window = {"loss": [], "contrastive_accuracy": [], "start": time.perf_counter(), "steps": 0}
+    last_saved = state["global_step"] if resume_from is not None else -1
+    model.train()
+    while state["global_step"] < total_steps:
+        if train_set is not None:
+            if state["step_in_epoch"] >= steps_per_epoch:
+                state["epoch"], state["step_in_epoch"] = state["epoch"] + 1, 0
+            batches = epoch_batches(len(train_set), state["epoch"], args.seed, args.per_device_train_batch_size,
+                                    accelerator.num_processes, accelerator.process_index)
+            iterator = iter(map_style_loader(train_set, batches[state["step_in_epoch"]:], state["epoch"],
+                                             data_args.dataloader_num_workers))
+        else:
+            iterator = stream.iterate(state["epoch"], state["stream_consumed"])
+        epoch_had_batches = False
+        while state["global_step"] < total_steps:
+            batch = next(iterator, None)
+            if train_set is None:  # every process must stop together when one stream runs dry
+                has_batch = torch.tensor([0.0 if batch is None else 1.0], device=accelerator.device)
+                if accelerator.num_processes > 1:
+                    has_batch = accelerator.gather(has_batch).min()
+                if not bool(has_batch.item()):
+                    break
+            elif batch is None:
+                break
+            epoch_had_batches = True
+            failures = batch.pop("failures")
+            if accelerator.num_processes > 1:
+                from accelerate.utils import gather_object
+
+                failures = gather_object(failures)
+            for failure in failures:
+                logger.warning("Skipped unreadable clip %s (%s)", failure["name"], failure["error"])
+                state["failed_loads"] += 1
+                if failure["name"] not in state["failed_files"] and len(state["failed_files"]) < 1000:
+                    state["failed_files"].append(failure["name"])
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items() if k != "indices"}
+
+            lr = learning_rate_at(state["global_step"], args.learning_rate, args.min_learning_rate, warmup_steps,
+                                  total_steps)
+            result = training_step(accelerator, model, optimizer, batch, lr, args.max_grad_norm)
+            state["global_step"] += 1
+            state["step_in_epoch"] += 1
+            state["samples_seen"] += global_batch
+            if train_set is None:
+                state["stream_consumed"] = stream.consumed
+            if result["finite"]:
+                state["consecutive_nonfinite"] = 0
+                window["loss"].append(result["loss"])
+                window["contrastive_accuracy"].append(result["contrastive_accuracy"])
+            else:
+                state["nonfinite_steps"] += 1
+                state["consecutive_nonfinite"] += 1
+                logger.warning("Step %d skipped: non-finite loss or gradient (loss %s, %d in a row, %d in all).",
+                               state["global_step"], result["loss"], state["consecutive_nonfinite"],
+                               state["nonfinite_steps"])
+                if state["consecutive_nonfinite"] >= args.max_consecutive_nonfinite:
+                    raise RuntimeError(
+                        f"Stopping: {state['consecutive_nonfinite']} steps in a row (up to step {state['global_step']}) "
+                        f"had a non-finite loss or gradient. Lower --learning_rate, use --mixed_precision no, or check "
+                        f"the data; the last checkpoint in {args.output_dir}/checkpoints is from before the problem."
+                    )
+            window["steps"] += 1
+            step = state["global_step"]
+            if progress is not None:
+                elapsed = time.perf_counter() - window["start"]
+                progress.update(1)
+                progress.set_postfix(loss=f"{result['loss']:.4f}", acc=f"{result['contrastive_accuracy']:.3f}",
+                                     lr=f"{lr:.2e}", sps=f"{window['steps'] * global_batch / max(elapsed, 1e-9):.1f}")
+            entry = {}
+            if step % args.logging_steps == 0 or step == total_steps:
+                elapsed = time.perf_counter() - window["start"]
+                entry = {
+                    "step": step, "epoch": state["epoch"] + state["step_in_epoch"] / steps_per_epoch
+                    if steps_per_epoch else state["epoch"],
+                    "loss": float(np.mean(window["loss"])) if window["loss"] else float("nan"),
+                    "contrastive_accuracy": float(np.mean(window["contrastive_accuracy"])) if window["loss"] else float("nan"),
+                    "lr": lr, "grad_norm": result["grad_norm"],
+                    "samples_per_second": window["steps"] * global_batch / max(elapsed, 1e-9),
+                    "failed_loads": state["failed_loads"], "nonfinite_steps": state["nonfinite_steps"],
+                }
+                window = {"loss": [], "contrastive_accuracy": [], "start": time.perf_counter(), "steps": 0}
+            if probe is not None and (step % args.effective_rank_steps == 0 or step == total_steps):
+                entry = {"step": step, **entry, **probe_effective_rank(accelerator, model, probe)}
+            if entry:
+                write_log(entry)
+                if progress is None and accelerator.is_main_process:
+                    logger.info(json.dumps(entry))
+            if args.save_steps > 0 and step % args.save_steps == 0 and step < total_steps:
+                save_checkpoint(accelerator, model, feature_extractor, args.output_dir, state, args.save_total_limit)
+                last_saved = step
+            if args.export_steps > 0 and step % args.export_steps == 0 and accelerator.is_main_process:
+                export_encoder(accelerator, model, feature_extractor, Path(args.output_dir) / f"encoder_step_{step}")
+        if state["global_step"] >= total_steps:
+            break
+        if not epoch_had_batches:
+            raise ValueError(f"{data_args.dataset} produced no complete batch of {args.per_device_train_batch_size} "
+                             "clips in an epoch (empty after filtering, or every clip unreadable).")
+        state["epoch"], state["step_in_epoch"], state["stream_consumed"] = state["epoch"] + 1, 0, 0
+
+    if progress is not None:
+        progress.close()
+    if last_saved != state["global_step"]:
+        save_checkpoint(accelerator, model, feature_extractor, args.output_dir, state, args.save_total_limit)
+    if accelerator.is_main_process:
+        export_encoder(accelerator, model, feature_extractor, Path(args.output_dir))
+        (Path(args.output_dir) / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        logger.info("Done: %d steps, %d skipped non-finite, %d unreadable clip loads; encoder saved to %s.",
+                    state["global_step"], state["nonfinite_steps"], state["failed_loads"], args.output_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return state
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return train(*parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
