@@ -5,6 +5,7 @@ at 16 kHz. Times are the best of `--repeats` runs after one warm-up.
 
     python benchmarks/bench_feature_extraction.py --device cpu --batch 32 --seconds 10 --repeats 5
     python benchmarks/bench_feature_extraction.py --device cuda   # adds GPU timings (batch --batch and 256)
+    python benchmarks/bench_feature_extraction.py --threads 1     # single-threaded CPU comparison
 """
 
 import argparse
@@ -34,18 +35,24 @@ def load_extractor_class() -> type:
     return module.AudioMosaicFeatureExtractor
 
 
-def best_time(function: Callable[[], object], repeats: int, synchronize: bool = False) -> float:
-    function()  # warm-up: caches, allocator, CUDA context
-    times = []
+def best_times(
+    functions: dict[str, Callable[[], object]], repeats: int, synchronize: bool = False
+) -> dict[str, float]:
+    """Best wall time of each function. Runs are interleaved (one of each per round) so that load from other
+    processes, if any, hits every contender alike."""
+    for function in functions.values():
+        function()  # warm-up: caches, allocator, CUDA context
+    times = {name: [] for name in functions}
     for _ in range(repeats):
-        if synchronize:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if synchronize:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, function in functions.items():
+            if synchronize:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            function()
+            if synchronize:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def kaldi_loop(clips: list[np.ndarray], mean: float, std: float, max_length: int = 1024) -> torch.Tensor:
@@ -75,7 +82,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gpu-batch", type=int, default=256, help="batch for the GPU-vs-AST comparison")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False")
 
@@ -96,13 +106,14 @@ def main() -> None:
     output = ours(clips, sampling_rate=16000, return_tensors="pt")["input_values"]
     print(f"max |ours - per-clip kaldi loop| = {(output - reference).abs().max().item():.2e}\n")
 
-    timings = {
-        "ours, batched (CPU)": best_time(lambda: ours(clips, sampling_rate=16000, return_tensors="pt"), args.repeats),
-        "ASTFeatureExtractor (CPU)": best_time(
-            lambda: ast(clips, sampling_rate=16000, return_tensors="pt"), args.repeats
-        ),
-        "kaldi.fbank per-clip loop (CPU)": best_time(lambda: kaldi_loop(clips, ours.mean, ours.std), args.repeats),
-    }
+    timings = best_times(
+        {
+            "ours, batched (CPU)": lambda: ours(clips, sampling_rate=16000, return_tensors="pt"),
+            "ASTFeatureExtractor (CPU)": lambda: ast(clips, sampling_rate=16000, return_tensors="pt"),
+            "kaldi.fbank per-clip loop (CPU)": lambda: kaldi_loop(clips, ours.mean, ours.std),
+        },
+        args.repeats,
+    )
     for name, seconds in timings.items():
         print(f"{name:40s} {1000 * seconds:9.1f} ms total {1000 * seconds / args.batch:8.3f} ms/clip")
     ours_cpu = timings["ours, batched (CPU)"]
@@ -123,9 +134,16 @@ def main() -> None:
 def time_gpu(ours: Callable, ast: ASTFeatureExtractor, clips: list[np.ndarray], repeats: int) -> None:
     """Ours on CUDA (from numpy clips, and from a tensor already on the GPU) against AST on CPU, same clips."""
     on_gpu = torch.from_numpy(np.stack(clips)).cuda()
-    from_host = best_time(lambda: ours(clips, sampling_rate=16000, return_tensors="pt", device="cuda"), repeats, True)
-    resident = best_time(lambda: ours(on_gpu, sampling_rate=16000, return_tensors="pt"), repeats, True)
-    ast_time = best_time(lambda: ast(clips, sampling_rate=16000, return_tensors="pt"), repeats)
+    gpu = best_times(
+        {
+            "from_host": lambda: ours(clips, sampling_rate=16000, return_tensors="pt", device="cuda"),
+            "resident": lambda: ours(on_gpu, sampling_rate=16000, return_tensors="pt"),
+        },
+        repeats,
+        synchronize=True,
+    )
+    from_host, resident = gpu["from_host"], gpu["resident"]
+    ast_time = best_times({"ast": lambda: ast(clips, sampling_rate=16000, return_tensors="pt")}, repeats)["ast"]
     gpu_output = ours(on_gpu, sampling_rate=16000, return_tensors="pt")["input_values"].cpu()
     cpu_output = ours(clips, sampling_rate=16000, return_tensors="pt")["input_values"]
     print(f"batch {len(clips)}: max |GPU - CPU| = {(gpu_output - cpu_output).abs().max().item():.2e}")

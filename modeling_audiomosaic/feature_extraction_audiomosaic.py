@@ -351,6 +351,8 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError("`window_hop` only applies with `long_audio='window'`.")
         if sampling_rate is not None:
             sampling_rate = _check_positive_int(sampling_rate, "sampling_rate")
+        if device is not None:
+            device = _resolve_device(device)
 
         clips = self._parse_inputs(raw_speech, sampling_rate)
         if sampling_rate is None and any(not clip.from_file for clip in clips):
@@ -358,17 +360,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
                 f"It is strongly recommended to pass the `sampling_rate` argument to `{self.__class__.__name__}()`. "
                 "Failing to do so can result in silent errors that might be hard to debug."
             )
-        if device is not None:
-            try:
-                device = torch.device(device)
-            except RuntimeError as error:
-                raise ValueError(f"Invalid `device` {device!r}: {error}") from error
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"`device={device}` was requested but torch.cuda.is_available() is False.")
-            if device.type == "cuda" and device.index is None:
-                # Input tensors report "cuda:N"; resolve the index so devices compare (and cache) consistently.
-                device = torch.device("cuda", torch.cuda.current_device())
-        else:
+        if device is None:
             device = next((clip.samples.device for clip in clips if clip.samples.device.type != "cpu"), None)
             device = device or torch.device("cpu")
 
@@ -585,6 +577,19 @@ def _check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer() or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"Invalid `device` {device!r}: {error}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device={device}` was requested but torch.cuda.is_available() is False.")
+    if device.type == "cuda" and device.index is None:
+        # Input tensors report "cuda:N"; resolve the index so devices compare (and cache) consistently.
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _padding_strategy(padding: bool | str | PaddingStrategy) -> PaddingStrategy:
