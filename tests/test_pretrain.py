@@ -195,7 +195,7 @@ def test_gradient_checkpointing_covers_the_first_70_percent_and_keeps_gradients(
 
 
 def test_effective_rank():
-    assert math.isclose(pretrain.effective_rank(torch.eye(16)), 16, rel_tol=1e-6)
+    assert math.isclose(pretrain.effective_rank(torch.eye(16)), 16, rel_tol=1e-4)
     line = torch.randn(64, 1) @ torch.randn(1, 32)
     assert pretrain.effective_rank(line) < 1.01
     assert 20 < pretrain.effective_rank(torch.randn(256, 32)) <= 32

@@ -64,6 +64,7 @@ from accelerate.utils import set_seed
 from datasets import Dataset, IterableDataset, Value
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
+from modeling_audiomosaic.analysis import effective_rank  # RankMe: exp(entropy of normalised singular values)
 from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
 from training.arguments import parse_args_with_recipe
 from training.augment import AUGMENTATIONS, TwoViewTransform, sample_seed
@@ -320,14 +321,6 @@ def learning_rate_at(step: int, base_lr: float, min_lr: float, warmup_steps: int
         return base_lr * step / warmup_steps
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def effective_rank(features: torch.Tensor, eps: float = 1e-12) -> float:
-    """exp(entropy) of the singular values of `features` (n, d) normalised to sum to 1 (RankMe, paper §4); between 1
-    (collapsed to a line) and min(n, d)."""
-    singular_values = torch.linalg.svdvals(features.detach().double())
-    p = singular_values / singular_values.sum().clamp_min(eps) + eps
-    return float(torch.exp(-(p * p.log()).sum()))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""Pretraining cost: one optimizer step of `AudioMosaicForPreTraining` (both views, NT-Xent, AdamW) and the two-view
+data pipeline. Prints markdown tables (and writes JSON with `--json`).
+
+Model step (`--part model`): samples/s and peak memory for ViT-Ti/S/B widths (192/384/768, 12 blocks) on 10.24 s
+inputs (1024 frames), with the official view masking vs none and gradient checkpointing of the first 70 % of the
+blocks on/off. Peak memory is `torch.cuda.max_memory_allocated` on CUDA (parameters, gradients, AdamW state and
+activations) and, on CPU, the process's peak RSS minus its RSS before the first step (gradients, AdamW state and
+activations, plus allocator slack; each configuration runs in its own process so the numbers do not leak).
+
+    python benchmarks/bench_pretrain.py --part model --device cpu --batch_size 2
+    python benchmarks/bench_pretrain.py --part gpu_table --device cuda    # base, ckpt 70 %, bf16, batch 64/128/256
+    python benchmarks/bench_pretrain.py --part data                       # two-view pipeline, samples/s per core
+
+The model parts import only torch, transformers and this package (no audiomentations, no datasets needed).
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicForPreTraining  # noqa: E402
+
+
+WIDTHS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+
+try:  # the script's own helpers; `training.pretrain` needs `datasets`, which a GPU box may not have
+    from training.pretrain import configure_gradient_checkpointing, parameter_groups  # noqa: E402
+except ImportError:  # pragma: no cover - same behaviour as training/pretrain.py
+    def configure_gradient_checkpointing(model, fraction):
+        layers = model.audiomosaic.layers
+        count = int(len(layers) * fraction)
+        if count:
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            for index, layer in enumerate(layers):
+                layer.gradient_checkpointing = index < count
+        return [getattr(layer, "gradient_checkpointing", False) for layer in layers]
+
+    def parameter_groups(model, weight_decay):
+        decay, no_decay = [], []
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                (no_decay if parameter.ndim <= 1 or name.split(".")[-1] in ("cls_token", "position_embeddings")
+                 else decay).append(parameter)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def current_rss_kib() -> int:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+
+
+def model_step(width: str, masking: str, checkpointing: float, batch_size: int, device: str, steps: int,
+               frames: int = 1024, bf16: bool | None = None, compile: bool = False) -> dict:
+    """Time `steps` optimizer steps after one warm-up step; returns samples/s and peak memory (GiB)."""
+    device = torch.device(device)
+    bf16 = device.type == "cuda" if bf16 is None else bf16
+    hidden, heads = WIDTHS[width]
+    config = AudioMosaicConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=4 * hidden,
+                               max_length=frames, pretraining_masking=masking)
+    torch.manual_seed(0)
+    model = AudioMosaicForPreTraining(config).to(device).train()
+    flags = configure_gradient_checkpointing(model, checkpointing)
+    forward = torch.compile(model, dynamic=False) if compile else model  # the authors compile their pretraining
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=6e-4)
+    views = [torch.randn(batch_size, frames, 128, device=device) for _ in range(2)]
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = forward(input_values=views[0], input_values_view1=views[1]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    rss_before = current_rss_kib()  # model, inputs; the steps add gradients, AdamW state and activations
+    step()  # warm-up: allocates the AdamW state, autotunes kernels (and compiles)
+    if compile:
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    seconds = (time.perf_counter() - start) / steps
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 2**20  # KiB -> GiB
+    return {"width": width, "masking": masking, "checkpointed_blocks": sum(flags), "batch_size": batch_size,
+            "frames": frames, "bf16": bf16, "device": str(device), "seconds_per_step": seconds,
+            "samples_per_second": batch_size / seconds, "peak_memory_gib": peak,
+            "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6, "compiled": compile,
+            "attn_implementation": model.config._attn_implementation}
+
+
+def run_isolated(kwargs: dict) -> dict:
+    """`model_step` in a fresh process (CPU peak RSS is per process)."""
+    code = ("import json, sys; sys.path.insert(0, %r); from benchmarks.bench_pretrain import model_step; "
+            "print('RESULT' + json.dumps(model_step(**json.loads(sys.argv[1]))))" % str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode:
+        raise RuntimeError(f"model_step({kwargs}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(next(line[6:] for line in done.stdout.splitlines() if line.startswith("RESULT")))
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    lines = ["| " + " | ".join(title for title, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[key]) for _, key, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
+MODEL_COLUMNS = [("width", "width", "{}"), ("params (M)", "parameters_m", "{:.1f}"), ("view masking", "masking", "{}"),
+                 ("ckpt blocks", "checkpointed_blocks", "{}"), ("batch", "batch_size", "{}"),
+                 ("s/step", "seconds_per_step", "{:.2f}"), ("samples/s", "samples_per_second", "{:.2f}"),
+                 ("peak mem (GiB)", "peak_memory_gib", "{:.2f}")]
+
+
+def bench_model(args) -> list[dict]:
+    rows = []
+    for width in args.widths.split(","):
+        for masking in ("official", "none"):
+            for fraction in (0.0, 0.7):
+                kwargs = dict(width=width, masking=masking, checkpointing=fraction, batch_size=args.batch_size,
+                              device=args.device, steps=args.steps)
+                row = run_isolated(kwargs) if args.device == "cpu" else model_step(**kwargs)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+    print(table(rows, MODEL_COLUMNS))
+    return rows
+
+
+def bench_gpu_table(args) -> list[dict]:
+    """Paper Table 5 setting: ViT-B/16, 10 s, official masking, checkpointing on 70 % of the blocks, bf16."""
+    rows = []
+    for batch_size in (64, 128, 256):
+        try:
+            row = model_step("base", "official", 0.7, batch_size, args.device, args.steps, compile=args.compile)
+        except torch.OutOfMemoryError:
+            row = {"width": "base", "masking": "official", "checkpointed_blocks": 8, "batch_size": batch_size,
+                   "seconds_per_step": math.nan, "samples_per_second": math.nan, "peak_memory_gib": math.inf,
+                   "parameters_m": 85.9}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        torch.cuda.empty_cache()
+    paper = {64: 3.3, 128: 6.3, 256: 12.3}
+    for row in rows:
+        row["paper_l40s_gb"] = paper[row["batch_size"]]
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16 autocast, "
+          f"{'torch.compile' if args.compile else 'no torch.compile'}, attention {rows[0].get('attn_implementation')}")
+    print(table(rows, MODEL_COLUMNS[:1] + MODEL_COLUMNS[4:] + [("paper Table 5, L40S (GB)", "paper_l40s_gb", "{}")]))
+    return rows
+
+
+def bench_data(args) -> list[dict]:
+    """Two-view pipeline (decode + per view roll/gain, audiomentations, fbank, pad, normalise) in one thread."""
+    import numpy as np
+
+    from modeling_audiomosaic import AudioMosaicFeatureExtractor
+    from training.augment import TwoViewTransform, sample_seed
+    from training.data import decode_audio
+
+    torch.set_num_threads(1)
+    meta = Path(args.data_dir) / "speechcommands_test" / "meta.csv"
+    if not meta.is_file():
+        raise SystemExit(f"{meta} not found: pass --data_dir")
+    import csv
+
+    with open(meta) as handle:
+        paths = [str(meta.parent / row["filename"]) for row in csv.DictReader(handle)][:: 4890 // args.clips][: args.clips]
+    rows = []
+    for seconds, frames, preset in ((1.28, 128, "speechcommands"), (10.24, 1024, "audioset")):
+        extractor = AudioMosaicFeatureExtractor.from_preset(preset, max_length=frames)
+        for recipe in ("official", "aug2", "none"):
+            transform = TwoViewTransform(extractor, recipe)
+            start = time.perf_counter()
+            for i, path in enumerate(paths):
+                waveform = decode_audio(path, 16000)
+                if seconds > 2:  # 10 s clips from 10 consecutive decodes of the same 1 s clip
+                    waveform = np.concatenate([decode_audio(path, 16000) for _ in range(9)] + [waveform])
+                transform(waveform, sample_seed(0, 0, i))
+            elapsed = time.perf_counter() - start
+            row = {"clip_seconds": seconds, "frames": frames, "augmentation": recipe,
+                   "samples_per_second_per_core": len(paths) / elapsed, "ms_per_sample": 1000 * elapsed / len(paths)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(table(rows, [("clip (s)", "clip_seconds", "{}"), ("augmentation", "augmentation", "{}"),
+                       ("samples/s per core", "samples_per_second_per_core", "{:.1f}"),
+                       ("ms/sample", "ms_per_sample", "{:.1f}")]))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("model", "gpu_table", "data"), default="model")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--widths", default="tiny,small,base")
+    parser.add_argument("--batch_size", type=int, default=None, help="model part: 2 on CPU, 64 on CUDA by default")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps: 1 on CPU, 10 on CUDA by default")
+    parser.add_argument("--clips", type=int, default=100, help="data part: clips timed per setting")
+    parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--compile", action="store_true", help="gpu_table: torch.compile the model as the authors do")
+    parser.add_argument("--json", default=None, help="write the rows here")
+    args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    args.batch_size = args.batch_size or (64 if cuda else 2)
+    if args.batch_size < 2:
+        raise SystemExit("--batch_size must be at least 2 (the projector BatchNorm needs two samples).")
+    args.steps = args.steps or (10 if cuda else 1)
+    if args.part == "gpu_table" and not cuda:
+        raise SystemExit("--part gpu_table needs --device cuda")
+    if args.device == "cpu":
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    rows = {"model": bench_model, "gpu_table": bench_gpu_table, "data": bench_data}[args.part](args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
