@@ -135,6 +135,17 @@ def test_missing_source_and_empty_selection_are_clear_errors(clip_list, tmp_path
                                                            filter_values="1"))
 
 
+def test_continue_from_an_exported_encoder(tmp_path):
+    from modeling_audiomosaic import AudioMosaicModel
+
+    encoder = AudioMosaicModel(tiny_config())
+    encoder.save_pretrained(tmp_path)
+    model = pretrain.build_model(pretrain.ModelArguments(model_name_or_path=str(tmp_path), temperature=0.2))
+    assert model.config.temperature == 0.2 and model.config.hidden_size == 32
+    expected = encoder.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in model.audiomosaic.state_dict().items())
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Optimiser, schedule, checkpointing of activations, effective rank
 # ----------------------------------------------------------------------------------------------------------------------

@@ -694,12 +694,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        force=accelerator.is_main_process)
+    if not logging.getLogger().handlers:  # a script run; leave an embedding application's logging alone
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
     resume_from = resolve_resume(args)
-    if accelerator.is_main_process and args.overwrite_output_dir and args.resume in ("no", "none", "never", "false"):
-        shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)
+    if resume_from is None and accelerator.is_main_process:  # a fresh start: nothing of an earlier run may mix in
+        if args.overwrite_output_dir:
+            shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)
+            for export in Path(args.output_dir).glob("encoder_step_*"):
+                shutil.rmtree(export, ignore_errors=True)
         (Path(args.output_dir) / "log.jsonl").unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
@@ -847,7 +850,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
 
                 failures = gather_object(failures)
             for failure in failures:
-                logger.warning("Skipped unreadable clip %s (%s)", failure["name"], failure["error"])
+                if accelerator.is_main_process:
+                    logger.warning("Skipped unreadable clip %s (%s)", failure["name"], failure["error"])
                 state["failed_loads"] += 1
                 if failure["name"] not in state["failed_files"] and len(state["failed_files"]) < 1000:
                     state["failed_files"].append(failure["name"])
@@ -930,6 +934,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
     return train(*parse_args(argv))
 
 
