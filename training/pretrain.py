@@ -85,7 +85,7 @@ NO_DECAY_NAMES = ("cls_token", "position_embeddings")
 
 @dataclass
 class ModelArguments:
-    """The encoder and its pretraining head. Unset fields keep `AudioMosaicConfig`'s defaults (the released ViT-B/16)."""
+    """The encoder and its pretraining head; unset fields keep `AudioMosaicConfig`'s defaults (the released ViT-B)."""
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Start from a saved AudioMosaicForPreTraining / AudioMosaicModel folder."}
@@ -125,12 +125,13 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset: str = field(
-        metadata={"help": "audiofolder folder, CSV/JSON/JSONL/Parquet list of audio paths, save_to_disk folder or Hub id."}
+        metadata={"help": "audiofolder folder, CSV/JSON/JSONL/Parquet list of audio paths, save_to_disk folder or "
+                          "Hub id."}
     )
     dataset_config_name: str | None = None
     train_split: str = "train"
     audio_column: str = field(default="audio", metadata={"help": "Column holding the audio (paths or audio dicts)."})
-    streaming: bool = field(default=False, metadata={"help": "Iterate the source lazily (corpora larger than the disk)."})
+    streaming: bool = field(default=False, metadata={"help": "Iterate the source lazily (corpora beyond the disk)."})
     shuffle_buffer_size: int = field(default=10000, metadata={"help": "Shuffle buffer of a streamed source."})
     filter_column: str | None = field(default=None, metadata={"help": "Keep rows whose column is in filter_values."})
     filter_values: str | None = field(default=None, metadata={"help": "Comma-separated values, e.g. folds 1,2,3,4."})
@@ -170,10 +171,12 @@ class PretrainingArguments:
     num_train_epochs: float = 400.0
     max_steps: int = field(default=-1, metadata={"help": "Total optimizer steps; overrides num_train_epochs if > 0."})
     warmup_epochs: float = 1.0
-    warmup_steps: int | None = field(default=None, metadata={"help": "Overrides warmup_epochs (needed when streaming)."})
+    warmup_steps: int | None = field(default=None, metadata={"help": "Overrides warmup_epochs (needed to stream)."})
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 (released) or fp16."})
     seed: int = 7
-    save_steps: int = field(default=1000, metadata={"help": "Write a resumable checkpoint every N steps (0 = only at the end)."})
+    save_steps: int = field(
+        default=1000, metadata={"help": "Write a resumable checkpoint every N steps (0 = only at the end)."}
+    )
     save_total_limit: int = field(default=2, metadata={"help": "Keep the newest K checkpoints."})
     export_steps: int = field(
         default=0, metadata={"help": "Also export the encoder to output_dir/encoder_step_N every N steps (kept)."}
@@ -185,7 +188,7 @@ class PretrainingArguments:
     )
     overwrite_output_dir: bool = False
     logging_steps: int = 10
-    effective_rank_steps: int = field(default=100, metadata={"help": "Effective rank of the probe batch every N steps."})
+    effective_rank_steps: int = field(default=100, metadata={"help": "Effective rank of the probe batch every N steps"})
     report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none, all, tensorboard, wandb, ..."})
     run_name: str = "audiomosaic_pretrain"
     max_consecutive_nonfinite: int = field(
@@ -349,7 +352,8 @@ class TwoViewDataset(torch.utils.data.Dataset):
         self.dataset = dataset.select_columns(["audio"])
         # Plain path strings are cheap to hold in memory; audio dicts (possibly with bytes) stay in Arrow.
         feature = self.dataset.features["audio"]
-        self.paths = self.dataset["audio"] if isinstance(feature, Value) and feature.dtype in ("string", "large_string") else None
+        is_path = isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+        self.paths = self.dataset["audio"] if is_path else None
         self.transform = transform
         self.seed = seed
         self.max_retries = max_retries
@@ -428,7 +432,8 @@ def stream_example(example: dict, transform: TwoViewTransform, seed: int, epoch:
     """Map function of a streamed source (runs lazily in the DataLoader workers)."""
     value = example["audio"]
     name = audio_name(value)
-    key = name if not (isinstance(value, dict) and value.get("bytes") and not value.get("path")) else value["bytes"][:4096]
+    bytes_only = isinstance(value, dict) and value.get("bytes") and not value.get("path")
+    key = value["bytes"][:4096] if bytes_only else name
     try:
         view0, view1 = transform(decode_audio(value, transform.sampling_rate),
                                  sample_seed(seed, epoch, zlib.crc32(key if isinstance(key, bytes) else key.encode())))
@@ -535,7 +540,8 @@ def apply_update(accelerator: Accelerator, model, optimizer, lr: float, max_grad
     if max_grad_norm > 0:
         grad_norm = accelerator.clip_grad_norm_(parameters, max_grad_norm)
     else:
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float()) for p in parameters]))
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float())
+                                                          for p in parameters]))
     grad_norm = float(grad_norm)
     applied = math.isfinite(grad_norm)
     if applied:
@@ -544,7 +550,8 @@ def apply_update(accelerator: Accelerator, model, optimizer, lr: float, max_grad
     return {"grad_norm": grad_norm, "applied": applied}
 
 
-def training_step(accelerator: Accelerator, model, optimizer, batch: dict, lr: float, max_grad_norm: float = 0.0) -> dict:
+def training_step(accelerator: Accelerator, model, optimizer, batch: dict, lr: float,
+                  max_grad_norm: float = 0.0) -> dict:
     result = compute_gradients(accelerator, model, batch)
     if result["finite"]:
         result.update(apply_update(accelerator, model, optimizer, lr, max_grad_norm))
@@ -746,8 +753,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         if len(raw) < global_batch:
             raise ValueError(
                 f"{data_args.dataset} has {len(raw)} clips, fewer than one global batch ({global_batch} = "
-                f"{args.per_device_train_batch_size} per process x {accelerator.num_processes}); with drop_last no step "
-                "could run. Lower --per_device_train_batch_size."
+                f"{args.per_device_train_batch_size} per process x {accelerator.num_processes}); with drop_last no "
+                "step could run. Lower --per_device_train_batch_size."
             )
         train_set = TwoViewDataset(raw, transform, args.seed, data_args.max_load_retries)
         steps_per_epoch = len(train_set) // global_batch
@@ -877,9 +884,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
                                state["nonfinite_steps"])
                 if state["consecutive_nonfinite"] >= args.max_consecutive_nonfinite:
                     raise RuntimeError(
-                        f"Stopping: {state['consecutive_nonfinite']} steps in a row (up to step {state['global_step']}) "
-                        f"had a non-finite loss or gradient. Lower --learning_rate, use --mixed_precision no, or check "
-                        f"the data; the last checkpoint in {args.output_dir}/checkpoints is from before the problem."
+                        f"Stopping: {state['consecutive_nonfinite']} steps in a row (up to step "
+                        f"{state['global_step']}) had a non-finite loss or gradient. Lower --learning_rate, use "
+                        f"--mixed_precision no, or check the data; the last checkpoint in "
+                        f"{args.output_dir}/checkpoints is from before the problem."
                     )
             window["steps"] += 1
             step = state["global_step"]
@@ -895,7 +903,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
                     "step": step, "epoch": state["epoch"] + state["step_in_epoch"] / steps_per_epoch
                     if steps_per_epoch else state["epoch"],
                     "loss": float(np.mean(window["loss"])) if window["loss"] else float("nan"),
-                    "contrastive_accuracy": float(np.mean(window["contrastive_accuracy"])) if window["loss"] else float("nan"),
+                    "contrastive_accuracy": float(np.mean(window["contrastive_accuracy"])) if window["loss"]
+                    else float("nan"),
                     "lr": lr, "grad_norm": result["grad_norm"],
                     "samples_per_second": window["steps"] * global_batch / max(elapsed, 1e-9),
                     "failed_loads": state["failed_loads"], "nonfinite_steps": state["nonfinite_steps"],
