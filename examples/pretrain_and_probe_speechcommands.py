@@ -12,6 +12,9 @@
 3. Figures: loss and effective-rank curves (PNG) and a JSON summary.
 
     python examples/pretrain_and_probe_speechcommands.py --output_dir runs/sc_small
+
+On the 2-core development machine: ~28 min of pretraining, then ~5-25 min of probing (the logistic-regression fits
+dominate). `--skip_pretraining` re-probes a finished run. Figures: benchmarks/RESULTS.md, section Pretraining.
 """
 
 import argparse
@@ -163,7 +166,7 @@ def main():
     pretrained = AudioMosaicModel.from_pretrained(output_dir)
     results["a_pretrained"] = run_probe(encoder_features(pretrained, inputs), "a_pretrained")
     config = AudioMosaicConfig.from_pretrained(output_dir)
-    torch.manual_seed(7)  # the pretraining seed: the encoder the run started from
+    torch.manual_seed(7)  # the recipe's seed: exactly the weights the run started from
     from modeling_audiomosaic import AudioMosaicForPreTraining
 
     results["b_random_init"] = run_probe(encoder_features(AudioMosaicForPreTraining(config).audiomosaic, inputs),
