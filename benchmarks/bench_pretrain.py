@@ -12,7 +12,7 @@ activations, plus allocator slack; each configuration runs in its own process so
     python benchmarks/bench_pretrain.py --part gpu_table --device cuda    # base, ckpt 70 %, bf16, batch 64/128/256
     python benchmarks/bench_pretrain.py --part data                       # two-view pipeline, samples/s per core
 
-The model parts import only torch, transformers and this package (no audiomentations, no datasets needed).
+The model parts need torch, transformers, this package and the training script's imports (`pip install -e .[train]`).
 """
 
 import argparse
@@ -32,32 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicForPreTraining  # noqa: E402
+from training.pretrain import configure_gradient_checkpointing, parameter_groups  # noqa: E402
 
 
 WIDTHS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
-
-try:  # the script's own helpers; `training.pretrain` needs `datasets`, which a GPU box may not have
-    from training.pretrain import configure_gradient_checkpointing, parameter_groups  # noqa: E402
-except ImportError:  # pragma: no cover - same behaviour as training/pretrain.py
-    def configure_gradient_checkpointing(model, fraction):
-        layers = model.audiomosaic.layers
-        count = int(len(layers) * fraction)
-        if count:
-            if hasattr(model, "activation_checkpointing_enable"):
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            for index, layer in enumerate(layers):
-                layer.gradient_checkpointing = index < count
-        return [getattr(layer, "gradient_checkpointing", False) for layer in layers]
-
-    def parameter_groups(model, weight_decay):
-        decay, no_decay = [], []
-        for name, parameter in model.named_parameters():
-            if parameter.requires_grad:
-                (no_decay if parameter.ndim <= 1 or name.split(".")[-1] in ("cls_token", "position_embeddings")
-                 else decay).append(parameter)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def current_rss_kib() -> int:
