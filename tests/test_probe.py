@@ -151,6 +151,8 @@ def test_layer_sweep_table_plot_and_disk_cache(clips, checkpoint, tmp_path):
     stamps = [f.stat().st_mtime_ns for f in cached_files]
     second = probe.main(argv)  # reuses the cached features
     assert [f.stat().st_mtime_ns for f in cached_files] == stamps
+    assert second["features_from_disk_cache"] and not first["features_from_disk_cache"]
+    assert "read from the disk cache" in (out / "probe_results.md").read_text()
     assert second["layer_sweep"] == {k: {**v, "train_seconds": second["layer_sweep"][k]["train_seconds"],
                                          "eval_seconds": second["layer_sweep"][k]["eval_seconds"]}
                                      for k, v in first["layer_sweep"].items()}

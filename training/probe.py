@@ -177,7 +177,7 @@ def cached_features(encoder, prepared: PreparedRun, data_args: DataArguments, sp
             from safetensors.torch import load_file
 
             logger.info("Reusing cached %s features from %s", split, path)
-            return load_file(str(path))
+            return {**load_file(str(path)), "from_disk": True}
     dataset = prepared.dataset(data_args, split, augment=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=prepared.collator(data_args))
     features = extract_layer_features(encoder, loader, device, split)
@@ -426,16 +426,20 @@ def write_sweep(output_dir: Path, sweep: dict[int, dict], metric: str, others: d
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ax.plot([layer + 1 for layer in layers], [sweep[layer][metric] for layer in layers], "o-", label="layer probe")
-    for (name, values), style in zip(others.items(), ("--", ":", "-.", (0, (5, 1)))):
-        if metric in values:
-            ax.axhline(values[metric], linestyle=style, color="gray", label=f"{name} probe")
+    scores = [sweep[layer][metric] for layer in layers]
+    ax.plot([layer + 1 for layer in layers], scores, "o-", color="C0", label="layer probe")
+    references = [(name, values[metric]) for name, values in others.items() if metric in values]
+    for (name, value), style, color in zip(references, ("--", ":", "-.", (0, (5, 1))), ("C1", "C2", "C3", "C4")):
+        ax.axhline(value, linestyle=style, color=color, label=f"{name} probe")
+    everything = scores + [value for _, value in references]
+    pad = 0.1 * (max(everything) - min(everything) or 1e-3)
+    ax.set_ylim(min(everything) - pad, max(everything) + pad)
     ax.set_xlabel("block (1 = first; the authors' config layer{k} is block k+1)")
     ax.set_ylabel(metric)
     ax.set_xticks([layer + 1 for layer in layers])
     ax.set_title("Probe score per layer")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     png_path = output_dir / "layer_sweep.png"
     fig.savefig(png_path)
@@ -468,6 +472,7 @@ def run_probes(model_args: ModelArguments, data_args: DataArguments, args: Probe
 
     caches = {}
     extraction_seconds = 0.0
+    features_from_disk = False
     if args.cache_features:
         base.to(device)
         start = time.perf_counter()
@@ -475,6 +480,7 @@ def run_probes(model_args: ModelArguments, data_args: DataArguments, args: Probe
             caches[split] = cached_features(base.audiomosaic, prepared, data_args, split,
                                             args.per_device_eval_batch_size, device, args.cache_dir)
         extraction_seconds = time.perf_counter() - start
+        features_from_disk = all(cache.get("from_disk", False) for cache in caches.values())
         logger.info("Extracted per-layer features of %d + %d clips in %.1f s", len(prepared.train_targets),
                     len(prepared.eval_targets), extraction_seconds)
     del base
@@ -501,6 +507,7 @@ def run_probes(model_args: ModelArguments, data_args: DataArguments, args: Probe
                                                             extraction_seconds),
                             model=model.cpu(), feature_extractor=prepared.feature_extractor)
     summary = _run_summary(model_args, data_args, args, prepared, None, None, extraction_seconds)
+    summary["features_from_disk_cache"] = features_from_disk
     summary["probes"] = results
     if sweep:
         summary["layer_sweep"] = {str(k): v for k, v in sorted(sweep.items())}
@@ -554,9 +561,11 @@ def results_table(summary: dict) -> str:
         values = " | ".join(f"{m[k]:.4f}" if k in m else "" for k in metrics)
         lines.append(f"| {name} | {values} | {m['train_seconds']:.1f} |")
     extraction = summary.get("feature_extraction_seconds")
-    if summary.get("cached_features"):
-        lines.append(f"\nFeatures extracted once in {extraction:.1f} s "
-                     f"({summary['num_train_examples']} train + {summary['num_eval_examples']} eval clips).")
+    clips = f"{summary['num_train_examples']} train + {summary['num_eval_examples']} eval clips"
+    if summary.get("features_from_disk_cache"):
+        lines.append(f"\nFeatures of the {clips} read from the disk cache in {extraction:.1f} s.")
+    elif summary.get("cached_features"):
+        lines.append(f"\nFeatures extracted once in {extraction:.1f} s ({clips}).")
     return "\n".join(lines) + "\n"
 
 
