@@ -204,3 +204,21 @@ def test_features_are_batch_independent(clips, checkpoint):
     small = probe.extract_layer_features(
         base.audiomosaic, DataLoader(dataset, batch_size=2, collate_fn=prepared.collator(data_args)), "cpu")
     torch.testing.assert_close(big["pooled"], small["pooled"], atol=1e-5, rtol=1e-5)
+
+
+def test_save_models_publishes_each_probe(clips, checkpoint, tmp_path):
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    import modeling_audiomosaic  # noqa: F401  (registration for the pipeline)
+
+    summary = probe.main(base_argv(clips, checkpoint, tmp_path, "--probes", "attentive", "--num_train_epochs", "1",
+                                   "--save_models", "true"))
+    folder = tmp_path / "attentive"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["classifier_type"] == "attentive_probe" and config["freeze_encoder"] is True
+    card = ModelCard.load(folder / "README.md").data
+    assert card.eval_results[0].metric_value == pytest.approx(summary["probes"]["attentive"]["accuracy"], abs=1e-6)
+    labels = {p["label"] for p in pipeline("audio-classification", model=str(folder))(
+        torch.zeros(16000).numpy(), top_k=None)}
+    assert labels == set(WORDS)
