@@ -47,3 +47,26 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "parity with the authors' code: max |error| per fixture tensor")
         for name in sorted(table):
             terminalreporter.write_line(f"{name:70s} {table[name]:.2e}")
+
+
+def write_speechcommands_subset(data_dir: Path, words: list[str], per_word_and_fold: int, audio_column: str,
+                                csv_path: Path) -> Path:
+    """Write a CSV of `per_word_and_fold` Speech Commands clips per word in folds 1 and 5 (absolute paths, no audio
+    copied); skips the test when the data set is absent."""
+    import csv
+
+    root = data_dir / "speechcommands_test"
+    if not (root / "meta.csv").is_file():
+        pytest.skip(f"speechcommands_test not found in {data_dir}")
+    rows, counts = [], {}
+    with open(root / "meta.csv") as handle:
+        for row in csv.DictReader(handle):
+            key = (row["label"], row["fold"])
+            if row["label"] in words and row["fold"] in ("1", "5") and counts.get(key, 0) < per_word_and_fold:
+                counts[key] = counts.get(key, 0) + 1
+                rows.append(row)
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([audio_column, "label", "fold"])
+        writer.writerows([str((root / row["filename"]).resolve()), row["label"], row["fold"]] for row in rows)
+    return csv_path

@@ -14,6 +14,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
+from conftest import write_speechcommands_subset
 from training import finetune, probe
 
 
@@ -28,22 +29,8 @@ KINDS = ["linear", "layer", "weighted_sum", "attentive"]
 @pytest.fixture(scope="module")
 def clips(data_dir) -> Path:
     """CSV of 18 Speech Commands clips: 3 words x 3 clips in folds 1 and 5 (absolute paths, nothing copied)."""
-    root = data_dir / "speechcommands_test"
-    if not (root / "meta.csv").is_file():
-        pytest.skip(f"speechcommands_test not found in {data_dir}")
-    rows, counts = [], {}
-    with open(root / "meta.csv") as handle:
-        for row in csv.DictReader(handle):
-            key = (row["label"], row["fold"])
-            if row["label"] in WORDS and row["fold"] in ("1", "5") and counts.get(key, 0) < 3:
-                counts[key] = counts.get(key, 0) + 1
-                rows.append(row)
     path = Path(tempfile.mkdtemp(prefix="am_probe_clips_")) / "clips.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["audio", "label", "fold"])
-        for row in rows:
-            writer.writerow([str((root / row["filename"]).resolve()), row["label"], row["fold"]])
+    write_speechcommands_subset(data_dir, WORDS, 3, "audio", path)
     return path
 
 

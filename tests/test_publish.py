@@ -2,7 +2,6 @@
 whose model-index round-trips through huggingface_hub.ModelCard; the folder serves the audio-classification pipeline.
 Nothing touches the network (pushing is checked against a stand-in HfApi)."""
 
-import csv
 import json
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from huggingface_hub import ModelCard
 
 import modeling_audiomosaic  # noqa: F401  (registers the Auto classes for the pipeline)
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
+from conftest import write_speechcommands_subset
 from training import finetune, publish
 
 
@@ -23,21 +23,8 @@ WORDS = ["yes", "no", "up"]
 @pytest.fixture(scope="module")
 def run_dir(data_dir, tmp_path_factory) -> Path:
     """A finished 2-step fine-tuning run of a tiny model on 12 real Speech Commands clips."""
-    root = data_dir / "speechcommands_test"
-    if not (root / "meta.csv").is_file():
-        pytest.skip(f"speechcommands_test not found in {data_dir}")
-    rows, counts = [], {}
-    with open(root / "meta.csv") as handle:
-        for row in csv.DictReader(handle):
-            key = (row["label"], row["fold"])
-            if row["label"] in WORDS and row["fold"] in ("1", "5") and counts.get(key, 0) < 2:
-                counts[key] = counts.get(key, 0) + 1
-                rows.append(row)
     data = Path(tempfile.mkdtemp(prefix="am_publish_")) / "speechcommands_subset.csv"
-    with open(data, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["filename", "label", "fold"])
-        writer.writerows([str((root / r["filename"]).resolve()), r["label"], r["fold"]] for r in rows)
+    write_speechcommands_subset(data_dir, WORDS, 2, "filename", data)
     torch.manual_seed(0)
     checkpoint = tmp_path_factory.mktemp("publish_ckpt")
     AudioMosaicForPreTraining(AudioMosaicConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
