@@ -14,7 +14,13 @@ from transformers import (
 )
 
 from .configuration_audiomosaic import AudioMosaicConfig
-from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor, average_windows, load_audio
+from .feature_extraction_audiomosaic import (
+    AudioMosaicFeatureExtractor,
+    average_windows,
+    decode_audio,
+    load_audio,
+    resample,
+)
 from .modeling_audiomosaic import (
     AudioMosaicForAudioClassification,
     AudioMosaicForPreTraining,
@@ -46,6 +52,8 @@ __all__ = [
     "AudioMosaicPreTrainedModel",
     "average_windows",
     "contrastive_loss",
+    "decode_audio",
     "load_audio",
+    "resample",
     "resize_position_embeddings",
 ]
