@@ -9,11 +9,13 @@
     audiomosaic effective-rank meta.csv --audio_column filename --model runs/pretrain --output_dir runs/erank
     audiomosaic publish runs/finetune --hub_model_id me/model --push_to_hub
 
-`pretrain`, `finetune` and `probe` hand every argument to `training/pretrain.py`, `training/finetune.py` and
-`training/probe.py` (`audiomosaic finetune --help` lists theirs).
+`pretrain`, `finetune`, `probe`, `publish` and `effective-rank` hand every argument to the training package
+(`training/` in the repository, installed as `audiomosaic_training` with the `[train]` extra); `audiomosaic finetune
+--help` lists its arguments. `embed`, `classify` and `convert-official` need only the base install.
 """
 
 import argparse
+import csv
 import importlib
 import json
 import os
@@ -21,11 +23,14 @@ import sys
 from pathlib import Path
 
 
+# Commands of the `[train]` extra, dispatched to the `audiomosaic_training` package (the repository's `training/`).
 TRAINING_COMMANDS = {
-    "pretrain": ("training.pretrain", "contrastive pretraining (training/pretrain.py)"),
-    "finetune": ("training.finetune", "fine-tuning with transformers' Trainer (training/finetune.py)"),
-    "probe": ("training.probe", "linear / layer / weighted-sum / attentive probes (training/probe.py)"),
-    "publish": ("training.publish", "write a run's model card and upload it (training/publish.py)"),
+    "pretrain": ("audiomosaic_training.pretrain", "contrastive pretraining (training/pretrain.py)"),
+    "finetune": ("audiomosaic_training.finetune", "fine-tuning with transformers' Trainer (training/finetune.py)"),
+    "probe": ("audiomosaic_training.probe", "linear / layer / weighted-sum / attentive probes (training/probe.py)"),
+    "publish": ("audiomosaic_training.publish", "write a run's model card and upload it (training/publish.py)"),
+    "effective-rank": ("audiomosaic_training.effective_rank",
+                       "effective rank of pooled representations under masking (+ PNG)"),
 }
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 TABLE_EXTENSIONS = {".csv", ".json", ".jsonl", ".parquet"}
@@ -50,14 +55,40 @@ def expand_inputs(inputs: list[str], audio_column: str = "audio") -> list:
                 raise ValueError(f"Folder {entry} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}).")
             items.extend(str(p) for p in files)
         elif path.suffix.lower() in TABLE_EXTENSIONS:
-            from training.data import open_audio_dataset
-
-            items.extend(open_audio_dataset(str(path), audio_column=audio_column)["audio"])
+            items.extend(read_audio_list(path, audio_column))
         else:
             items.append(str(path))
     if not items:
         raise ValueError("No audio inputs given.")
     return items
+
+
+def read_audio_list(path: Path, audio_column: str) -> list[str]:
+    """The `audio_column` of a CSV / JSON / JSONL / Parquet list, as paths resolved against the list's folder."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    elif suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError(f"{path} must hold a JSON list of records with a `{audio_column}` field.")
+    else:
+        try:
+            import pyarrow.parquet
+        except ImportError:
+            raise ValueError(f"Reading {path} needs pyarrow (pip install pyarrow), or give a CSV/JSON list.") from None
+        rows = pyarrow.parquet.read_table(path).to_pylist()
+    if not rows:
+        raise ValueError(f"{path} lists no audio.")
+    missing = [i for i, row in enumerate(rows) if not isinstance(row, dict) or not row.get(audio_column)]
+    if missing:
+        columns = sorted(rows[0]) if isinstance(rows[0], dict) else []
+        raise ValueError(f"{path}: row {missing[0]} has no `{audio_column}` value (--audio_column); its columns are "
+                         f"{columns}.")
+    return [str((path.parent / str(row[audio_column])).resolve()) for row in rows]
 
 
 def item_name(item) -> str:
@@ -68,24 +99,18 @@ def item_name(item) -> str:
     return "<audio>"
 
 
-def load_waveform(item, sampling_rate: int):
-    from training.data import decode_audio
-
-    return decode_audio(item, sampling_rate)
-
-
 def batched(items: list, size: int):
     for start in range(0, len(items), size):
         yield start, items[start: start + size]
 
 
-def _device(name: str | None):
+def resolve_device(name: str | None):
     import torch
 
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _progress(iterable, total: int, desc: str, enabled: bool = True):
+def progress_bar(iterable, total: int, desc: str, enabled: bool = True):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
@@ -140,21 +165,21 @@ def embed(args: argparse.Namespace) -> Path:
     import numpy as np
     import torch
 
-    from . import AudioMosaicModel, average_windows
+    from . import AudioMosaicModel, average_windows, decode_audio
 
     output = Path(args.output)
     if output.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"--output must end in .npy or .safetensors, got {output.name}.")
     items = expand_inputs(args.inputs, args.audio_column)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model = AudioMosaicModel.from_pretrained(args.model).to(device).eval()
     fe = load_feature_extractor(args.model, args.max_length)
     layers = parse_layers(args.layers, model.config.num_hidden_layers + 1)
     chunks = []
     with torch.no_grad():
-        for _, chunk in _progress(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
-                                  not args.quiet):
-            waveforms = [load_waveform(item, fe.sampling_rate) for item in chunk]
+        for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
+                                     not args.quiet):
+            waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
             inputs, clip_index, mask = featurize(fe, waveforms, args.window_hop, device)
             mask = mask.to(device) if (mask is not None and args.mask_padding) else None
             out = model(inputs, attention_mask=mask, output_hidden_states=layers is not None)
@@ -188,10 +213,10 @@ def embed(args: argparse.Namespace) -> Path:
 def classify(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from . import AudioMosaicForAudioClassification, average_windows
+    from . import AudioMosaicForAudioClassification, average_windows, decode_audio
 
     items = expand_inputs(args.inputs, args.audio_column)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model = AudioMosaicForAudioClassification.from_pretrained(args.model).to(device).eval()
     fe = load_feature_extractor(args.model, args.max_length)
     multi_label = model.config.problem_type == "multi_label_classification"
@@ -199,9 +224,9 @@ def classify(args: argparse.Namespace) -> list[dict]:
     top_k = min(args.top_k, model.config.num_labels)
     predictions = []
     with torch.no_grad():
-        for _, chunk in _progress(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Classifying",
-                                  not args.quiet and len(items) > args.batch_size):
-            waveforms = [load_waveform(item, fe.sampling_rate) for item in chunk]
+        for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Classifying",
+                                     not args.quiet and len(items) > args.batch_size):
+            waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
             inputs, clip_index, _ = featurize(fe, waveforms, args.window_hop, device)
             logits = average_windows(model(inputs).logits, clip_index, len(chunk))
             scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
@@ -227,55 +252,6 @@ def classify(args: argparse.Namespace) -> list[dict]:
     else:
         print(text)
     return predictions
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# effective-rank
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def effective_rank_command(args: argparse.Namespace) -> dict:
-    from . import AudioMosaicModel
-    from .analysis import effective_rank_analysis, plot_effective_rank
-    from training.data import decode_audio, filter_rows, open_audio_dataset
-
-    dataset = open_audio_dataset(args.data, args.split, args.audio_column, args.dataset_config_name)
-    if args.folds is not None:
-        if not args.fold_column or args.fold_column not in dataset.column_names:
-            raise ValueError(f"--folds needs --fold_column naming one of {dataset.column_names}.")
-        dataset = filter_rows(dataset, args.fold_column, args.folds)
-    if len(dataset) == 0:
-        raise ValueError(f"No clips left in {args.data} after fold filtering ({args.fold_column}={args.folds}).")
-    if args.max_samples is not None and args.max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=args.seed).select(range(args.max_samples))
-    device = _device(args.device)
-    model = AudioMosaicModel.from_pretrained(args.model).to(device).eval()
-    fe = load_feature_extractor(args.model, args.max_length)
-    audio = dataset["audio"]
-
-    def batches():
-        for _, chunk in _progress(batched(audio, args.batch_size), -(-len(audio) // args.batch_size), "Encoding",
-                                  not args.quiet):
-            waveforms = [decode_audio(value, fe.sampling_rate) for value in chunk]
-            yield fe(waveforms, sampling_rate=fe.sampling_rate, return_tensors="pt")["input_values"]
-
-    maskings = [m.strip() for m in args.maskings.split(",") if m.strip()]
-    results = effective_rank_analysis(model, batches(), maskings, time_ratio=args.time_ratio,
-                                      freq_ratio=args.freq_ratio, unstructured_ratio=args.unstructured_ratio,
-                                      use_fc_norm=not args.no_fc_norm, center=args.center, seed=args.seed,
-                                      device=device)
-    results["model"] = args.model
-    results["data"] = args.data
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "effective_rank.json").write_text(json.dumps(results, indent=2))
-    png = plot_effective_rank(results, output_dir / "effective_rank.png",
-                              title=f"Effective rank, {len(audio)} clips of {Path(args.data).name}")
-    for masking, values in results["maskings"].items():
-        print(f"{masking:>15}: effective rank {values['effective_rank']:.2f} of {values['dim']} "
-              f"({values['kept_tokens']} tokens kept)")
-    print(f"Wrote {output_dir / 'effective_rank.json'} and {png}", file=sys.stderr)
-    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -336,34 +312,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser(p)
     p.set_defaults(func=convert_run)
 
-    p = sub.add_parser("effective-rank", help="effective rank of pooled representations under masking (+ PNG)",
-                       description="Effective rank of the pooled representations of a dataset under inference-time "
-                                   "masking (none / unstructured / time / frequency / time_frequency); writes "
-                                   "effective_rank.json and a bar chart effective_rank.png.")
-    p.add_argument("data", help="audio folder, CSV/JSON/Parquet list, save_to_disk folder or Hub dataset")
-    p.add_argument("--model", required=True, help="AudioMosaic checkpoint folder or Hub id")
-    p.add_argument("--output_dir", required=True, help="where the JSON and PNG go")
-    p.add_argument("--audio_column", default="audio", help="audio column (default 'audio')")
-    p.add_argument("--split", default="train", help="split of a Hub / save_to_disk dataset")
-    p.add_argument("--dataset_config_name", default=None, help="Hub dataset configuration")
-    p.add_argument("--fold_column", default=None, help="column holding folds")
-    p.add_argument("--folds", default=None, help="comma-separated folds to keep")
-    p.add_argument("--max_samples", type=int, default=None, help="random subset of this many clips")
-    p.add_argument("--maskings", default="none,unstructured,time_frequency",
-                   help="comma-separated from none, unstructured, time, frequency, time_frequency")
-    p.add_argument("--time_ratio", type=float, default=0.6, help="share of time rows dropped (default 0.6)")
-    p.add_argument("--freq_ratio", type=float, default=0.4, help="share of frequency columns dropped (default 0.4)")
-    p.add_argument("--unstructured_ratio", type=float, default=None,
-                   help="share of tokens dropped by unstructured masking (default: keep as many as time_frequency)")
-    p.add_argument("--no_fc_norm", action="store_true", help="rank of the token mean without fc_norm")
-    p.add_argument("--center", action="store_true", help="remove the feature mean before the SVD")
-    p.add_argument("--seed", type=int, default=0, help="seed of the masks and of the subset")
-    p.add_argument("--batch_size", type=int, default=32, help="clips per forward pass")
-    p.add_argument("--device", default=None, help="cpu / cuda")
-    p.add_argument("--max_length", type=int, default=None, help="frames per clip (default: the checkpoint's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=effective_rank_command)
-
     for name, (_, help_text) in TRAINING_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -374,11 +322,11 @@ def run_training_command(name: str, argv: list[str]):
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name in (module_name, "training"):
-            raise SystemExit(
-                f"audiomosaic {name}: {module_name} is not available in this installation ({error})."
-            ) from None
-        raise
+        # The training package itself or one of the extra's dependencies (accelerate, datasets, ...) is missing.
+        raise SystemExit(
+            f"audiomosaic {name}: needs the training extra: pip install 'modeling-audiomosaic[train]' "
+            f"(missing module: {error.name})."
+        ) from None
     return module.main(argv)
 
 
