@@ -11,6 +11,8 @@ TRAIN = [
     "matplotlib>=3.7",
     "tensorboard>=2.15",
 ]
+# `audiomosaic export-onnx`: torch's dynamo exporter needs onnxscript; onnxruntime checks the export and quantises it.
+ONNX = ["onnx>=1.19", "onnxruntime>=1.22", "onnxscript>=0.5"]
 
 setup(
     name="modeling-audiomosaic",
@@ -32,6 +34,6 @@ setup(
         "soundfile>=0.12",
         "numpy>=1.24",
     ],
-    extras_require={"train": TRAIN, "dev": [*TRAIN, "pytest>=8", "hypothesis>=6.100"]},
+    extras_require={"train": TRAIN, "onnx": ONNX, "dev": [*TRAIN, *ONNX, "pytest>=8", "hypothesis>=6.100"]},
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )

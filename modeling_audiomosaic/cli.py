@@ -304,7 +304,9 @@ def classify_timeline(args: argparse.Namespace, model, fe, items: list) -> list[
     if args.plot:
         plot = Path(args.plot)
         for index, timeline in enumerate(timelines):
-            path = plot if len(timelines) == 1 else plot.with_name(f"{plot.stem}_{index}_{Path(timeline.name).stem}.png")
+            path = plot
+            if len(timelines) > 1:
+                path = plot.with_name(f"{plot.stem}_{index}_{Path(timeline.name).stem}.png")
             plot_timeline(timeline, path, top_k=max(args.top_k, 5))
             print(f"Wrote {path}", file=sys.stderr)
     result = [{"file": t.name, "segments": t.top(args.top_k)} for t in timelines]
@@ -330,7 +332,8 @@ def export_onnx_command(args: argparse.Namespace) -> dict:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise SystemExit("audiomosaic export-onnx needs onnx and onnxruntime: pip install \"modeling-audiomosaic[onnx]\"")
+        raise SystemExit("audiomosaic export-onnx needs onnx, onnxscript and onnxruntime: "
+                         "pip install \"modeling-audiomosaic[onnx]\"")
     from .onnx_export import export_onnx
 
     result = export_onnx(args.model_dir, args.out_dir, task=args.task, opset=args.opset, int8=args.int8)

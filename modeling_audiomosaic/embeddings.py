@@ -218,7 +218,9 @@ def classify_segments(
     config = model.config
     max_length = feature_extractor.max_length
     if max_length > config.max_length:
-        raise ValueError(f"The feature extractor's max_length ({max_length}) exceeds the model's ({config.max_length}).")
+        raise ValueError(
+            f"The feature extractor's max_length ({max_length}) exceeds the model's ({config.max_length})."
+        )
     window_hop = _check_window_hop(window_hop, max_length)
     device = next(model.parameters()).device
     values, _, clips = _windows(feature_extractor, audio, window_hop, sampling_rate, device)

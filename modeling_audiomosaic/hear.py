@@ -21,6 +21,9 @@ from .embeddings import frame_embeddings
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor, average_windows
 from .modeling_audiomosaic import AudioMosaicModel
 
+# Windows per forward pass: bounds memory for the large batches HEAR's evaluation passes.
+WINDOWS_PER_PASS = 16
+
 
 class AudioMosaicHEARModel(nn.Module):
     """An AudioMosaic encoder and its feature extractor, with the attributes the HEAR API requires."""
@@ -74,7 +77,9 @@ def get_scene_embeddings(audio: torch.Tensor, model: AudioMosaicHEARModel) -> to
     audio = _check_audio(audio, model)
     fe = model.feature_extractor
     batch = fe(audio, sampling_rate=fe.sampling_rate, long_audio="window", return_tensors="pt", device=audio.device)
-    pooled = model.encoder(batch["input_values"]).pooler_output.float()
+    windows = batch["input_values"]
+    pooled = torch.cat([model.encoder(windows[start: start + WINDOWS_PER_PASS]).pooler_output.float()
+                        for start in range(0, len(windows), WINDOWS_PER_PASS)])
     return average_windows(pooled, batch["window_clip_index"], audio.shape[0])
 
 

@@ -61,7 +61,9 @@ def _pad_to_patches(input_values: torch.Tensor, patch_size: int) -> torch.Tensor
     return F.pad(input_values, (0, 0, 0, (-input_values.shape[1]) % patch_size))
 
 
-def load_for_export(model_dir: str | os.PathLike, task: str = "auto") -> AudioMosaicModel | AudioMosaicForAudioClassification:
+def load_for_export(
+    model_dir: str | os.PathLike, task: str = "auto"
+) -> AudioMosaicModel | AudioMosaicForAudioClassification:
     """The classifier (`task="classifier"`, or `"auto"` for a folder saved from one) or the encoder, in float32 eval
     mode with eager attention (the exporter then sees plain matmuls)."""
     if task not in ("auto", "classifier", "encoder"):

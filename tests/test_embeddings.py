@@ -191,3 +191,11 @@ def test_pipeline_warns_once_when_it_truncates(classifier_dir):
         fe(noise(0.5), sampling_rate=16000)
         fe(noise(3.0), sampling_rate=16000, truncation=True)
     assert captured.out == ""
+
+
+@pytest.mark.parametrize("command, option", [("embed", "--frames"), ("classify", "--timeline"),
+                                             ("classify", "--plot"), ("export-onnx", "--int8")])
+def test_new_options_have_help(command, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run([command, "--help"])
+    assert exit_info.value.code == 0 and option in capsys.readouterr().out
