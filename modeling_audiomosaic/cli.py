@@ -217,7 +217,7 @@ def embed_frames(args: argparse.Namespace, model, fe, items: list, layers: list[
     clip_index = torch.cat([torch.full((len(f.timestamps),), i) for i, f in enumerate(frames)])
     meta = {"files": names, "model": args.model, "layers": "last" if layers is None else layers,
             "shape": list(embeddings.shape), "frames_per_file": [len(f.timestamps) for f in frames],
-            "timestamps_seconds": [f.timestamps.tolist() for f in frames]}
+            "timestamps_seconds": [[round(t, 4) for t in f.timestamps.tolist()] for f in frames]}
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".npy":
         np.save(output, embeddings.numpy())
