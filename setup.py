@@ -22,6 +22,9 @@ TRAIN = [
 # torchaudio is never needed: it is only the independent reference the tests compare the feature extractor with
 # (and what transformers' audio-classification pipeline resamples dict inputs with; see README, "Compatibility").
 TORCHAUDIO = ["torchaudio>=2.6"]
+# `audiomosaic export-onnx`: torch's dynamo exporter needs onnxscript; onnxruntime checks the export and quantises it.
+# Floors are the versions the ONNX tests ran with.
+ONNX = ["onnx>=1.23", "onnxruntime>=1.32", "onnxscript>=0.7"]
 
 setup(
     name="modeling-audiomosaic",
@@ -43,7 +46,8 @@ setup(
     extras_require={
         "train": TRAIN,
         "torchaudio": TORCHAUDIO,
-        "dev": [*TRAIN, *TORCHAUDIO, "pytest>=8", "hypothesis>=6.100"],
+        "onnx": ONNX,
+        "dev": [*TRAIN, *TORCHAUDIO, *ONNX, "pytest>=8", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )

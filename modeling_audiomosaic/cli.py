@@ -1,7 +1,11 @@
-"""`audiomosaic` command line: embeddings, classification, conversion, training, probing, analysis and publishing.
+"""`audiomosaic` command line: embeddings, classification and timelines, ONNX export, conversion, training, probing,
+analysis and publishing.
 
     audiomosaic embed clips/ --model runs/pretrain --output embeddings.npy
+    audiomosaic embed long.wav --model runs/pretrain --frames --output frames.safetensors
     audiomosaic classify a.wav b.flac --model runs/finetune --top_k 3
+    audiomosaic classify long.wav --model runs/finetune --timeline --format csv --plot timeline.png
+    audiomosaic export-onnx runs/finetune onnx/ --int8
     audiomosaic convert-official model_state_dict.pt converted/
     audiomosaic pretrain --recipe training/recipes/pretrain_tiny_cpu.yaml --output_dir runs/pretrain ...
     audiomosaic probe --recipe training/recipes/probe_generic.yaml --dataset meta.csv ...
@@ -110,6 +114,16 @@ def resolve_device(name: str | None):
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def _dtype(name: str, device):
+    """torch dtype of --dtype; reduced precision keeps the feature extractor in float32 (the model casts)."""
+    import torch
+
+    if name != "float32" and device.type == "cpu":
+        print(f"--dtype {name} on CPU: supported, but usually slower than float32 (no native half-precision matmul "
+              "on most CPUs; see benchmarks/RESULTS.md).", file=sys.stderr)
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
 def progress_bar(iterable, total: int, desc: str, enabled: bool = True):
     if not enabled:
         return iterable
@@ -172,9 +186,11 @@ def embed(args: argparse.Namespace) -> Path:
         raise ValueError(f"--output must end in .npy or .safetensors, got {output.name}.")
     items = expand_inputs(args.inputs, args.audio_column)
     device = resolve_device(args.device)
-    model = AudioMosaicModel.from_pretrained(args.model).to(device).eval()
+    model = AudioMosaicModel.from_pretrained(args.model, dtype=_dtype(args.dtype, device)).to(device).eval()
     fe = load_feature_extractor(args.model, args.max_length)
     layers = parse_layers(args.layers, model.config.num_hidden_layers + 1)
+    if args.frames:
+        return embed_frames(args, model, fe, items, layers, output)
     chunks = []
     with torch.no_grad():
         for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
@@ -187,7 +203,7 @@ def embed(args: argparse.Namespace) -> Path:
                 values = out.pooler_output if not args.no_fc_norm else model.pool(out.last_hidden_state, out.token_mask)
             else:
                 values = torch.stack([model.pool(out.hidden_states[i], out.token_mask) for i in layers], dim=1)
-            chunks.append(average_windows(values, clip_index, len(chunk)).cpu())
+            chunks.append(average_windows(values.float(), clip_index, len(chunk)).cpu())
     embeddings = torch.cat(chunks)
     meta = {"files": [item_name(i) for i in items], "model": args.model,
             "layers": "pooled" if layers is None else layers,
@@ -205,6 +221,43 @@ def embed(args: argparse.Namespace) -> Path:
     return output
 
 
+def embed_frames(args: argparse.Namespace, model, fe, items: list, layers: list[int] | None, output: Path) -> Path:
+    """`embed --frames`: one vector per 160 ms patch row of every clip (see `embeddings.frame_embeddings`), all clips'
+    rows concatenated, with each row's clip and centre time."""
+    import numpy as np
+    import torch
+
+    from . import decode_audio
+    from .embeddings import frame_embeddings
+
+    frames, names = [], []
+    for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
+                                 not args.quiet):
+        waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
+        frames += frame_embeddings(model, fe, waveforms, layers=-1 if layers is None else layers,
+                                   window_hop=args.window_hop, batch_size=args.batch_size,
+                                   mask_padding=args.mask_padding)
+        names += [item_name(item) for item in chunk]
+    embeddings = torch.cat([f.embeddings for f in frames])
+    timestamps = torch.cat([f.timestamps for f in frames])
+    clip_index = torch.cat([torch.full((len(f.timestamps),), i) for i, f in enumerate(frames)])
+    meta = {"files": names, "model": args.model, "layers": "last" if layers is None else layers,
+            "shape": list(embeddings.shape), "frames_per_file": [len(f.timestamps) for f in frames],
+            "timestamps_seconds": [[round(t, 4) for t in f.timestamps.tolist()] for f in frames]}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".npy":
+        np.save(output, embeddings.numpy())
+        output.with_suffix(".json").write_text(json.dumps(meta))
+    else:
+        from safetensors.torch import save_file
+
+        meta.pop("timestamps_seconds")
+        save_file({"embeddings": embeddings.contiguous(), "timestamps": timestamps, "clip_index": clip_index},
+                  str(output), metadata={k: json.dumps(v) for k, v in meta.items()})
+    print(f"Wrote {tuple(embeddings.shape)} frame embeddings of {len(items)} clip(s) to {output}", file=sys.stderr)
+    return output
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # classify
 # ----------------------------------------------------------------------------------------------------------------------
@@ -217,8 +270,13 @@ def classify(args: argparse.Namespace) -> list[dict]:
 
     items = expand_inputs(args.inputs, args.audio_column)
     device = resolve_device(args.device)
-    model = AudioMosaicForAudioClassification.from_pretrained(args.model).to(device).eval()
+    model = AudioMosaicForAudioClassification.from_pretrained(args.model, dtype=_dtype(args.dtype, device))
+    model = model.to(device).eval()
     fe = load_feature_extractor(args.model, args.max_length)
+    if args.plot and not args.timeline:
+        raise ValueError("--plot draws a timeline: add --timeline.")
+    if args.timeline:
+        return classify_timeline(args, model, fe, items)
     multi_label = model.config.problem_type == "multi_label_classification"
     id2label = model.config.id2label
     top_k = min(args.top_k, model.config.num_labels)
@@ -228,7 +286,7 @@ def classify(args: argparse.Namespace) -> list[dict]:
                                      not args.quiet and len(items) > args.batch_size):
             waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
             inputs, clip_index, _ = featurize(fe, waveforms, args.window_hop, device)
-            logits = average_windows(model(inputs).logits, clip_index, len(chunk))
+            logits = average_windows(model(inputs).logits.float(), clip_index, len(chunk))
             scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
             values, indices = scores.topk(top_k, dim=-1)
             for item, row_values, row_indices in zip(chunk, values.tolist(), indices.tolist()):
@@ -239,6 +297,10 @@ def classify(args: argparse.Namespace) -> list[dict]:
                 })
     if args.format == "json":
         text = json.dumps(predictions, indent=2)
+    elif args.format == "csv":
+        lines = ["file," + ",".join(f"label_{i},score_{i}" for i in range(1, top_k + 1))]
+        lines += [",".join([p["file"], *[f"{x['label']},{x['score']}" for x in p["predictions"]]]) for p in predictions]
+        text = "\n".join(lines)
     else:
         width = max(len(p["file"]) for p in predictions)
         label_width = max(len(str(x["label"])) for p in predictions for x in p["predictions"])
@@ -252,6 +314,60 @@ def classify(args: argparse.Namespace) -> list[dict]:
     else:
         print(text)
     return predictions
+
+
+def classify_timeline(args: argparse.Namespace, model, fe, items: list) -> list[dict]:
+    """`classify --timeline`: per-segment scores (windows of the model's length) as a table, JSON or CSV, and with
+    --plot a heatmap PNG per file."""
+    from . import decode_audio
+    from .embeddings import classify_segments, plot_timeline, timelines_to_csv, timelines_to_table
+
+    timelines = []
+    for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Classifying",
+                                 not args.quiet and len(items) > args.batch_size):
+        waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
+        timelines += classify_segments(model, fe, waveforms, window_hop=args.window_hop, batch_size=args.batch_size,
+                                       names=[item_name(item) for item in chunk])
+    if args.plot:
+        plot = Path(args.plot)
+        for index, timeline in enumerate(timelines):
+            path = plot
+            if len(timelines) > 1:
+                path = plot.with_name(f"{plot.stem}_{index}_{Path(timeline.name).stem}.png")
+            plot_timeline(timeline, path, top_k=max(args.top_k, 5))
+            print(f"Wrote {path}", file=sys.stderr)
+    result = [{"file": t.name, "segments": t.top(args.top_k)} for t in timelines]
+    if args.format == "json":
+        text = json.dumps(result, indent=2)
+    elif args.format == "csv":
+        text = timelines_to_csv(timelines, args.top_k).rstrip("\n")
+    else:
+        text = timelines_to_table(timelines, args.top_k)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# export-onnx
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def export_onnx_command(args: argparse.Namespace) -> dict:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise SystemExit("audiomosaic export-onnx needs onnx, onnxscript and onnxruntime: "
+                         "pip install \"modeling-audiomosaic[onnx]\"")
+    from .onnx_export import export_onnx
+
+    result = export_onnx(args.model_dir, args.out_dir, task=args.task, opset=args.opset, int8=args.int8)
+    for length, error in result["max_abs_error"].items():
+        print(f"onnxruntime vs PyTorch at {length} frames: max |error| {error:.2e}", file=sys.stderr)
+    print(f"Wrote the {result['task']} to {', '.join(result['files'])}", file=sys.stderr)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -269,6 +385,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="hop between windows of clips longer than max_length (default max_length // 2); "
                              "window outputs are averaged per clip")
     parser.add_argument("--audio_column", default="audio", help="audio column of CSV/JSON/Parquet inputs")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="model precision (the features stay float32; outputs are written as float32)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -290,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask_padding", action="store_true",
                    help="exclude padded frames from attention and pooling (the checkpoints were trained with "
                         "padding included)")
+    p.add_argument("--frames", action="store_true",
+                   help="time-aligned embeddings: one vector per 160 ms patch row (tokens of the row averaged over "
+                        "frequency; --layers picks the block, default the last), all files' rows concatenated, with "
+                        "their centre times and clip index (in the .json / .safetensors); long clips are windowed "
+                        "(--window_hop must then be a multiple of 16) and each row comes from the window where it is "
+                        "most central")
     _add_common(p)
     p.set_defaults(func=embed)
 
@@ -298,10 +422,30 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the training length are split into windows whose logits are averaged.")
     p.add_argument("inputs", nargs="+", help="audio files, folders, or CSV/JSON/Parquet lists")
     p.add_argument("--top_k", type=int, default=5, help="labels per clip (default 5)")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.add_argument("--output", default=None, help="write to this file instead of stdout")
+    p.add_argument("--timeline", action="store_true",
+                   help="per-segment scores instead of one prediction per clip: each window of the model's length "
+                        "(--window_hop apart) is a segment with its start/end in seconds and top-k labels "
+                        "(sigmoid for multi-label models, softmax otherwise)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="with --timeline: draw the timeline (time x top classes heatmap); several inputs get "
+                        "FILE_<index>_<name>.png (needs matplotlib)")
     _add_common(p)
     p.set_defaults(func=classify)
+
+    p = sub.add_parser("export-onnx", help="export an encoder or classifier to ONNX (dynamic batch and length)",
+                       description="Export an AudioMosaic folder to OUT_DIR/model.onnx with dynamic batch size and "
+                                   "number of frames (16 to the model's max_length), checked against PyTorch at "
+                                   "several lengths; the feature extractor config and config.json are written "
+                                   "beside it. Needs onnx and onnxruntime.")
+    p.add_argument("model_dir", help="AudioMosaic folder (encoder, pretraining or classifier)")
+    p.add_argument("out_dir", help="output folder")
+    p.add_argument("--task", choices=("auto", "classifier", "encoder"), default="auto",
+                   help="what to export (auto: the classifier when the folder holds one)")
+    p.add_argument("--int8", action="store_true", help="also write model_int8.onnx (dynamic int8 quantisation)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.set_defaults(func=export_onnx_command)
 
     from .convert_official import build_parser as convert_parser
     from .convert_official import run as convert_run

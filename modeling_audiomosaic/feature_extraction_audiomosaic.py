@@ -381,7 +381,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         sampling_rate: int | None = None,
         padding: bool | str | PaddingStrategy = "max_length",
         max_length: int | None = None,
-        truncation: bool = True,
+        truncation: bool | None = None,
         pad_to_multiple_of: int | None = None,
         return_attention_mask: bool | None = None,
         return_tensors: str | TensorType | None = None,
@@ -411,9 +411,11 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
                 `max_length` unless `truncation=False`); the attention mask is then returned.
             max_length (`int`, *optional*):
                 Overrides `self.max_length` for this call.
-            truncation (`bool`, *optional*, defaults to `True`):
-                Keep at most `max_length` frames per clip. With `False` no frame is dropped and the output length
-                is at least the longest clip.
+            truncation (`bool`, *optional*):
+                Keep at most `max_length` frames per clip (the default). With `False` no frame is dropped and the
+                output length is at least the longest clip. Left unset, cutting a clip logs a warning once (e.g. a
+                long recording given to `pipeline("audio-classification")`, which only sees the first `max_length`
+                frames); pass `True` to truncate silently.
             pad_to_multiple_of (`int`, *optional*):
                 Round the number of frames up to a multiple of this (e.g. 16, the patch size).
             return_attention_mask (`bool`, *optional*):
@@ -488,7 +490,16 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
             input_values = features[window_clip_index[:, None], frame_index]
             attention_mask = valid[window_clip_index[:, None], frame_index]
         else:
-            if truncation:
+            if truncation is None and max(num_frames) > max_length:
+                logger.warning_once(
+                    f"{self.__class__.__name__}: audio longer than max_length ({max_length} frames = "
+                    f"{max_length / 100:g} s) is truncated to its first {max_length} frames; only they are classified "
+                    "or embedded (this is what pipeline('audio-classification') does with long audio). For long "
+                    "recordings use long_audio='window' with average_windows, or the segment timeline of "
+                    "modeling_audiomosaic.embeddings.classify_segments / `audiomosaic classify --timeline`. Pass "
+                    "truncation=True to truncate without this warning."
+                )
+            if truncation is not False:
                 num_frames = [min(frames, max_length) for frames in num_frames]
             longest = max(num_frames)
             num_rows = longest if padding_strategy == PaddingStrategy.LONGEST else max(max_length, longest)

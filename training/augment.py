@@ -177,7 +177,7 @@ class TwoViewTransform:
         seed0, seed1 = np.random.SeedSequence(seed).generate_state(2, np.uint64).tolist()
         views = [self.view(waveform, seed0), self.view(waveform, seed1)]
         features = self.feature_extractor(
-            views, sampling_rate=self.sampling_rate, padding="max_length", return_tensors="pt"
+            views, sampling_rate=self.sampling_rate, padding="max_length", truncation=True, return_tensors="pt"
         )["input_values"]
         return features[0], features[1]
 
@@ -188,7 +188,7 @@ class TwoViewTransform:
             waveform = np.pad(waveform, (0, self.min_samples - waveform.shape[0]))
         waveform = waveform - waveform.mean()  # as in __call__, so that un-augmented views equal these features
         return self.feature_extractor(
-            waveform, sampling_rate=self.sampling_rate, padding="max_length", return_tensors="pt"
+            waveform, sampling_rate=self.sampling_rate, padding="max_length", truncation=True, return_tensors="pt"
         )["input_values"][0]
 
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> dict:
         for _, chunk in progress_bar(batched(audio, args.batch_size), -(-len(audio) // args.batch_size), "Encoding",
                                      not args.quiet):
             waveforms = [decode_audio(value, fe.sampling_rate) for value in chunk]
-            yield fe(waveforms, sampling_rate=fe.sampling_rate, return_tensors="pt")["input_values"]
+            yield fe(waveforms, sampling_rate=fe.sampling_rate, truncation=True, return_tensors="pt")["input_values"]
 
     maskings = [m.strip() for m in args.maskings.split(",") if m.strip()]
     results = effective_rank_analysis(model, batches(), maskings, time_ratio=args.time_ratio,

@@ -539,6 +539,7 @@ class AudioFeatureCollator:
             sampling_rate=self.feature_extractor.sampling_rate,
             padding="max_length",
             max_length=self.max_length,
+            truncation=True,  # training crops clips to the model's length, as the authors' loader does
             return_tensors="pt",
         )["input_values"]
         if items[0].get("augment"):
