@@ -87,15 +87,15 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{name:70s} {table[name]:.2e}")
 
 
-# Classes of the generated set: a harmonic tone each (fundamental in Hz), so that a model can tell them apart.
-SYNTHETIC_LABELS = {"low": 220.0, "mid": 880.0, "high": 3520.0}
+# Classes of the generated set: noise in one frequency band each (Hz), so that even a random encoder tells them apart.
+SYNTHETIC_LABELS = {"low": (100.0, 600.0), "mid": (1000.0, 2500.0), "high": (4000.0, 7500.0)}
 
 
 @pytest.fixture(scope="session")
 def synthetic_clips(tmp_path_factory) -> Path:
     """A small labelled audio set written by the test session, laid out like ../shared/data's sets, so that unit tests
     run anywhere: `meta.csv` (filename, label, fold) and `audio/<label>/<name>.flac|.wav`; 4 clips per class in each
-    of folds 1-5, 16 kHz mono, 0.6-1 s of a harmonic tone with vibrato, noise and a random gain."""
+    of folds 1-5, 16 kHz mono, 0.6-1 s of band-limited noise with a random gain and a short fade in and out."""
     import csv
 
     import numpy as np
@@ -104,15 +104,17 @@ def synthetic_clips(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic_clips")
     rng = np.random.default_rng(0)
     rows = []
-    for label, fundamental in SYNTHETIC_LABELS.items():
+    for label, (low, high) in SYNTHETIC_LABELS.items():
         (root / "audio" / label).mkdir(parents=True)
         for fold in range(1, 6):
             for k in range(4):
-                t = np.arange(int(16000 * rng.uniform(0.6, 1.0))) / 16000
-                pitch = fundamental * (1 + 0.01 * np.sin(2 * np.pi * rng.uniform(3, 6) * t))
-                phase = 2 * np.pi * np.cumsum(pitch) / 16000
-                tone = sum(np.sin(h * phase) / h for h in (1, 2, 3))
-                clip = rng.uniform(0.05, 0.3) * tone + 0.01 * rng.standard_normal(t.size)
+                length = int(16000 * rng.uniform(0.6, 1.0))
+                spectrum = np.fft.rfft(rng.standard_normal(length))
+                frequencies = np.fft.rfftfreq(length, 1 / 16000)
+                spectrum[(frequencies < low) | (frequencies > high)] = 0
+                clip = np.fft.irfft(spectrum, length)
+                fade = np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / 800)
+                clip = rng.uniform(0.05, 0.3) * fade * clip / np.abs(clip).max()
                 name = f"audio/{label}/{label}_{fold}_{k}.{'flac' if k % 2 else 'wav'}"
                 soundfile.write(root / name, clip.astype(np.float32), 16000)
                 rows.append((name, label, fold))

@@ -70,7 +70,7 @@ def test_model_card_round_trip(run_dir):
     assert entry.dataset_split == "fold 5"
     assert entry.metric_value == pytest.approx(results["eval"]["accuracy"], abs=1e-6)
     text = (run_dir / "README.md").read_text()
-    assert "model-index:" in text and "| accuracy |" in text and "`yes`" in text
+    assert "model-index:" in text and "| accuracy |" in text and "`low`" in text
     assert "pipeline(\"audio-classification\", model=\"tiny-spc\")" in text
 
 
