@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "official"
+LTU_FIXTURES = SHARED / "fixtures" / "ltu"
 DATA = SHARED / "data"
 
 
@@ -28,6 +29,13 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ltu_fixtures_dir() -> Path:
+    if not (LTU_FIXTURES / "manifest.json").is_file():
+        pytest.skip(f"LTU parity fixtures not found at {LTU_FIXTURES}")
+    return LTU_FIXTURES
+
+
+@pytest.fixture(scope="session")
 def manifest(fixtures_dir) -> dict:
     return json.loads((fixtures_dir / "manifest.json").read_text())
 
@@ -40,13 +48,15 @@ def data_dir() -> Path:
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print the parity table (max |error| per official fixture tensor) when the parity tests ran."""
-    module = __import__("sys").modules.get("test_parity") or __import__("sys").modules.get("tests.test_parity")
-    table = getattr(module, "PARITY_TABLE", None)
-    if table:
-        terminalreporter.write_sep("-", "parity with the authors' code: max |error| per fixture tensor")
-        for name in sorted(table):
-            terminalreporter.write_line(f"{name:70s} {table[name]:.2e}")
+    """Print the parity tables (max |error| per fixture tensor) of the parity tests that ran."""
+    modules = __import__("sys").modules
+    for module_name, title in (("test_parity", "the authors' code"), ("test_ltu", "the authors' LTU code")):
+        module = modules.get(module_name) or modules.get(f"tests.{module_name}")
+        table = getattr(module, "PARITY_TABLE", None)
+        if table:
+            terminalreporter.write_sep("-", f"parity with {title}: max |error| per fixture tensor")
+            for name in sorted(table):
+                terminalreporter.write_line(f"{name:70s} {table[name]:.2e}")
 
 
 def write_speechcommands_subset(data_dir: Path, words: list[str], per_word_and_fold: int, audio_column: str,
