@@ -336,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser(p)
     p.set_defaults(func=convert_run)
 
+    from .convert_ltu import build_parser as convert_ltu_parser
+    from .convert_ltu import run as convert_ltu_run
+
+    p = sub.add_parser("convert-ltu", help="convert the authors' LTU audio-LLM release (+ base LLaMA) to a "
+                                           "transformers folder and a peft adapter",
+                       description="Convert an AudioMosaic-LTU release folder (extra_weights.bin: encoder, projector, "
+                                   "LoRA) into an AudioMosaicLtuForConditionalGeneration folder on the base LLaMA "
+                                   "given with --base-model, plus its processor and a peft LoRA adapter in adapter/.")
+    convert_ltu_parser(p)
+    p.set_defaults(func=convert_ltu_run)
+
     p = sub.add_parser("effective-rank", help="effective rank of pooled representations under masking (+ PNG)",
                        description="Effective rank of the pooled representations of a dataset under inference-time "
                                    "masking (none / unstructured / time / frequency / time_frequency); writes "

@@ -58,9 +58,12 @@ def load_release_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch's message spans many lines; the one naming the offending global is the useful one.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
         raise ConversionError(
             f"{path} needs code to be unpickled, which this converter refuses to run (torch.load with "
-            f"weights_only=True). Re-save it as a plain dict of tensors. Details: {error}"
+            f"weights_only=True); re-save it as a plain dict of tensors. {detail}"
         ) from error
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ConversionError(f"{path} does not hold a flat dict of tensors.")
@@ -206,6 +209,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def run(args: argparse.Namespace) -> None:
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise SystemExit("audiomosaic convert-ltu: error: the LoRA adapter needs peft: pip install 'peft>=0.13'")
     out_dir = convert_ltu(args.release, args.out_dir, args.base_model, num_heads=args.num_heads,
                           dtype=getattr(torch, args.dtype))
     print(f"Wrote {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")

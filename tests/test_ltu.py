@@ -23,6 +23,7 @@ from modeling_audiomosaic import (
     AudioMosaicLtuProcessor,
     pool_audio_tokens,
 )
+from modeling_audiomosaic import cli
 from modeling_audiomosaic.convert_ltu import convert_ltu, load_release_weights
 from modeling_audiomosaic.convert_official import ConversionError
 
@@ -275,10 +276,15 @@ class NotATensor:
     """An object whose unpickling needs this module's code."""
 
 
-def test_converter_refuses_pickles_that_need_code(tmp_path):
+def test_converter_refuses_pickles_that_need_code(tmp_path, capsys):
     torch.save({"weights": NotATensor()}, tmp_path / "extra_weights.bin")
     with pytest.raises(ConversionError, match="needs code"):
         load_release_weights(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["convert-ltu", str(tmp_path), str(tmp_path / "out"), "--base-model", str(tmp_path)])
+    assert exit_info.value.code == 1
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(error_lines) == 1 and "needs code to be unpickled" in error_lines[0]
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no extra_weights.bin"):
         load_release_weights(tmp_path / "empty")
