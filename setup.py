@@ -32,6 +32,7 @@ setup(
         "soundfile>=0.12",
         "numpy>=1.24",
     ],
-    extras_require={"train": TRAIN, "dev": [*TRAIN, "pytest>=8", "hypothesis>=6.100"]},
+    extras_require={"train": TRAIN, "ltu": ["peft>=0.21"],
+                    "dev": [*TRAIN, "peft>=0.21", "pytest>=8", "hypothesis>=6.100"]},
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )

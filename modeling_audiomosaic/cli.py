@@ -26,6 +26,7 @@ TRAINING_COMMANDS = {
     "finetune": ("training.finetune", "fine-tuning with transformers' Trainer (training/finetune.py)"),
     "probe": ("training.probe", "linear / layer / weighted-sum / attentive probes (training/probe.py)"),
     "publish": ("training.publish", "write a run's model card and upload it (training/publish.py)"),
+    "train-ltu": ("training.ltu", "audio-language model (LTU), one curriculum stage per run (training/ltu.py)"),
 }
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 TABLE_EXTENSIONS = {".csv", ".json", ".jsonl", ".parquet"}
