@@ -6,8 +6,10 @@ No LLM weights can be downloaded here, so everything is built locally:
    Speech Commands "What word is spoken?" -> the word, drum kits "Which drum is this?" -> the drum type, and
    closed-ended questions ("Is the word up spoken?" / "Is this a kick drum?" -> yes/no) for stage 3.
 2. A byte-level BPE tokenizer trained with `tokenizers` on that text, and a tiny LLaMA (`LlamaConfig`, 2 layers,
-   width 128) trained briefly on the text alone (a stand-in for the pretrained Vicuna; it learns the template and
-   the answer vocabulary, not the audio).
+   width 128) trained briefly on the text alone, with the label word written where the audio tokens will be (a
+   stand-in for the pretrained Vicuna: it learns the template, the answer vocabulary and to answer from its
+   context, never the audio). A first run whose LM saw no such context learned nothing from the audio (chance
+   accuracy; benchmarks/RESULTS.md).
 3. An audio encoder: a small AudioMosaic (192 wide, 4 blocks, 1.28 s clips) pretrained briefly with
    `training/pretrain.py` (`pretrain_small_cpu.yaml`, `--pretrain_steps` steps on the training folds' audio), or
    `--encoder FOLDER` to use an existing one.
@@ -71,7 +73,7 @@ def read_rows(data_dir: Path, per_class_train: int, per_class_eval: int, seed: i
                 continue
             counts[key] = counts.get(key, 0) + 1
             record = {"audio": str((data_dir / folder / row["filename"]).resolve()), "task": folder,
-                      "instruction": instruction, "answer": answer_of(row["label"])}
+                      "label": answer_of(row["label"]), "instruction": instruction, "answer": answer_of(row["label"])}
             (held_out if split == "eval" else train).append(record)
     return train, held_out
 
@@ -82,7 +84,8 @@ def closed_ended(rows: list[dict], seed: int) -> list[dict]:
     answers = {task: sorted({row["answer"] for row in rows if row["task"] == task}) for task in TASKS}
     questions = []
     for row in rows:
-        asked = row["answer"] if rng.random() < 0.5 else rng.choice([a for a in answers[row["task"]] if a != row["answer"]])
+        others = [answer for answer in answers[row["task"]] if answer != row["answer"]]
+        asked = row["answer"] if rng.random() < 0.5 else rng.choice(others)
         questions.append({**row, "instruction": TASKS[row["task"]][1].format(asked),
                           "answer": "yes" if asked == row["answer"] else "no"})
     return questions
@@ -90,17 +93,23 @@ def closed_ended(rows: list[dict], seed: int) -> list[dict]:
 
 def write_csv(rows: list[dict], path: Path) -> Path:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["audio", "task", "instruction", "answer"])
+        writer = csv.DictWriter(handle, fieldnames=["audio", "task", "label", "instruction", "answer"])
         writer.writeheader()
         writer.writerows(rows)
     return path
 
 
-def build_language_model(texts: list[str], folder: Path, steps: int, seed: int) -> float:
-    """Byte-level BPE tokenizer trained on `texts` + a tiny LLaMA trained on them (text only); returns seconds."""
+def build_language_model(rows: list[dict], folder: Path, steps: int, seed: int) -> float:
+    """Byte-level BPE tokenizer + a tiny LLaMA trained on the rows' text alone; returns CPU seconds.
+
+    Each training text starts with the row's label word where the audio tokens will be (`label<s>### Instruction:
+    ...### Response:\nanswer</s>`), so the LM learns to answer from what precedes BOS, as a pretrained LLM answers
+    from its context; the curriculum then has to make the audio tokens carry that information."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     start = time.process_time()
+    texts = [row["label"] + "<s>" + LTU_PROMPT_TEMPLATE.format(instruction=row["instruction"]) + row["answer"]
+             + "</s>" for row in rows]
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -116,8 +125,7 @@ def build_language_model(texts: list[str], folder: Path, steps: int, seed: int) 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     rng = random.Random(seed)
     for step in range(steps):
-        batch = tokenizer([tokenizer.bos_token + t + tokenizer.eos_token for t in rng.sample(texts, 64)],
-                          add_special_tokens=False, padding=True, return_tensors="pt")
+        batch = tokenizer(rng.sample(texts, 64), add_special_tokens=False, padding=True, return_tensors="pt")
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(**batch, labels=labels).loss
         loss.backward()
@@ -208,8 +216,7 @@ def main() -> None:
     eval_csv = write_csv(held_out, output_dir / "eval.csv")
     print(f"{len(train)} training rows (folds 1-4), {len(held_out)} held-out rows (fold 5)", flush=True)
 
-    texts = [LTU_PROMPT_TEMPLATE.format(instruction=row["instruction"]) + row["answer"] for row in train + closed]
-    lm_seconds = build_language_model(texts, output_dir / "language_model", args.text_lm_steps, args.seed)
+    lm_seconds = build_language_model(train + closed, output_dir / "language_model", args.text_lm_steps, args.seed)
     encoder_seconds = 0.0
     encoder = args.encoder
     if encoder is None:
@@ -239,7 +246,8 @@ def main() -> None:
     print(json.dumps({key: value for key, value in summary.items() if not isinstance(value, dict)}, indent=2))
     for name in variants:
         for example in summary[name]["examples"][:: max(len(summary[name]["examples"]) // 8, 1)][:8]:
-            print(f"  [{name}] {example['instruction']} -> {example['generated']!r} (reference {example['reference']!r})")
+            print(f"  [{name}] {example['instruction']} -> {example['generated']!r} "
+                  f"(reference {example['reference']!r})")
 
 
 if __name__ == "__main__":

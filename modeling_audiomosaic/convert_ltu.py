@@ -39,6 +39,8 @@ LTU_FEATURES = {"max_length": 1024, "mean": -5.081, "std": 4.4849 / 2}
 LORA_ALPHA = 16
 LORA_DROPOUT = 0.05
 LORA_TARGETS = r".*language_model.*\.(q_proj|v_proj)"
+# peft 0.3 kept the adapter name (`.default`) in the saved keys; current peft files do not.
+LORA_KEY = re.compile(r"layers\.(\d+)\.self_attn\.(q_proj|v_proj)\.lora_([AB])(?:\.default)?\.weight")
 
 
 def load_release_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -83,7 +85,7 @@ def split_release_state_dict(
             encoder[name[len("audio_encoder."):]] = value
         elif name.startswith("audio_proj."):
             projector[name[len("audio_proj."):]] = value
-        elif match := re.fullmatch(r"layers\.(\d+)\.self_attn\.(q_proj|v_proj)\.lora_([AB])(?:\.default)?\.weight", name):
+        elif match := LORA_KEY.fullmatch(name):
             lora[f"layers.{match[1]}.self_attn.{match[2]}.lora_{match[3]}.weight"] = value
         else:
             unknown.append(key)
@@ -164,7 +166,8 @@ def convert_ltu(
     if projector_sd["1.weight"].shape != projector.weight.shape:
         raise ConversionError(
             f"Projector weight {tuple(projector_sd['1.weight'].shape)} does not map the encoder width to the base "
-            f"model's hidden size {tuple(projector.weight.shape)}: is --base-model the LLaMA the release was trained on?"
+            f"model's hidden size {tuple(projector.weight.shape)}: is --base-model the LLaMA the release was "
+            "trained on?"
         )
     projector.load_state_dict({"weight": projector_sd["1.weight"], "bias": projector_sd["1.bias"]})
     model = model.to(dtype).eval()
@@ -198,7 +201,8 @@ def convert_ltu(
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser or argparse.ArgumentParser(description=__doc__,
+                                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("release", help="LTU release folder (with extra_weights.bin) or the weight file itself")
     parser.add_argument("out_dir", help="folder to write the composite model, processor and adapter/ to")
     parser.add_argument("--base-model", required=True, help="folder (or Hub id) of the base LLaMA of the release")

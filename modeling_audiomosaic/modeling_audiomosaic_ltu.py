@@ -127,7 +127,7 @@ class AudioMosaicLtuForConditionalGeneration(AudioMosaicLtuPreTrainedModel, Gene
         model.language_model = language_model
         model.audio_tower = audio_encoder if audio_encoder is not None else AudioMosaicModel(config.audio_config)
         model.audio_projector = AudioMosaicLtuProjector(config)
-        model.audio_projector.linear.reset_parameters()
+        model.audio_projector.apply(model._init_weights)  # as `cls(config)` would initialise it
         model.config.text_config = language_model.config
         model.config.audio_config = model.audio_tower.config
         return model

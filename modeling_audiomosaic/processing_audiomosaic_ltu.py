@@ -56,7 +56,8 @@ class AudioMosaicLtuProcessor(ProcessorMixin):
 
     def build_prompt(self, instruction: str) -> str:
         """The authors' layout: the audio placeholder, then BOS, then the instruction template."""
-        return self.audio_token + (self.tokenizer.bos_token or "") + self.prompt_template.format(instruction=instruction)
+        bos = self.tokenizer.bos_token or ""
+        return self.audio_token + bos + self.prompt_template.format(instruction=instruction)
 
     def __call__(
         self,

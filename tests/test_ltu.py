@@ -266,6 +266,11 @@ def test_save_load_round_trip_and_remote_code(tmp_path):
             logits = model(input_ids=torch.from_numpy(np.load(folder + "/input_ids.npy")),
                            input_values=torch.from_numpy(np.load(folder + "/input_values.npy"))).logits
         assert torch.equal(logits, torch.from_numpy(np.load(folder + "/expected.npy")))
+        from transformers import AutoProcessor
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        batch = processor(text=[processor.build_prompt("w5")], audio=[np.zeros(16000, np.float32)],
+                          sampling_rate=16000)
+        assert torch.equal(batch["input_ids"], torch.from_numpy(np.load(folder + "/input_ids.npy")))
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)

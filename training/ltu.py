@@ -54,7 +54,8 @@ class ModelArguments:
     )
     audio_config_overrides: str | None = field(
         default=None,
-        metadata={"help": "key=value AudioMosaicConfig fields of a random encoder, e.g. 'hidden_size=192,max_length=128'"},
+        metadata={"help": "key=value AudioMosaicConfig fields of a random encoder, e.g. "
+                          "'hidden_size=192,max_length=128'"},
     )
     audio_pooling: str = field(default="official", metadata={"help": "official (authors') | time (time-ordered)"})
     shuffle_patches_in_training: bool = field(
@@ -243,7 +244,8 @@ def evaluate_generation(model, collator: InstructionCollator, dataset, batch_siz
     return {"accuracy": correct / max(len(dataset), 1), "num_eval": len(dataset), "examples": examples}
 
 
-def open_split(data_args: DataArguments, source: str, split: str, folds: str | None, max_samples: int | None, seed: int):
+def open_split(data_args: DataArguments, source: str, split: str, folds: str | None, max_samples: int | None,
+               seed: int):
     dataset = open_audio_dataset(source, split, data_args.audio_column, data_args.dataset_config_name)
     dataset = filter_rows(dataset, data_args.fold_column, folds)
     if max_samples is not None and max_samples < len(dataset):
