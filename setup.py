@@ -1,7 +1,14 @@
 from setuptools import find_packages, setup
 
-# torchaudio pins torch exactly, so the two move together.
-TORCH = ["torch==2.11.*", "torchaudio==2.11.*"]
+# Floors are the oldest versions CI tests (.ci/run's second environment); no upper bound below the next major.
+CORE = [
+    "torch>=2.6",
+    "transformers>=5.23,<6",  # 5.23: pipeline("audio-classification") gives multi-label heads sigmoid scores
+    "safetensors>=0.4",
+    "huggingface-hub>=1.0",
+    "soundfile>=0.12",
+    "numpy>=1.24",
+]
 TRAIN = [
     "accelerate>=1.0",
     "datasets>=4.0",
@@ -10,7 +17,16 @@ TRAIN = [
     "scikit-learn>=1.3",
     "matplotlib>=3.7",
     "tensorboard>=2.15",
+    "pyyaml>=6.0",
 ]
+# torchaudio is never needed: it is only the independent reference the tests compare the feature extractor with
+# (and what transformers' audio-classification pipeline resamples dict inputs with; see README, "Compatibility").
+TORCHAUDIO = ["torchaudio>=2.6"]
+# `audiomosaic export-onnx`: torch's dynamo exporter needs onnxscript; onnxruntime checks the export and quantises it.
+# Floors are the versions the ONNX tests ran with.
+ONNX = ["onnx>=1.23", "onnxruntime>=1.32", "onnxscript>=0.7"]
+# The audio-language model's LoRA (training/ltu.py, convert-ltu); the floor is the version its tests ran with.
+LTU = ["peft>=0.21"]
 
 setup(
     name="modeling-audiomosaic",
@@ -20,19 +36,21 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    # `training` ships too, so that the `audiomosaic pretrain|finetune|probe` commands work from any directory.
-    packages=find_packages(include=["modeling_audiomosaic", "modeling_audiomosaic.*", "training", "training.*"]),
-    package_data={"modeling_audiomosaic": ["metrics/*/*.py"], "training": ["recipes/*.yaml"]},
-    install_requires=[
-        *TORCH,
-        # The range the test suite is run against: 5.17.0 and 5.23.0 (see README, "Compatibility").
-        "transformers>=5.17,<6",
-        "safetensors>=0.4",
-        "huggingface-hub>=1.0",
-        "soundfile>=0.12",
-        "numpy>=1.24",
-    ],
-    extras_require={"train": TRAIN, "ltu": ["peft>=0.21"],
-                    "dev": [*TRAIN, "peft>=0.21", "pytest>=8", "hypothesis>=6.100"]},
+    # The repository's `training/` folder is installed as `audiomosaic_training` (like open_clip's `open_clip_train`),
+    # so that it cannot shadow or be shadowed by another top-level `training` package.
+    packages=find_packages(include=["modeling_audiomosaic", "modeling_audiomosaic.*"]) + ["audiomosaic_training"],
+    package_dir={"audiomosaic_training": "training"},
+    package_data={
+        "modeling_audiomosaic": ["metrics/*/*.py", "model_card.md"],
+        "audiomosaic_training": ["recipes/*.yaml"],
+    },
+    install_requires=CORE,
+    extras_require={
+        "train": TRAIN,
+        "torchaudio": TORCHAUDIO,
+        "onnx": ONNX,
+        "ltu": LTU,
+        "dev": [*TRAIN, *TORCHAUDIO, *ONNX, *LTU, "pytest>=8", "hypothesis>=6.100"],
+    },
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )

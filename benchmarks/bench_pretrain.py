@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from audiomosaic_training.pretrain import configure_gradient_checkpointing, parameter_groups
+from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicForPreTraining
 
-from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicForPreTraining  # noqa: E402
-from training.pretrain import configure_gradient_checkpointing, parameter_groups  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 WIDTHS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
@@ -94,10 +94,9 @@ def model_step(width: str, masking: str, checkpointing: float, batch_size: int, 
 
 def run_isolated(kwargs: dict) -> dict:
     """`model_step` in a fresh process (CPU peak RSS is per process)."""
-    code = ("import json, sys; sys.path.insert(0, %r); from benchmarks.bench_pretrain import model_step; "
-            "print('RESULT' + json.dumps(model_step(**json.loads(sys.argv[1]))))" % str(ROOT))
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = ("import json, runpy, sys; model_step = runpy.run_path(%r)['model_step']; "
+            "print('RESULT' + json.dumps(model_step(**json.loads(sys.argv[1]))))" % __file__)
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"model_step({kwargs}) failed:\n{done.stderr[-3000:]}")
     return json.loads(next(line[6:] for line in done.stdout.splitlines() if line.startswith("RESULT")))
@@ -159,8 +158,8 @@ def bench_data(args) -> list[dict]:
     import numpy as np
 
     from modeling_audiomosaic import AudioMosaicFeatureExtractor
-    from training.augment import TwoViewTransform, sample_seed
-    from training.data import decode_audio
+    from audiomosaic_training.augment import TwoViewTransform, sample_seed
+    from modeling_audiomosaic import decode_audio
 
     torch.set_num_threads(1)
     meta = Path(args.data_dir) / "speechcommands_test" / "meta.csv"

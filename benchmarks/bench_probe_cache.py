@@ -15,17 +15,13 @@ per-epoch costs, from which the speed-up at the recipes' 60 epochs follows. Writ
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from training import finetune, probe  # noqa: E402
+from audiomosaic_training import finetune, probe
 
 
 def main(argv: list[str] | None = None) -> dict:

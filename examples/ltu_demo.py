@@ -13,14 +13,14 @@ No LLM weights can be downloaded here, so everything is built locally:
 3. An audio encoder: a small AudioMosaic (192 wide, 4 blocks, 1.28 s clips) pretrained briefly with
    `training/pretrain.py` (`pretrain_small_cpu.yaml`, `--pretrain_steps` steps on the training folds' audio), or
    `--encoder FOLDER` to use an existing one.
-4. The four-stage LTU curriculum with `python -m training.ltu` and the authors' recipes (trainable parts, LoRA
+4. The four-stage LTU curriculum with `python -m audiomosaic_training.ltu` and the authors' recipes (trainable parts, LoRA
    r 8 / alpha 16 on q_proj/v_proj, warm-up + linear decay), with CPU-sized batches, epochs and learning rates
    (`STAGES` below) and the loss on the answers only (the authors also train on the prompt), once with the
    pretrained encoder and once with the same encoder randomly initialised.
 5. Greedy generated answers on the held-out fold: exact-match accuracy of "What word is spoken?" / "Which drum is
    this?", examples, and the CPU time of each stage; written to `OUTPUT_DIR/summary.json`.
 
-    python -m examples.ltu_demo --output_dir runs/ltu_demo      # from the repository root
+    python examples/ltu_demo.py --output_dir runs/ltu_demo      # with the package installed ([train,ltu])
 
 About 20 minutes on a 2-core CPU with the defaults. Figures: benchmarks/RESULTS.md, section "Audio-language model".
 """
@@ -139,12 +139,12 @@ def build_language_model(rows: list[dict], folder: Path, steps: int, seed: int) 
 
 
 def run_module(module: str, arguments: list[str]) -> float:
-    """`python -m module arguments` from the repository root on one thread; returns its CPU seconds."""
+    """`python -m module arguments` on one thread; returns its CPU seconds."""
     command = [sys.executable, "-m", module, *arguments]
     print("$ " + " ".join(command), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     before = os.times()
-    subprocess.run(command, check=True, cwd=ROOT, env=env)
+    subprocess.run(command, check=True, env=env)
     after = os.times()
     return (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
@@ -152,8 +152,8 @@ def run_module(module: str, arguments: list[str]) -> float:
 def pretrain_encoder(train_rows: list[dict], output_dir: Path, steps: int) -> float:
     audio_list = write_csv([{**row, "instruction": "", "answer": ""} for row in train_rows],
                            output_dir / "pretrain_audio.csv")
-    return run_module("training.pretrain", [
-        "--recipe", "training/recipes/pretrain_small_cpu.yaml", "--dataset", str(audio_list),
+    return run_module("audiomosaic_training.pretrain", [
+        "--recipe", "pretrain_small_cpu", "--dataset", str(audio_list),
         "--output_dir", str(output_dir / "encoder"), "--max_steps", str(steps), "--per_device_train_batch_size", "64",
         "--warmup_steps", str(max(steps // 10, 1)), "--save_steps", str(steps), "--effective_rank_steps",
         str(steps), "--dataloader_num_workers", "0"])
@@ -164,7 +164,7 @@ def run_curriculum(name: str, start_arguments: list[str], data: dict[str, Path],
     previous, stage_seconds, results = None, [], {}
     for index, (recipe, data_name, overrides) in enumerate(STAGES, start=1):
         stage_dir = output_dir / name / f"stage{index}"
-        arguments = ["--recipe", f"training/recipes/{recipe}", "--dataset", str(data[data_name]),
+        arguments = ["--recipe", recipe, "--dataset", str(data[data_name]),
                      "--output_dir", str(stage_dir),
                      "--num_train_epochs", str(args.epochs), "--per_device_train_batch_size", str(args.batch_size),
                      "--gradient_accumulation_steps", "1", "--warmup_steps", "10", "--bf16", "false",
@@ -177,7 +177,7 @@ def run_curriculum(name: str, start_arguments: list[str], data: dict[str, Path],
         if index == len(STAGES):
             arguments += ["--eval_dataset", str(eval_csv), "--per_device_eval_batch_size", "64",
                           "--eval_max_new_tokens", "6", "--num_examples", "100000"]
-        stage_seconds.append(run_module("training.ltu", arguments))
+        stage_seconds.append(run_module("audiomosaic_training.ltu", arguments))
         previous = stage_dir
     results = json.loads((previous / "results.json").read_text())["eval"]
     return {"stage_cpu_seconds": stage_seconds, **results}

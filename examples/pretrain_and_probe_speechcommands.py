@@ -29,11 +29,10 @@ import numpy as np
 import torch
 
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicModel, decode_audio
 
-from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicModel  # noqa: E402
-from training.data import decode_audio  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_pretraining_list(data_dir: Path, path: Path) -> int:
@@ -56,8 +55,7 @@ def pretrain(args) -> float:
     count = write_pretraining_list(Path(args.data_dir), list_path)
     print(f"pretraining list: {count} clips -> {list_path}", flush=True)
     command = [
-        sys.executable, str(ROOT / "training" / "pretrain.py"),
-        "--recipe", str(ROOT / "training" / "recipes" / args.recipe),
+        sys.executable, "-m", "audiomosaic_training.pretrain", "--recipe", args.recipe,
         "--dataset", str(list_path), "--output_dir", args.output_dir,
         "--num_train_epochs", str(args.epochs), "--export_steps", str(args.export_steps), "--disable_tqdm",
     ]

@@ -28,15 +28,10 @@ is `journey_summary.json` there.
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-RECIPES = ROOT / "training" / "recipes"
 
 
 def banner(text: str) -> None:
@@ -63,13 +58,13 @@ def data_argv(table: Path, args) -> list[str]:
 def pretrain(table: Path, args, out: Path) -> Path | None:
     banner(f"1/4 Pretraining a small AudioMosaic encoder on folds {args.train_folds} ({args.pretrain_epochs} epochs)")
     try:
-        from training import pretrain as pretrain_module
+        from audiomosaic_training import pretrain as pretrain_module
     except ImportError as error:
         print(f"training/pretrain.py is not available ({error}); the probes use a randomly initialised encoder.")
         return None
     target = out / "pretrain"
     pretrain_module.main([
-        "--recipe", str(RECIPES / "pretrain_small_cpu.yaml"), "--dataset", str(table),
+        "--recipe", "pretrain_small_cpu", "--dataset", str(table),
         "--audio_column", args.audio_column, "--filter_column", args.fold_column, "--filter_values", args.train_folds,
         "--output_dir", str(target), "--num_train_epochs", str(args.pretrain_epochs), "--disable_tqdm", "true",
         "--save_steps", "0", "--effective_rank_steps", "0",
@@ -109,16 +104,16 @@ def main(argv: list[str] | None = None) -> dict:
         "--config_overrides", "hidden_size=192,num_hidden_layers=4,num_attention_heads=3,intermediate_size=768"]
 
     banner(f"2/4 Probing the frozen encoder: train folds {args.train_folds}, test fold(s) {args.test_folds}")
-    from training import finetune, probe
+    from audiomosaic_training import finetune, probe
 
     start = time.perf_counter()
-    probes = probe.main(["--recipe", str(RECIPES / "probe_generic.yaml"), *data_argv(table, args), *model_argv,
+    probes = probe.main(["--recipe", "probe_generic", *data_argv(table, args), *model_argv,
                          "--num_train_epochs", str(args.probe_epochs), "--output_dir", str(out / "probe")])
     timings["probe"] = time.perf_counter() - start
 
     banner(f"3/4 Fine-tuning with the authors' Speech Commands recipe ({args.finetune_epochs} epoch(s))")
     start = time.perf_counter()
-    finetuned = finetune.main(["--recipe", str(RECIPES / "finetune_spc2.yaml"), *data_argv(table, args), *model_argv,
+    finetuned = finetune.main(["--recipe", "finetune_spc2", *data_argv(table, args), *model_argv,
                                "--num_train_epochs", str(args.finetune_epochs), "--warmup_epochs", "0.3",
                                "--output_dir", str(out / "finetune"), "--save_strategy", "no",
                                "--load_best_model_at_end", "false", "--eval_strategy", "epoch", "--use_cpu", "true",

@@ -18,7 +18,13 @@ from transformers import (
 
 from .configuration_audiomosaic import AudioMosaicConfig
 from .configuration_audiomosaic_ltu import AudioMosaicLtuConfig
-from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor, average_windows, load_audio
+from .feature_extraction_audiomosaic import (
+    AudioMosaicFeatureExtractor,
+    average_windows,
+    decode_audio,
+    load_audio,
+    resample,
+)
 from .modeling_audiomosaic import (
     AudioMosaicForAudioClassification,
     AudioMosaicForPreTraining,
@@ -61,7 +67,9 @@ __all__ = [
     "AudioMosaicPreTrainedModel",
     "average_windows",
     "contrastive_loss",
+    "decode_audio",
     "load_audio",
     "pool_audio_tokens",
+    "resample",
     "resize_position_embeddings",
 ]

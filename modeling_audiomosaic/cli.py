@@ -1,7 +1,11 @@
-"""`audiomosaic` command line: embeddings, classification, conversion, training, probing, analysis and publishing.
+"""`audiomosaic` command line: embeddings, classification and timelines, ONNX export, conversion, training, probing,
+analysis and publishing.
 
     audiomosaic embed clips/ --model runs/pretrain --output embeddings.npy
+    audiomosaic embed long.wav --model runs/pretrain --frames --output frames.safetensors
     audiomosaic classify a.wav b.flac --model runs/finetune --top_k 3
+    audiomosaic classify long.wav --model runs/finetune --timeline --format csv --plot timeline.png
+    audiomosaic export-onnx runs/finetune onnx/ --int8
     audiomosaic convert-official model_state_dict.pt converted/
     audiomosaic pretrain --recipe training/recipes/pretrain_tiny_cpu.yaml --output_dir runs/pretrain ...
     audiomosaic probe --recipe training/recipes/probe_generic.yaml --dataset meta.csv ...
@@ -9,11 +13,13 @@
     audiomosaic effective-rank meta.csv --audio_column filename --model runs/pretrain --output_dir runs/erank
     audiomosaic publish runs/finetune --hub_model_id me/model --push_to_hub
 
-`pretrain`, `finetune` and `probe` hand every argument to `training/pretrain.py`, `training/finetune.py` and
-`training/probe.py` (`audiomosaic finetune --help` lists theirs).
+`pretrain`, `finetune`, `probe`, `publish` and `effective-rank` hand every argument to the training package
+(`training/` in the repository, installed as `audiomosaic_training` with the `[train]` extra); `audiomosaic finetune
+--help` lists its arguments. `embed`, `classify` and `convert-official` need only the base install.
 """
 
 import argparse
+import csv
 import importlib
 import json
 import os
@@ -21,12 +27,16 @@ import sys
 from pathlib import Path
 
 
+# Commands of the `[train]` extra, dispatched to the `audiomosaic_training` package (the repository's `training/`).
 TRAINING_COMMANDS = {
-    "pretrain": ("training.pretrain", "contrastive pretraining (training/pretrain.py)"),
-    "finetune": ("training.finetune", "fine-tuning with transformers' Trainer (training/finetune.py)"),
-    "probe": ("training.probe", "linear / layer / weighted-sum / attentive probes (training/probe.py)"),
-    "publish": ("training.publish", "write a run's model card and upload it (training/publish.py)"),
-    "train-ltu": ("training.ltu", "audio-language model (LTU), one curriculum stage per run (training/ltu.py)"),
+    "pretrain": ("audiomosaic_training.pretrain", "contrastive pretraining (training/pretrain.py)"),
+    "finetune": ("audiomosaic_training.finetune", "fine-tuning with transformers' Trainer (training/finetune.py)"),
+    "probe": ("audiomosaic_training.probe", "linear / layer / weighted-sum / attentive probes (training/probe.py)"),
+    "publish": ("audiomosaic_training.publish", "write a run's model card and upload it (training/publish.py)"),
+    "effective-rank": ("audiomosaic_training.effective_rank",
+                       "effective rank of pooled representations under masking (+ PNG)"),
+    "train-ltu": ("audiomosaic_training.ltu",
+                  "audio-language model (LTU), one curriculum stage per run (training/ltu.py)"),
 }
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 TABLE_EXTENSIONS = {".csv", ".json", ".jsonl", ".parquet"}
@@ -51,14 +61,40 @@ def expand_inputs(inputs: list[str], audio_column: str = "audio") -> list:
                 raise ValueError(f"Folder {entry} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}).")
             items.extend(str(p) for p in files)
         elif path.suffix.lower() in TABLE_EXTENSIONS:
-            from training.data import open_audio_dataset
-
-            items.extend(open_audio_dataset(str(path), audio_column=audio_column)["audio"])
+            items.extend(read_audio_list(path, audio_column))
         else:
             items.append(str(path))
     if not items:
         raise ValueError("No audio inputs given.")
     return items
+
+
+def read_audio_list(path: Path, audio_column: str) -> list[str]:
+    """The `audio_column` of a CSV / JSON / JSONL / Parquet list, as paths resolved against the list's folder."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    elif suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError(f"{path} must hold a JSON list of records with a `{audio_column}` field.")
+    else:
+        try:
+            import pyarrow.parquet
+        except ImportError:
+            raise ValueError(f"Reading {path} needs pyarrow (pip install pyarrow), or give a CSV/JSON list.") from None
+        rows = pyarrow.parquet.read_table(path).to_pylist()
+    if not rows:
+        raise ValueError(f"{path} lists no audio.")
+    missing = [i for i, row in enumerate(rows) if not isinstance(row, dict) or not row.get(audio_column)]
+    if missing:
+        columns = sorted(rows[0]) if isinstance(rows[0], dict) else []
+        raise ValueError(f"{path}: row {missing[0]} has no `{audio_column}` value (--audio_column); its columns are "
+                         f"{columns}.")
+    return [str((path.parent / str(row[audio_column])).resolve()) for row in rows]
 
 
 def item_name(item) -> str:
@@ -69,24 +105,28 @@ def item_name(item) -> str:
     return "<audio>"
 
 
-def load_waveform(item, sampling_rate: int):
-    from training.data import decode_audio
-
-    return decode_audio(item, sampling_rate)
-
-
 def batched(items: list, size: int):
     for start in range(0, len(items), size):
         yield start, items[start: start + size]
 
 
-def _device(name: str | None):
+def resolve_device(name: str | None):
     import torch
 
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _progress(iterable, total: int, desc: str, enabled: bool = True):
+def _dtype(name: str, device):
+    """torch dtype of --dtype; reduced precision keeps the feature extractor in float32 (the model casts)."""
+    import torch
+
+    if name != "float32" and device.type == "cpu":
+        print(f"--dtype {name} on CPU: supported, but usually slower than float32 (no native half-precision matmul "
+              "on most CPUs; see benchmarks/RESULTS.md).", file=sys.stderr)
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def progress_bar(iterable, total: int, desc: str, enabled: bool = True):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
@@ -141,21 +181,23 @@ def embed(args: argparse.Namespace) -> Path:
     import numpy as np
     import torch
 
-    from . import AudioMosaicModel, average_windows
+    from . import AudioMosaicModel, average_windows, decode_audio
 
     output = Path(args.output)
     if output.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"--output must end in .npy or .safetensors, got {output.name}.")
     items = expand_inputs(args.inputs, args.audio_column)
-    device = _device(args.device)
-    model = AudioMosaicModel.from_pretrained(args.model).to(device).eval()
+    device = resolve_device(args.device)
+    model = AudioMosaicModel.from_pretrained(args.model, dtype=_dtype(args.dtype, device)).to(device).eval()
     fe = load_feature_extractor(args.model, args.max_length)
     layers = parse_layers(args.layers, model.config.num_hidden_layers + 1)
+    if args.frames:
+        return embed_frames(args, model, fe, items, layers, output)
     chunks = []
     with torch.no_grad():
-        for _, chunk in _progress(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
-                                  not args.quiet):
-            waveforms = [load_waveform(item, fe.sampling_rate) for item in chunk]
+        for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
+                                     not args.quiet):
+            waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
             inputs, clip_index, mask = featurize(fe, waveforms, args.window_hop, device)
             mask = mask.to(device) if (mask is not None and args.mask_padding) else None
             out = model(inputs, attention_mask=mask, output_hidden_states=layers is not None)
@@ -163,7 +205,7 @@ def embed(args: argparse.Namespace) -> Path:
                 values = out.pooler_output if not args.no_fc_norm else model.pool(out.last_hidden_state, out.token_mask)
             else:
                 values = torch.stack([model.pool(out.hidden_states[i], out.token_mask) for i in layers], dim=1)
-            chunks.append(average_windows(values, clip_index, len(chunk)).cpu())
+            chunks.append(average_windows(values.float(), clip_index, len(chunk)).cpu())
     embeddings = torch.cat(chunks)
     meta = {"files": [item_name(i) for i in items], "model": args.model,
             "layers": "pooled" if layers is None else layers,
@@ -181,6 +223,43 @@ def embed(args: argparse.Namespace) -> Path:
     return output
 
 
+def embed_frames(args: argparse.Namespace, model, fe, items: list, layers: list[int] | None, output: Path) -> Path:
+    """`embed --frames`: one vector per 160 ms patch row of every clip (see `embeddings.frame_embeddings`), all clips'
+    rows concatenated, with each row's clip and centre time."""
+    import numpy as np
+    import torch
+
+    from . import decode_audio
+    from .embeddings import frame_embeddings
+
+    frames, names = [], []
+    for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
+                                 not args.quiet):
+        waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
+        frames += frame_embeddings(model, fe, waveforms, layers=-1 if layers is None else layers,
+                                   window_hop=args.window_hop, batch_size=args.batch_size,
+                                   mask_padding=args.mask_padding)
+        names += [item_name(item) for item in chunk]
+    embeddings = torch.cat([f.embeddings for f in frames])
+    timestamps = torch.cat([f.timestamps for f in frames])
+    clip_index = torch.cat([torch.full((len(f.timestamps),), i) for i, f in enumerate(frames)])
+    meta = {"files": names, "model": args.model, "layers": "last" if layers is None else layers,
+            "shape": list(embeddings.shape), "frames_per_file": [len(f.timestamps) for f in frames],
+            "timestamps_seconds": [[round(t, 4) for t in f.timestamps.tolist()] for f in frames]}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".npy":
+        np.save(output, embeddings.numpy())
+        output.with_suffix(".json").write_text(json.dumps(meta))
+    else:
+        from safetensors.torch import save_file
+
+        meta.pop("timestamps_seconds")
+        save_file({"embeddings": embeddings.contiguous(), "timestamps": timestamps, "clip_index": clip_index},
+                  str(output), metadata={k: json.dumps(v) for k, v in meta.items()})
+    print(f"Wrote {tuple(embeddings.shape)} frame embeddings of {len(items)} clip(s) to {output}", file=sys.stderr)
+    return output
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # classify
 # ----------------------------------------------------------------------------------------------------------------------
@@ -189,22 +268,27 @@ def embed(args: argparse.Namespace) -> Path:
 def classify(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from . import AudioMosaicForAudioClassification, average_windows
+    from . import AudioMosaicForAudioClassification, average_windows, decode_audio
 
     items = expand_inputs(args.inputs, args.audio_column)
-    device = _device(args.device)
-    model = AudioMosaicForAudioClassification.from_pretrained(args.model).to(device).eval()
+    device = resolve_device(args.device)
+    model = AudioMosaicForAudioClassification.from_pretrained(args.model, dtype=_dtype(args.dtype, device))
+    model = model.to(device).eval()
     fe = load_feature_extractor(args.model, args.max_length)
+    if args.plot and not args.timeline:
+        raise ValueError("--plot draws a timeline: add --timeline.")
+    if args.timeline:
+        return classify_timeline(args, model, fe, items)
     multi_label = model.config.problem_type == "multi_label_classification"
     id2label = model.config.id2label
     top_k = min(args.top_k, model.config.num_labels)
     predictions = []
     with torch.no_grad():
-        for _, chunk in _progress(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Classifying",
-                                  not args.quiet and len(items) > args.batch_size):
-            waveforms = [load_waveform(item, fe.sampling_rate) for item in chunk]
+        for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Classifying",
+                                     not args.quiet and len(items) > args.batch_size):
+            waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
             inputs, clip_index, _ = featurize(fe, waveforms, args.window_hop, device)
-            logits = average_windows(model(inputs).logits, clip_index, len(chunk))
+            logits = average_windows(model(inputs).logits.float(), clip_index, len(chunk))
             scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
             values, indices = scores.topk(top_k, dim=-1)
             for item, row_values, row_indices in zip(chunk, values.tolist(), indices.tolist()):
@@ -215,6 +299,10 @@ def classify(args: argparse.Namespace) -> list[dict]:
                 })
     if args.format == "json":
         text = json.dumps(predictions, indent=2)
+    elif args.format == "csv":
+        lines = ["file," + ",".join(f"label_{i},score_{i}" for i in range(1, top_k + 1))]
+        lines += [",".join([p["file"], *[f"{x['label']},{x['score']}" for x in p["predictions"]]]) for p in predictions]
+        text = "\n".join(lines)
     else:
         width = max(len(p["file"]) for p in predictions)
         label_width = max(len(str(x["label"])) for p in predictions for x in p["predictions"])
@@ -230,53 +318,58 @@ def classify(args: argparse.Namespace) -> list[dict]:
     return predictions
 
 
+def classify_timeline(args: argparse.Namespace, model, fe, items: list) -> list[dict]:
+    """`classify --timeline`: per-segment scores (windows of the model's length) as a table, JSON or CSV, and with
+    --plot a heatmap PNG per file."""
+    from . import decode_audio
+    from .embeddings import classify_segments, plot_timeline, timelines_to_csv, timelines_to_table
+
+    timelines = []
+    for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Classifying",
+                                 not args.quiet and len(items) > args.batch_size):
+        waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
+        timelines += classify_segments(model, fe, waveforms, window_hop=args.window_hop, batch_size=args.batch_size,
+                                       names=[item_name(item) for item in chunk])
+    if args.plot:
+        plot = Path(args.plot)
+        for index, timeline in enumerate(timelines):
+            path = plot
+            if len(timelines) > 1:
+                path = plot.with_name(f"{plot.stem}_{index}_{Path(timeline.name).stem}.png")
+            plot_timeline(timeline, path, top_k=max(args.top_k, 5))
+            print(f"Wrote {path}", file=sys.stderr)
+    result = [{"file": t.name, "segments": t.top(args.top_k)} for t in timelines]
+    if args.format == "json":
+        text = json.dumps(result, indent=2)
+    elif args.format == "csv":
+        text = timelines_to_csv(timelines, args.top_k).rstrip("\n")
+    else:
+        text = timelines_to_table(timelines, args.top_k)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return result
+
+
 # ----------------------------------------------------------------------------------------------------------------------
-# effective-rank
+# export-onnx
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def effective_rank_command(args: argparse.Namespace) -> dict:
-    from . import AudioMosaicModel
-    from .analysis import effective_rank_analysis, plot_effective_rank
-    from training.data import decode_audio, filter_rows, open_audio_dataset
+def export_onnx_command(args: argparse.Namespace) -> dict:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise SystemExit("audiomosaic export-onnx needs onnx, onnxscript and onnxruntime: "
+                         "pip install \"modeling-audiomosaic[onnx]\"")
+    from .onnx_export import export_onnx
 
-    dataset = open_audio_dataset(args.data, args.split, args.audio_column, args.dataset_config_name)
-    if args.folds is not None:
-        if not args.fold_column or args.fold_column not in dataset.column_names:
-            raise ValueError(f"--folds needs --fold_column naming one of {dataset.column_names}.")
-        dataset = filter_rows(dataset, args.fold_column, args.folds)
-    if len(dataset) == 0:
-        raise ValueError(f"No clips left in {args.data} after fold filtering ({args.fold_column}={args.folds}).")
-    if args.max_samples is not None and args.max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=args.seed).select(range(args.max_samples))
-    device = _device(args.device)
-    model = AudioMosaicModel.from_pretrained(args.model).to(device).eval()
-    fe = load_feature_extractor(args.model, args.max_length)
-    audio = dataset["audio"]
-
-    def batches():
-        for _, chunk in _progress(batched(audio, args.batch_size), -(-len(audio) // args.batch_size), "Encoding",
-                                  not args.quiet):
-            waveforms = [decode_audio(value, fe.sampling_rate) for value in chunk]
-            yield fe(waveforms, sampling_rate=fe.sampling_rate, return_tensors="pt")["input_values"]
-
-    maskings = [m.strip() for m in args.maskings.split(",") if m.strip()]
-    results = effective_rank_analysis(model, batches(), maskings, time_ratio=args.time_ratio,
-                                      freq_ratio=args.freq_ratio, unstructured_ratio=args.unstructured_ratio,
-                                      use_fc_norm=not args.no_fc_norm, center=args.center, seed=args.seed,
-                                      device=device)
-    results["model"] = args.model
-    results["data"] = args.data
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "effective_rank.json").write_text(json.dumps(results, indent=2))
-    png = plot_effective_rank(results, output_dir / "effective_rank.png",
-                              title=f"Effective rank, {len(audio)} clips of {Path(args.data).name}")
-    for masking, values in results["maskings"].items():
-        print(f"{masking:>15}: effective rank {values['effective_rank']:.2f} of {values['dim']} "
-              f"({values['kept_tokens']} tokens kept)")
-    print(f"Wrote {output_dir / 'effective_rank.json'} and {png}", file=sys.stderr)
-    return results
+    result = export_onnx(args.model_dir, args.out_dir, task=args.task, opset=args.opset, int8=args.int8)
+    for length, error in result["max_abs_error"].items():
+        print(f"onnxruntime vs PyTorch at {length} frames: max |error| {error:.2e}", file=sys.stderr)
+    print(f"Wrote the {result['task']} to {', '.join(result['files'])}", file=sys.stderr)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -294,6 +387,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="hop between windows of clips longer than max_length (default max_length // 2); "
                              "window outputs are averaged per clip")
     parser.add_argument("--audio_column", default="audio", help="audio column of CSV/JSON/Parquet inputs")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="model precision (the features stay float32; outputs are written as float32)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -315,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask_padding", action="store_true",
                    help="exclude padded frames from attention and pooling (the checkpoints were trained with "
                         "padding included)")
+    p.add_argument("--frames", action="store_true",
+                   help="time-aligned embeddings: one vector per 160 ms patch row (tokens of the row averaged over "
+                        "frequency; --layers picks the block, default the last), all files' rows concatenated, with "
+                        "their centre times and clip index (in the .json / .safetensors); long clips are windowed "
+                        "(--window_hop must then be a multiple of 16) and each row comes from the window where it is "
+                        "most central")
     _add_common(p)
     p.set_defaults(func=embed)
 
@@ -323,10 +424,30 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the training length are split into windows whose logits are averaged.")
     p.add_argument("inputs", nargs="+", help="audio files, folders, or CSV/JSON/Parquet lists")
     p.add_argument("--top_k", type=int, default=5, help="labels per clip (default 5)")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.add_argument("--output", default=None, help="write to this file instead of stdout")
+    p.add_argument("--timeline", action="store_true",
+                   help="per-segment scores instead of one prediction per clip: each window of the model's length "
+                        "(--window_hop apart) is a segment with its start/end in seconds and top-k labels "
+                        "(sigmoid for multi-label models, softmax otherwise)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="with --timeline: draw the timeline (time x top classes heatmap); several inputs get "
+                        "FILE_<index>_<name>.png (needs matplotlib)")
     _add_common(p)
     p.set_defaults(func=classify)
+
+    p = sub.add_parser("export-onnx", help="export an encoder or classifier to ONNX (dynamic batch and length)",
+                       description="Export an AudioMosaic folder to OUT_DIR/model.onnx with dynamic batch size and "
+                                   "number of frames (16 to the model's max_length), checked against PyTorch at "
+                                   "several lengths; the feature extractor config and config.json are written "
+                                   "beside it. Needs onnx and onnxruntime.")
+    p.add_argument("model_dir", help="AudioMosaic folder (encoder, pretraining or classifier)")
+    p.add_argument("out_dir", help="output folder")
+    p.add_argument("--task", choices=("auto", "classifier", "encoder"), default="auto",
+                   help="what to export (auto: the classifier when the folder holds one)")
+    p.add_argument("--int8", action="store_true", help="also write model_int8.onnx (dynamic int8 quantisation)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.set_defaults(func=export_onnx_command)
 
     from .convert_official import build_parser as convert_parser
     from .convert_official import run as convert_run
@@ -348,34 +469,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert_ltu_parser(p)
     p.set_defaults(func=convert_ltu_run)
 
-    p = sub.add_parser("effective-rank", help="effective rank of pooled representations under masking (+ PNG)",
-                       description="Effective rank of the pooled representations of a dataset under inference-time "
-                                   "masking (none / unstructured / time / frequency / time_frequency); writes "
-                                   "effective_rank.json and a bar chart effective_rank.png.")
-    p.add_argument("data", help="audio folder, CSV/JSON/Parquet list, save_to_disk folder or Hub dataset")
-    p.add_argument("--model", required=True, help="AudioMosaic checkpoint folder or Hub id")
-    p.add_argument("--output_dir", required=True, help="where the JSON and PNG go")
-    p.add_argument("--audio_column", default="audio", help="audio column (default 'audio')")
-    p.add_argument("--split", default="train", help="split of a Hub / save_to_disk dataset")
-    p.add_argument("--dataset_config_name", default=None, help="Hub dataset configuration")
-    p.add_argument("--fold_column", default=None, help="column holding folds")
-    p.add_argument("--folds", default=None, help="comma-separated folds to keep")
-    p.add_argument("--max_samples", type=int, default=None, help="random subset of this many clips")
-    p.add_argument("--maskings", default="none,unstructured,time_frequency",
-                   help="comma-separated from none, unstructured, time, frequency, time_frequency")
-    p.add_argument("--time_ratio", type=float, default=0.6, help="share of time rows dropped (default 0.6)")
-    p.add_argument("--freq_ratio", type=float, default=0.4, help="share of frequency columns dropped (default 0.4)")
-    p.add_argument("--unstructured_ratio", type=float, default=None,
-                   help="share of tokens dropped by unstructured masking (default: keep as many as time_frequency)")
-    p.add_argument("--no_fc_norm", action="store_true", help="rank of the token mean without fc_norm")
-    p.add_argument("--center", action="store_true", help="remove the feature mean before the SVD")
-    p.add_argument("--seed", type=int, default=0, help="seed of the masks and of the subset")
-    p.add_argument("--batch_size", type=int, default=32, help="clips per forward pass")
-    p.add_argument("--device", default=None, help="cpu / cuda")
-    p.add_argument("--max_length", type=int, default=None, help="frames per clip (default: the checkpoint's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=effective_rank_command)
-
     for name, (_, help_text) in TRAINING_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -386,11 +479,11 @@ def run_training_command(name: str, argv: list[str]):
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name in (module_name, "training"):
-            raise SystemExit(
-                f"audiomosaic {name}: {module_name} is not available in this installation ({error})."
-            ) from None
-        raise
+        # The training package itself or one of the extra's dependencies (accelerate, datasets, ...) is missing.
+        raise SystemExit(
+            f"audiomosaic {name}: needs the training extra: pip install 'modeling-audiomosaic[train]' "
+            f"(missing module: {error.name})."
+        ) from None
     return module.main(argv)
 
 

@@ -69,8 +69,21 @@ PREPROCESSING_BY_LENGTH = {
 }
 
 
+# AudioSet's ontology: the only multi-label task of the authors' releases (AS-20K, AS-2M and their probes).
+AUDIOSET_NUM_CLASSES = 527
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
+
+
 class ConversionError(ValueError):
     """The checkpoint cannot be converted; the message lists the offending keys."""
+
+
+def describe_keys(state_dict: dict[str, torch.Tensor], limit: int = 24) -> str:
+    """The checkpoint's keys for an error message: the first `limit` (sorted) with their shapes, then a count."""
+    keys = sorted(state_dict)
+    listed = ", ".join(f"{key} {tuple(state_dict[key].shape)}" for key in keys[:limit])
+    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+    return f"it holds {len(keys)} keys: {listed}{more}"
 
 
 def load_official_checkpoint(src: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -122,8 +135,23 @@ def detect_classifier_type(state_dict: dict[str, torch.Tensor], release_config: 
         return "linear"
     raise ConversionError(
         "Cannot tell what this checkpoint is: it has neither a projector (`projector.*`), a classification head "
-        "(`head.*`), probe weights (`layer_weights`, `attn_query`) nor an AASIST back-end (`LL.*`)."
+        "(`head.*`), probe weights (`layer_weights`, `attn_query`) nor an AASIST back-end (`LL.*`); "
+        + describe_keys(state_dict)
     )
+
+
+def infer_problem_type(num_labels: int, release_config: dict, problem_type: str | None = None) -> str:
+    """`problem_type` if given, else the release config's (`problem_type`, or `multi_label: true`), else multi-label for
+    AudioSet's 527 classes (its heads were trained with BCE: sigmoid scores) and single-label otherwise."""
+    if problem_type is None:
+        problem_type = release_config.get("problem_type")
+    if problem_type is None and "multi_label" in release_config:
+        problem_type = PROBLEM_TYPES[bool(release_config["multi_label"])]
+    if problem_type is None:
+        problem_type = PROBLEM_TYPES[num_labels == AUDIOSET_NUM_CLASSES]
+    if problem_type not in PROBLEM_TYPES:
+        raise ConversionError(f"Unknown problem_type {problem_type!r}; expected one of {PROBLEM_TYPES}.")
+    return problem_type
 
 
 def infer_config(
@@ -132,13 +160,16 @@ def infer_config(
     classifier_type: str | None,
     num_heads: int | None = None,
     probe_layer: int | None = None,
+    problem_type: str | None = None,
 ) -> AudioMosaicConfig:
     """Sizes from tensor shapes; head count, pooling, drop path and probe layer from the release config or the
-    arguments (head count defaults to width / 64, as in ViT-B)."""
+    arguments (head count defaults to width / 64, as in ViT-B); the problem type as `infer_problem_type` says."""
     required = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
     missing = [key for key in required if key not in state_dict]
     if missing:
-        raise ConversionError(f"Not an AudioMosaic encoder checkpoint: missing keys {missing}.")
+        raise ConversionError(
+            f"Not an AudioMosaic encoder checkpoint: missing keys {missing}; {describe_keys(state_dict)}"
+        )
     hidden_size = state_dict["cls_token"].shape[-1]
     patch_size = state_dict["patch_embed.proj.weight"].shape[-1]
     spec_size = release_config.get("spec_size")
@@ -174,6 +205,7 @@ def infer_config(
     else:
         kwargs["classifier_type"] = classifier_type
         kwargs["num_labels"] = 2 if classifier_type == "aasist" else state_dict["head.weight"].shape[0]
+        kwargs["problem_type"] = infer_problem_type(kwargs["num_labels"], release_config, problem_type)
         if classifier_type == "layer_probe":
             kwargs["probe_layer"] = probe_layer if probe_layer is not None else release_config.get("probe_layer", 0)
         if classifier_type == "attentive_probe":
@@ -255,17 +287,23 @@ def convert(
     probe_layer: int | None = None,
     classifier_type: str | None = None,
     max_length: int | None = None,
+    problem_type: str | None = None,
 ) -> Path:
     """Convert `src` and write a transformers folder to `out_dir`; returns `out_dir`. With `max_length` the
     positional embeddings are resized to that many frames the way the authors' fine-tuning loader does (e.g. a 10 s
-    pretrained encoder prepared for 1 s Speech Commands clips)."""
+    pretrained encoder prepared for 1 s Speech Commands clips). Classifiers get `problem_type`
+    "multi_label_classification" (sigmoid scores in `pipeline`) for AudioSet's 527 classes or when the release config
+    says so, unless `problem_type` is given."""
     state_dict, release_config = load_official_checkpoint(src)
     detected = detect_classifier_type(state_dict, release_config)
     if classifier_type is not None:
         if detected is None:
             raise ConversionError("`classifier_type` was given but the checkpoint is a pretraining checkpoint.")
         detected = classifier_type
-    config = infer_config(state_dict, release_config, detected, num_heads=num_heads, probe_layer=probe_layer)
+    if problem_type is not None and detected is None:
+        raise ConversionError("`problem_type` was given but the checkpoint is a pretraining checkpoint (no head).")
+    config = infer_config(state_dict, release_config, detected, num_heads=num_heads, probe_layer=probe_layer,
+                          problem_type=problem_type)
     if labels is not None:
         id2label = read_labels(labels)
         if len(id2label) != config.num_labels:
@@ -292,6 +330,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--probe-layer", type=int, default=None, help="block read by a layer probe")
     parser.add_argument("--max-length", type=int, default=None,
                         help="resize the positional embeddings to this many frames (authors' interpolation)")
+    parser.add_argument("--problem-type", choices=PROBLEM_TYPES, default=None,
+                        help="override the head's problem type (default: multi-label for 527 AudioSet classes or when "
+                             "the release config says so, else single-label)")
     return parser
 
 
@@ -302,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> None:
     out_dir = convert(args.src, args.out_dir, num_heads=args.num_heads, labels=args.labels,
-                      probe_layer=args.probe_layer, classifier_type=args.classifier_type, max_length=args.max_length)
+                      probe_layer=args.probe_layer, classifier_type=args.classifier_type, max_length=args.max_length,
+                      problem_type=args.problem_type)
     print(f"Wrote {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
 
 

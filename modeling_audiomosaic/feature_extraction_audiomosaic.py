@@ -7,10 +7,12 @@ use_energy=False, window_type="hanning", num_mel_bins=128, dither=0.0, frame_shi
 truncated in the log-Mel domain to a fixed number of frames, then normalised with `(x - mean) / (2 * std)`.
 
 This file is self-contained so that it can be shipped as Hugging Face Hub remote code: it only imports torch,
-torchaudio, numpy, soundfile, transformers and the standard library.
+numpy, soundfile, transformers and the standard library. torchaudio is not needed: the Kaldi Mel bank and the
+authors' resampler (`torchaudio.functional.resample` defaults) are reproduced below, bit for bit.
 """
 
 import functools
+import io
 import math
 import numbers
 import os
@@ -19,7 +21,6 @@ from typing import NamedTuple
 import numpy as np
 import soundfile
 import torch
-import torchaudio
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, logging
@@ -76,12 +77,9 @@ def _kaldi_constants(num_mel_bins: int, sampling_rate: int, device: torch.device
     fft_length = 1 << (window_length - 1).bit_length()
     # Kaldi's "hanning" is the symmetric Hann window 0.5 - 0.5 cos(2 pi n / (N - 1)).
     window = torch.hann_window(window_length, periodic=False, dtype=torch.float32, device=device)
-    # Reuse torchaudio's Kaldi Mel bank (same arguments as `kaldi.fbank` defaults) rather than re-deriving it.
-    # It has fft_length // 2 columns: the Nyquist bin gets no weight, so it is never computed below.
-    mel_bank, _ = torchaudio.compliance.kaldi.get_mel_banks(
-        num_mel_bins, fft_length, float(sampling_rate), _LOW_FREQ, 0.0, 100.0, -500.0, 1.0
-    )
-    mel_t = mel_bank.T.float()
+    # fft_length // 2 columns: the Nyquist bin gets no weight in Kaldi's bank, so it is never computed below.
+    mel_bank = _kaldi_mel_bank(num_mel_bins, fft_length, sampling_rate)
+    mel_t = mel_bank.T
     groups = []
     for group in torch.arange(num_mel_bins).tensor_split(min(_MEL_GROUPS, num_mel_bins)):
         start, end = int(group[0]), int(group[-1]) + 1
@@ -90,6 +88,79 @@ def _kaldi_constants(num_mel_bins: int, sampling_rate: int, device: torch.device
         low, high = (used_bins[0], used_bins[-1] + 1) if used_bins else (0, 1)
         groups.append((start, end, low, high, mel_t[low:high, start:end].contiguous().to(device)))
     return _KaldiConstants(window_length, window_shift, fft_length, window, tuple(groups))
+
+
+def _kaldi_mel_bank(num_mel_bins: int, fft_length: int, sampling_rate: int) -> torch.Tensor:
+    """Kaldi's triangular Mel filters (num_mel_bins, fft_length // 2), lowest edge 20 Hz, highest the Nyquist.
+
+    The float32 operations are those of `torchaudio.compliance.kaldi.get_mel_banks` in the same order, so the bank is
+    bit-identical to the one the authors' `kaldi.fbank` used. transformers' `mel_filter_bank(mel_scale="kaldi",
+    triangularize_in_mel_space=True)` computes the same filters in float64, which moves weights by up to 1.4e-5 and
+    log-Mel values by more than the rounding of the rest of the pipeline (benchmarks/bench_frontend_choices.py).
+    """
+    low_mel = 1127.0 * math.log(1.0 + _LOW_FREQ / 700.0)
+    high_mel = 1127.0 * math.log(1.0 + 0.5 * sampling_rate / 700.0)
+    mel_delta = (high_mel - low_mel) / (num_mel_bins + 1)
+    filters = torch.arange(num_mel_bins).unsqueeze(1)
+    left = low_mel + filters * mel_delta
+    centre = low_mel + (filters + 1.0) * mel_delta
+    right = low_mel + (filters + 2.0) * mel_delta
+    bin_mel = (1127.0 * (1.0 + sampling_rate / fft_length * torch.arange(fft_length / 2) / 700.0).log()).unsqueeze(0)
+    up_slope = (bin_mel - left) / (centre - left)
+    down_slope = (right - bin_mel) / (right - centre)
+    return torch.max(torch.zeros(1), torch.min(up_slope, down_slope))
+
+
+# Sinc resampling parameters of `torchaudio.functional.resample`'s defaults, which the authors' loader uses.
+_RESAMPLE_ZERO_CROSSINGS = 6
+_RESAMPLE_ROLLOFF = 0.99
+
+
+@functools.lru_cache(maxsize=16)
+def _sinc_resample_kernel(
+    orig_freq: int, new_freq: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, int]:
+    """Hann-windowed sinc kernels (new_freq, 1, taps) for rates already divided by their gcd, and the padding width.
+
+    Same float operations as torchaudio's `_get_sinc_resample_kernel` (method "sinc_interp_hann"): one kernel per
+    output phase, applied with a strided convolution.
+    """
+    base_freq = min(orig_freq, new_freq) * _RESAMPLE_ROLLOFF
+    width = math.ceil(_RESAMPLE_ZERO_CROSSINGS * orig_freq / base_freq)
+    idx = torch.arange(-width, width + orig_freq, dtype=dtype, device=device)[None, None] / orig_freq
+    t = torch.arange(0, -new_freq, -1, dtype=dtype, device=device)[:, None, None] / new_freq + idx
+    t *= base_freq
+    t = t.clamp_(-_RESAMPLE_ZERO_CROSSINGS, _RESAMPLE_ZERO_CROSSINGS)
+    window = torch.cos(t * math.pi / _RESAMPLE_ZERO_CROSSINGS / 2) ** 2
+    t *= math.pi
+    kernels = torch.where(t == 0, torch.tensor(1.0).to(t), t.sin() / t)
+    kernels *= window * (base_freq / orig_freq)
+    return kernels, width
+
+
+def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor:
+    """Resample `waveform` (..., samples) from `orig_freq` to `new_freq` Hz, as the authors' loader does.
+
+    Band-limited sinc interpolation with a Hann window, 6 zero crossings and roll-off 0.99: the algorithm and the
+    float operations of `torchaudio.functional.resample` with its default arguments, so outputs are identical to it
+    (benchmarks/bench_frontend_choices.py compares it with torchaudio and soxr). Kernels are cached per rate pair.
+    """
+    orig_freq = _check_positive_int(orig_freq, "orig_freq")
+    new_freq = _check_positive_int(new_freq, "new_freq")
+    if not waveform.is_floating_point():
+        raise ValueError(f"`waveform` must be a floating-point tensor, got dtype {waveform.dtype}.")
+    if orig_freq == new_freq:
+        return waveform
+    gcd = math.gcd(orig_freq, new_freq)
+    orig_freq, new_freq = orig_freq // gcd, new_freq // gcd
+    kernel, width = _sinc_resample_kernel(orig_freq, new_freq, waveform.device, waveform.dtype)
+    shape = waveform.shape
+    flat = waveform.reshape(-1, shape[-1])
+    padded = torch.nn.functional.pad(flat, (width, width + orig_freq))
+    resampled = torch.nn.functional.conv1d(padded[:, None], kernel, stride=orig_freq)
+    resampled = resampled.transpose(1, 2).reshape(flat.shape[0], -1)
+    target_length = int(torch.ceil(torch.as_tensor(new_freq * shape[-1] / orig_freq)))
+    return resampled[..., :target_length].reshape(*shape[:-1], -1)
 
 
 class _Scratch(NamedTuple):
@@ -132,11 +203,29 @@ def _log_mel_block(frames: torch.Tensor, out: torch.Tensor, constants: _KaldiCon
     torch.clamp_min(scratch.mel[:n], _LOG_FLOOR, out=mel).log_()
 
 
+def _read_with_soundfile(source: str | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
+    try:
+        data, file_rate = soundfile.read(source, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"Could not decode audio {name}: {error}") from error
+    if data.size == 0:
+        raise ValueError(f"Audio {name} contains no samples.")
+    return data.T, file_rate
+
+
+def _mono_at_rate(channels: np.ndarray, rate: int, sampling_rate: int) -> np.ndarray:
+    """As the authors' loader: resample every channel of (channels, samples) first, then average the channels."""
+    waveform = torch.from_numpy(np.ascontiguousarray(channels, dtype=np.float32))
+    if rate != sampling_rate:
+        waveform = resample(waveform, rate, sampling_rate)
+    return waveform.mean(dim=0).numpy()
+
+
 def load_audio(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarray:
     """Read an audio file with soundfile (wav, flac, ogg, ...) as float32 mono at `sampling_rate`.
 
-    Follows the authors' loader: resample every channel with `torchaudio.functional.resample` (default
-    arguments) when the file rate differs, then average the channels.
+    Follows the authors' loader: resample every channel with `resample` (torchaudio's default sinc resampling)
+    when the file rate differs, then average the channels.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -148,16 +237,32 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarra
         raise FileNotFoundError(f"Audio file not found: {path!r}.")
     if not os.path.isfile(path):
         raise ValueError(f"Audio path {path!r} is not a regular file.")
-    try:
-        data, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise ValueError(f"Could not decode audio file {path!r}: {error}") from error
-    if data.size == 0:
-        raise ValueError(f"Audio file {path!r} contains no samples.")
-    waveform = torch.from_numpy(np.ascontiguousarray(data.T))
-    if file_rate != sampling_rate:
-        waveform = torchaudio.functional.resample(waveform, file_rate, sampling_rate)
-    return waveform.mean(dim=0).numpy()
+    channels, file_rate = _read_with_soundfile(path, f"file {path!r}")
+    return _mono_at_rate(channels, file_rate, sampling_rate)
+
+
+def decode_audio(value: str | os.PathLike | dict, sampling_rate: int = 16000) -> np.ndarray:
+    """Mono float32 waveform at `sampling_rate` from a path, a `datasets` audio dict with `path` and/or `bytes`
+    (an undecoded `Audio` column), or a decoded `{"array", "sampling_rate"}` dict ((samples,) or (channels,
+    samples)). Raises `ValueError`/`FileNotFoundError` naming the file on failure."""
+    sampling_rate = _check_positive_int(sampling_rate, "sampling_rate")
+    if isinstance(value, (str, os.PathLike)):
+        return load_audio(value, sampling_rate=sampling_rate)
+    if isinstance(value, dict) and value.get("array") is not None:
+        if value.get("sampling_rate") is None:
+            raise ValueError("A decoded audio dict needs both `array` and `sampling_rate`.")
+        channels = np.asarray(value["array"], dtype=np.float32)
+        return _mono_at_rate(channels[None] if channels.ndim == 1 else channels, int(value["sampling_rate"]),
+                             sampling_rate)
+    if isinstance(value, dict) and value.get("bytes"):
+        channels, rate = _read_with_soundfile(io.BytesIO(value["bytes"]), repr(value.get("path") or "<bytes>"))
+        return _mono_at_rate(channels, rate, sampling_rate)
+    if isinstance(value, dict) and value.get("path"):
+        return load_audio(value["path"], sampling_rate=sampling_rate)
+    raise ValueError(
+        f"Cannot read audio from a {type(value).__name__} ({str(value)[:200]}); expected a file path, a dict with "
+        "`path`/`bytes`, or a dict with `array` and `sampling_rate`."
+    )
 
 
 def average_windows(
@@ -276,7 +381,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         sampling_rate: int | None = None,
         padding: bool | str | PaddingStrategy = "max_length",
         max_length: int | None = None,
-        truncation: bool = True,
+        truncation: bool | None = None,
         pad_to_multiple_of: int | None = None,
         return_attention_mask: bool | None = None,
         return_tensors: str | TensorType | None = None,
@@ -297,18 +402,20 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
                 float16/32/64 samples are used as they are; int16 and int32 arrays are scaled to [-1, 1] by 2**15
                 and 2**31. Python lists are read as float sample values.
             sampling_rate (`int`, *optional*):
-                Rate of the array inputs; they are resampled to `self.sampling_rate` with
-                `torchaudio.functional.resample` when it differs. File paths are read at their own rate. It is
-                strongly recommended to pass it to prevent silent errors.
+                Rate of the array inputs; they are resampled to `self.sampling_rate` with `resample` (torchaudio's
+                default sinc resampling, without torchaudio) when it differs. File paths are read at their own rate.
+                It is strongly recommended to pass it to prevent silent errors.
             padding (`str`, `bool` or [`~utils.PaddingStrategy`], *optional*, defaults to `"max_length"`):
                 `"max_length"`: every clip is padded/truncated to `max_length` frames (how the checkpoints were
                 trained). `"longest"` (or `True`): pad to the longest clip of the batch (still truncated to
                 `max_length` unless `truncation=False`); the attention mask is then returned.
             max_length (`int`, *optional*):
                 Overrides `self.max_length` for this call.
-            truncation (`bool`, *optional*, defaults to `True`):
-                Keep at most `max_length` frames per clip. With `False` no frame is dropped and the output length
-                is at least the longest clip.
+            truncation (`bool`, *optional*):
+                Keep at most `max_length` frames per clip (the default). With `False` no frame is dropped and the
+                output length is at least the longest clip. Left unset, cutting a clip logs a warning once (e.g. a
+                long recording given to `pipeline("audio-classification")`, which only sees the first `max_length`
+                frames); pass `True` to truncate silently.
             pad_to_multiple_of (`int`, *optional*):
                 Round the number of frames up to a multiple of this (e.g. 16, the patch size).
             return_attention_mask (`bool`, *optional*):
@@ -383,7 +490,16 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
             input_values = features[window_clip_index[:, None], frame_index]
             attention_mask = valid[window_clip_index[:, None], frame_index]
         else:
-            if truncation:
+            if truncation is None and max(num_frames) > max_length:
+                logger.warning_once(
+                    f"{self.__class__.__name__}: audio longer than max_length ({max_length} frames = "
+                    f"{max_length / 100:g} s) is truncated to its first {max_length} frames; only they are classified "
+                    "or embedded (this is what pipeline('audio-classification') does with long audio). For long "
+                    "recordings use long_audio='window' with average_windows, or the segment timeline of "
+                    "modeling_audiomosaic.embeddings.classify_segments / `audiomosaic classify --timeline`. Pass "
+                    "truncation=True to truncate without this warning."
+                )
+            if truncation is not False:
                 num_frames = [min(frames, max_length) for frames in num_frames]
             longest = max(num_frames)
             num_rows = longest if padding_strategy == PaddingStrategy.LONGEST else max(max_length, longest)
@@ -493,7 +609,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         for clip, raw_mean in zip(clips, raw_means, strict=True):
             samples = clip.samples
             if clip.sampling_rate != self.sampling_rate:
-                samples = torchaudio.functional.resample(samples, clip.sampling_rate, self.sampling_rate)
+                samples = resample(samples, clip.sampling_rate, self.sampling_rate)
             # As in the authors' loader: resample first, then average the channels.
             if samples.dim() == 2:
                 samples = samples.mean(dim=0)
@@ -604,7 +720,7 @@ def _padding_strategy(padding: bool | str | PaddingStrategy) -> PaddingStrategy:
 
 
 def _resampled_length(length: int, orig_freq: int, new_freq: int) -> int:
-    """Output length of `torchaudio.functional.resample`, with its own float32 arithmetic."""
+    """Output length of `resample`, with its float32 arithmetic."""
     if orig_freq == new_freq:
         return length
     gcd = math.gcd(orig_freq, new_freq)
@@ -665,4 +781,4 @@ def _to_float_tensor(samples: np.ndarray | torch.Tensor, name: str, allow_channe
     return torch.from_numpy(array)
 
 
-__all__ = ["AudioMosaicFeatureExtractor", "PRESETS", "average_windows", "load_audio"]
+__all__ = ["AudioMosaicFeatureExtractor", "PRESETS", "average_windows", "decode_audio", "load_audio", "resample"]

@@ -136,7 +136,9 @@ class AudioMosaicLtuProcessor(ProcessorMixin):
         if answers is not None:
             data["labels"] = [pad(labels, IGNORE_INDEX) for labels in label_rows]
         if audio is not None:
-            features = self.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors=return_tensors)
+            # Every clip is padded/truncated to the encoder's length, as in the authors' data preparation.
+            features = self.feature_extractor(audio, sampling_rate=sampling_rate, truncation=True,
+                                              return_tensors=return_tensors)
             data["input_values"] = features["input_values"]
         return BatchFeature(data, tensor_type=return_tensors)
 

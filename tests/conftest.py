@@ -19,6 +19,15 @@ DATA = SHARED / "data"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~30 s on a 2-core CPU; deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "shared: needs ../shared (the authors' parity fixtures or real audio); skipped "
+                                       "where it is absent, selected with -m shared")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that uses the ../shared fixtures is marked `shared`, so `-m "not shared"` runs anywhere."""
+    for item in items:
+        if {"data_dir", "fixtures_dir", "ltu_fixtures_dir", "manifest"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +56,35 @@ def data_dir() -> Path:
     return DATA
 
 
+def torchaudio_loads() -> bool:
+    try:
+        import torchaudio  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def check_pipeline_resamples_dict(classifier, array, sampling_rate: int, check_result, **call_kwargs) -> None:
+    """transformers' audio-classification pipeline resamples `{"array", "sampling_rate"}` inputs itself, with
+    torchaudio: with torchaudio the result goes to `check_result`; without it the pipeline must say it needs it."""
+    inputs = {"array": array, "sampling_rate": sampling_rate}
+    if torchaudio_loads():
+        check_result(classifier(inputs, **call_kwargs))
+    else:
+        with pytest.raises(ImportError, match="torchaudio is required to resample"):
+            classifier(inputs, **call_kwargs)
+
+
+def import_torchaudio():
+    """torchaudio, the independent reference for the front end, or skip: it is optional (the `[torchaudio]` extra) and
+    a build made for another torch fails to load with OSError rather than ImportError."""
+    try:
+        import torchaudio
+    except (ImportError, OSError) as error:
+        pytest.skip(f"torchaudio (the reference implementation) cannot be imported here: {error}")
+    return torchaudio
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print the parity tables (max |error| per fixture tensor) of the parity tests that ran."""
     modules = __import__("sys").modules
@@ -59,20 +97,52 @@ def pytest_terminal_summary(terminalreporter):
                 terminalreporter.write_line(f"{name:70s} {table[name]:.2e}")
 
 
-def write_speechcommands_subset(data_dir: Path, words: list[str], per_word_and_fold: int, audio_column: str,
-                                csv_path: Path) -> Path:
-    """Write a CSV of `per_word_and_fold` Speech Commands clips per word in folds 1 and 5 (absolute paths, no audio
-    copied); skips the test when the data set is absent."""
+# Classes of the generated set: a harmonic tone each (fundamental in Hz), so that a model can tell them apart.
+SYNTHETIC_LABELS = {"low": 220.0, "mid": 880.0, "high": 3520.0}
+
+
+@pytest.fixture(scope="session")
+def synthetic_clips(tmp_path_factory) -> Path:
+    """A small labelled audio set written by the test session, laid out like ../shared/data's sets, so that unit tests
+    run anywhere: `meta.csv` (filename, label, fold) and `audio/<label>/<name>.flac|.wav`; 4 clips per class in each
+    of folds 1-5, 16 kHz mono, 0.6-1 s of a harmonic tone with vibrato, noise and a random gain."""
     import csv
 
-    root = data_dir / "speechcommands_test"
-    if not (root / "meta.csv").is_file():
-        pytest.skip(f"speechcommands_test not found in {data_dir}")
+    import numpy as np
+    import soundfile
+
+    root = tmp_path_factory.mktemp("synthetic_clips")
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, fundamental in SYNTHETIC_LABELS.items():
+        (root / "audio" / label).mkdir(parents=True)
+        for fold in range(1, 6):
+            for k in range(4):
+                t = np.arange(int(16000 * rng.uniform(0.6, 1.0))) / 16000
+                pitch = fundamental * (1 + 0.01 * np.sin(2 * np.pi * rng.uniform(3, 6) * t))
+                phase = 2 * np.pi * np.cumsum(pitch) / 16000
+                tone = sum(np.sin(h * phase) / h for h in (1, 2, 3))
+                clip = rng.uniform(0.05, 0.3) * tone + 0.01 * rng.standard_normal(t.size)
+                name = f"audio/{label}/{label}_{fold}_{k}.{'flac' if k % 2 else 'wav'}"
+                soundfile.write(root / name, clip.astype(np.float32), 16000)
+                rows.append((name, label, fold))
+    with open(root / "meta.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "label", "fold"])
+        writer.writerows(rows)
+    return root
+
+
+def write_subset(root: Path, labels: list[str], per_label_and_fold: int, audio_column: str, csv_path: Path) -> Path:
+    """Write a CSV of `per_label_and_fold` clips per label in folds 1 and 5 of a set laid out like ../shared/data's
+    (`root/meta.csv` with filename, label, fold), with absolute paths (no audio copied)."""
+    import csv
+
     rows, counts = [], {}
     with open(root / "meta.csv") as handle:
         for row in csv.DictReader(handle):
             key = (row["label"], row["fold"])
-            if row["label"] in words and row["fold"] in ("1", "5") and counts.get(key, 0) < per_word_and_fold:
+            if row["label"] in labels and row["fold"] in ("1", "5") and counts.get(key, 0) < per_label_and_fold:
                 counts[key] = counts.get(key, 0) + 1
                 rows.append(row)
     with open(csv_path, "w", newline="") as handle:

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
 from modeling_audiomosaic.modeling_audiomosaic import resize_position_embeddings
-from training import finetune
-from training.finetune import (
+from audiomosaic_training import finetune
+from audiomosaic_training.finetune import (
     AudioClassificationDataset,
     AudioFeatureCollator,
     AudioMosaicTrainer,
@@ -28,16 +28,14 @@ from training.finetune import (
 RECIPES = Path(finetune.__file__).resolve().parent / "recipes"
 FINETUNE_RECIPES = sorted(p.name for p in RECIPES.glob("finetune_*.yaml"))
 TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,projection_hidden_size=32,projection_dim=16"
-WORDS = ["yes", "no", "up"]
+WORDS = ["low", "mid", "high"]
 
 
 @pytest.fixture(scope="module")
-def clips(data_dir) -> Path:
-    """A CSV of 12 Speech Commands clips (3 words x 2 per fold, folds 1 and 5) with single-label, multi-label and
+def clips(synthetic_clips) -> Path:
+    """A CSV of 12 generated clips (3 classes x 2 per fold, folds 1 and 5) with single-label, multi-label and
     binary label columns; audio paths are absolute, nothing is copied."""
-    root = data_dir / "speechcommands_test"
-    if not (root / "meta.csv").is_file():
-        pytest.skip(f"speechcommands_test not found in {data_dir}")
+    root = synthetic_clips
     rows = []
     with open(root / "meta.csv") as handle:
         counts = {}
@@ -53,7 +51,7 @@ def clips(data_dir) -> Path:
         writer.writerow(["audio", "label", "labels", "binary", "fold"])
         for i, row in enumerate(rows):
             multi = row["label"] if i % 3 else f"{row['label']},{WORDS[(WORDS.index(row['label']) + 1) % 3]}"
-            writer.writerow([str((root / row["filename"]).resolve()), row["label"], multi, int(row["label"] == "yes"),
+            writer.writerow([str((root / row["filename"]).resolve()), row["label"], multi, int(row["label"] == "low"),
                              row["fold"]])
     assert len(rows) == 12
     return path
@@ -283,6 +281,23 @@ def test_specaugment_and_noise_only_for_training_batches(clips):
     assert not torch.equal(noisy, clean) and (noisy - clean).abs().mean() < 1.0
 
 
+def test_specaugment_masks_draw_like_torchaudio():
+    """Same seed, same bands as the authors' torchaudio FrequencyMasking(48) then TimeMasking(192) on (1, F, T)."""
+    from conftest import import_torchaudio
+
+    from audiomosaic_training.augment import spec_augment_mask
+
+    torchaudio = import_torchaudio()
+    clip = torch.randn(1024, 128, generator=torch.Generator().manual_seed(0))
+    for seed in range(20):
+        torch.manual_seed(seed)
+        ours = spec_augment_mask(spec_augment_mask(clip, 48, dim=1, value=-1.5), 192, dim=0, value=-1.5)
+        torch.manual_seed(seed)
+        spec = torchaudio.transforms.FrequencyMasking(48)(clip.T.unsqueeze(0), -1.5)
+        reference = torchaudio.transforms.TimeMasking(192)(spec, -1.5).squeeze(0).T
+        assert torch.equal(ours, reference)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Model building
 # ---------------------------------------------------------------------------------------------------------------------
@@ -344,14 +359,14 @@ def test_labels_outside_the_label_set(tmp_path, clips, tiny_checkpoint):
     relabelled = tmp_path / "relabelled.csv"
     rows = list(csv.reader(clips.open()))
     for row in rows[1:]:
-        if row[4] == "5" and row[1] == "up":
-            row[1] = "left"  # a word the training folds never saw
+        if row[4] == "5" and row[1] == "high":
+            row[1] = "other"  # a label the training folds never saw
     with relabelled.open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
-    with pytest.raises(ValueError, match=r"eval split has 1 label\(s\) not in the label set of 3 classes: 'left'"):
+    with pytest.raises(ValueError, match=r"eval split has 1 label\(s\) not in the label set of 3 classes: 'other'"):
         finetune.main(_quick_argv(relabelled, tiny_checkpoint, tmp_path, "--fold_column", "fold", "--eval_folds", "5"))
-    with pytest.raises(ValueError, match=r"train split has 1 label\(s\) not in the label set of 2 classes: 'up'"):
-        finetune.main(_quick_argv(clips, tiny_checkpoint, tmp_path, "--label_list", "yes,no"))
+    with pytest.raises(ValueError, match=r"train split has 1 label\(s\) not in the label set of 2 classes: 'high'"):
+        finetune.main(_quick_argv(clips, tiny_checkpoint, tmp_path, "--label_list", "low,mid"))
 
 
 def test_missing_files(tmp_path, clips, tiny_checkpoint):

@@ -295,13 +295,13 @@ def test_converter_refuses_pickles_that_need_code(tmp_path, capsys):
         load_release_weights(tmp_path / "empty")
 
 
-def test_training_curriculum_two_stages(tmp_path, data_dir):
+def test_training_curriculum_two_stages(tmp_path, synthetic_clips):
     """Stage 1 (projector + norms, no LoRA) then stage 2 (encoder + projector + LoRA) with training/ltu.py on a few
-    real clips: the LM stays frozen, the stage-2 encoder moves, the adapter is written, answers are scored."""
-    from conftest import write_speechcommands_subset
-    from training import ltu as training_ltu
+    clips: the LM stays frozen, the stage-2 encoder moves, the adapter is written, answers are scored."""
+    from conftest import write_subset
+    from audiomosaic_training import ltu as training_ltu
 
-    rows = write_speechcommands_subset(data_dir, ["yes", "no"], 3, "audio", tmp_path / "rows.csv")
+    rows = write_subset(synthetic_clips, ["low", "high"], 3, "audio", tmp_path / "rows.csv")
     base = tmp_path / "base"
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -311,11 +311,11 @@ def test_training_curriculum_two_stages(tmp_path, data_dir):
     common = ["--dataset", str(rows), "--instruction", "w5 w6", "--answer_column", "label", "--fold_column", "fold",
               "--train_folds", "1", "--max_steps", "2", "--per_device_train_batch_size", "3", "--use_cpu", "true",
               "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--bf16", "false"]
-    training_ltu.main(["--recipe", "training/recipes/ltu_stage1_projector.yaml", "--language_model", str(base),
+    training_ltu.main(["--recipe", "ltu_stage1_projector", "--language_model", str(base),
                        "--audio_config_overrides", "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,"
                        "intermediate_size=64,max_length=128", "--feature_preset", "speechcommands",
                        "--output_dir", str(tmp_path / "stage1"), *common])
-    results = training_ltu.main(["--recipe", "training/recipes/ltu_stage2_all_cla.yaml", "--model_name_or_path",
+    results = training_ltu.main(["--recipe", "ltu_stage2_all_cla", "--model_name_or_path",
                                  str(tmp_path / "stage1"), "--output_dir", str(tmp_path / "stage2"),
                                  "--eval_folds", "5", "--per_device_eval_batch_size", "4", *common])
     assert results["eval"]["num_eval"] == 6 and 0.0 <= results["eval"]["accuracy"] <= 1.0

@@ -32,7 +32,11 @@ def test_default_config_is_the_released_encoder():
     # spec §1.6: the released pretrained model minus its projector, fc_norm included.
     assert sum(p.numel() for p in model.parameters()) == 85_651_200
     assert model.embeddings.position_embeddings.shape == (1, 513, 768)
-    assert isinstance(model.layers[0].mlp.activation_fn, torch.nn.GELU) or "gelu" in config.hidden_act
+    # The authors' blocks use nn.GELU: the exact erf form, not the tanh approximation ("gelu_new").
+    assert config.hidden_act == "gelu"
+    points = torch.linspace(-4, 4, 101)
+    assert torch.equal(model.layers[0].mlp.activation_fn(points), torch.nn.GELU()(points))
+    assert not torch.allclose(torch.nn.GELU(approximate="tanh")(points), torch.nn.GELU()(points), rtol=0, atol=1e-6)
     rates = [layer.drop_path.drop_prob for layer in model.layers]
     assert rates[0] == 0.0 and math.isclose(rates[-1], 0.1)
 

@@ -5,6 +5,7 @@ The fixture checkpoints are written as authors' Hub release folders (config.json
 constructor arguments from the manifest + model.safetensors), so the converter's release-folder path is what runs.
 """
 
+import copy
 import json
 
 import pytest
@@ -35,6 +36,24 @@ def max_error(ours: torch.Tensor, reference: torch.Tensor, name: str | None = No
     if name:
         PARITY_TABLE[name] = max(error, PARITY_TABLE.get(name, 0.0))
     return error
+
+
+def batch_statistics_tolerance(model, pooler_output: torch.Tensor, reference_pooled: torch.Tensor) -> float:
+    """Tolerance for train-mode projections, which BatchNorm normalises with the statistics of this batch.
+
+    Over a batch of 2-4 clips a feature's standard deviation can be ~1e-3, so the projector amplifies the tiny
+    differences of its input (fc_norm output, itself within ATOL) by a large factor, and float reductions that differ
+    between CPUs (AVX2 vs AVX-512) then move the projections past ATOL. The bound is first-order error propagation:
+    ATOL plus the projector's gain (infinity norm of its Jacobian at this input) times the input's actual difference
+    from the authors' (their pooled features through our fc_norm). The projector's own arithmetic is checked
+    separately at ATOL on the authors' input.
+    """
+    projector = copy.deepcopy(model.projector)  # train-mode calls update running statistics: keep the model's intact
+    with torch.no_grad():
+        reference_input = model.audiomosaic.fc_norm(reference_pooled)
+    jacobian = torch.autograd.functional.jacobian(projector, pooler_output.detach())
+    gain = jacobian.abs().flatten(start_dim=2).sum(dim=-1).max().item()
+    return ATOL + gain * (pooler_output - reference_input).abs().max().item()
 
 
 def write_release(folder, state_dict, config):
@@ -134,11 +153,23 @@ def test_pretraining_views_masking_and_loss(converted, inputs, fixtures_dir, man
         assert torch.equal(dropped, reference[f"{branch}.mask"])
         assert max_error(out.last_hidden_state, reference[f"{branch}.toks"], f"{name}/{branch}.toks") <= ATOL
         assert max_error(out.pooled, reference[f"{branch}.f"], f"{name}/{branch}.f") <= ATOL
-        assert max_error(out.projection, reference[f"{branch}.z_trainmode_bn"], f"{name}/{branch}.z_trainmode_bn") <= ATOL
-    loss, logits, labels, _ = contrastive_loss(views["time"].projection, views["freq"].projection, temperature=0.1)
+        with torch.no_grad():
+            projection_of_reference = model.projector(model.audiomosaic.fc_norm(reference[f"{branch}.f"]))
+        assert max_error(projection_of_reference, reference[f"{branch}.z_trainmode_bn"]) <= ATOL
+        projection_atol = batch_statistics_tolerance(model, out.pooler_output, reference[f"{branch}.f"])
+        z_name = f"{name}/{branch}.z_trainmode_bn"
+        assert max_error(out.projection, reference[f"{branch}.z_trainmode_bn"], z_name) <= projection_atol
+    # The loss itself, on the authors' projections: exact arithmetic, so the eval-mode tolerance applies.
+    loss, logits, labels, _ = contrastive_loss(
+        reference["time.z_trainmode_bn"], reference["freq.z_trainmode_bn"], temperature=0.1
+    )
     assert torch.equal(labels, reference["ntxent.labels"])
     assert max_error(logits, reference["ntxent.logits"], f"{name}/ntxent.logits") <= ATOL
     assert max_error(loss.reshape(1), reference["ntxent.loss"], f"{name}/ntxent.loss") <= ATOL
+    # End to end from our projections: cosine logits at temperature 0.1 scale projection differences by up to
+    # 2 / (0.1 * |z|) (|z| ~ sqrt(dim) after BatchNorm), so the logits inherit the projections' tolerance.
+    loss, logits, _, _ = contrastive_loss(views["time"].projection, views["freq"].projection, temperature=0.1)
+    assert max_error(logits, reference["ntxent.logits"]) <= projection_atol
 
 
 def test_pretraining_forward_consumes_rng_like_the_authors(converted, inputs, manifest, fixtures_dir):
@@ -148,7 +179,8 @@ def test_pretraining_forward_consumes_rng_like_the_authors(converted, inputs, ma
     torch.manual_seed(1234)
     with torch.no_grad():
         full = model(inputs["input_sq"])
-    assert max_error(full.projection_view0, reference["time.z_trainmode_bn"]) <= ATOL
+    atol = batch_statistics_tolerance(model, full.pooler_output_view0, reference["time.f"])
+    assert max_error(full.projection_view0, reference["time.z_trainmode_bn"]) <= atol
     assert full.logits.shape == (4, 3) and 0.0 <= full.contrastive_accuracy.item() <= 1.0
 
 
@@ -175,10 +207,14 @@ def test_classifier_training_patch_masking(converted, inputs, fixtures_dir, mani
 def test_probes_and_aasist(converted, inputs, fixtures_dir, kind):
     model = converted[kind].eval()
     reference = load_file(fixtures_dir / f"{kind}_sq_eval_io.safetensors")
+    # AASIST's back-end is a stack of float32 convolutions, BatchNorms and graph layers whose CPU kernels change
+    # between torch releases: fed the authors' exact LL output, it differs from their logits by ~2e-6 relative
+    # (1.7e-5 on logits ~8 with torch 2.14). Its logits are compared relative to their scale; linear heads absolutely.
+    logits_atol = ATOL * max(1.0, reference["logits"].abs().max().item()) if kind == "aasist" else ATOL
     with torch.no_grad():
         out = model(inputs["input_sq"], output_hidden_states=True)
         name = f"{kind}_sq_eval_io"
-        assert max_error(out.logits, reference["logits"], f"{name}/logits") <= ATOL
+        assert max_error(out.logits, reference["logits"], f"{name}/logits") <= logits_atol
         if kind == "aasist":
             assert max_error(model.aasist.LL(out.hidden_states[-1]), reference["LL_output"], f"{name}/LL_output") <= ATOL
         else:

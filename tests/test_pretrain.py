@@ -22,15 +22,13 @@ from safetensors.torch import load_file
 
 import modeling_audiomosaic  # noqa: F401 - registers the Auto classes
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
-from training import pretrain
-from training.arguments import parse_args_with_recipe
+from audiomosaic_training import pretrain
 from modeling_audiomosaic import modeling_audiomosaic as modeling
-from training.augment import TwoViewTransform, build_augmentation
+from audiomosaic_training.augment import TwoViewTransform, build_augmentation
 
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "training" / "recipes"
-SCRIPT = ROOT / "training" / "pretrain.py"
 DRAW_VIEW_MASKS = modeling.pretraining_view_keep_indices  # kept before any test replaces it
 
 
@@ -54,11 +52,9 @@ def accelerator():
 
 
 @pytest.fixture(scope="module")
-def clip_list(tmp_path_factory) -> Path:
-    """A CSV of 24 real Speech Commands clips of every class (absolute paths; the audio stays in ../shared)."""
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechcommands_test"
-    if not (data / "meta.csv").is_file():
-        pytest.skip(f"real audio not found at {data}")
+def clip_list(tmp_path_factory, synthetic_clips) -> Path:
+    """A CSV of 24 generated clips of every class (absolute paths)."""
+    data = synthetic_clips
     with open(data / "meta.csv") as handle:
         rows = list(csv.DictReader(handle))
     path = tmp_path_factory.mktemp("clips") / "clips.csv"
@@ -375,7 +371,7 @@ def _data_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) -
     torch.set_num_threads(1)
     from accelerate import Accelerator
 
-    from training import pretrain as script
+    from audiomosaic_training import pretrain as script
 
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == world_size
@@ -444,7 +440,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
 
 
 def _command(clip_list: Path, output_dir: Path) -> list[str]:
-    return [sys.executable, str(SCRIPT), "--recipe", str(RECIPES / "pretrain_tiny_cpu.yaml"), "--dataset",
+    return [sys.executable, "-m", "audiomosaic_training.pretrain", "--recipe", "pretrain_tiny_cpu", "--dataset",
             str(clip_list), "--output_dir", str(output_dir), "--max_steps", "15", "--save_steps", "3",
             "--dataloader_num_workers", "1", "--torch_threads", "1", "--disable_tqdm", "--effective_rank_steps", "5"]
 
@@ -453,7 +449,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(clip_list, tmp_path):
     """15 steps over 24 clips in batches of 8 (5 epochs). An uninterrupted run, then a run killed with SIGKILL right
     after its first checkpoint and re-run with the same command: the final weights are identical, as is the
     projector/optimizer state of the last checkpoint."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     subprocess.run(_command(clip_list, reference_dir), check=True, env=env, capture_output=True, timeout=300)
 

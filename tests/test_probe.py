@@ -14,23 +14,23 @@ import yaml
 from torch.utils.data import DataLoader
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
-from conftest import write_speechcommands_subset
-from training import finetune, probe
+from conftest import write_subset
+from audiomosaic_training import finetune, probe
 
 
 RECIPES = Path(probe.__file__).resolve().parent / "recipes"
 PROBE_RECIPES = sorted(p.name for p in RECIPES.glob("probe_*.yaml"))
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
             projection_hidden_size=32, projection_dim=16)
-WORDS = ["yes", "no", "up"]
+WORDS = ["low", "mid", "high"]
 KINDS = ["linear", "layer", "weighted_sum", "attentive"]
 
 
 @pytest.fixture(scope="module")
-def clips(data_dir) -> Path:
-    """CSV of 18 Speech Commands clips: 3 words x 3 clips in folds 1 and 5 (absolute paths, nothing copied)."""
+def clips(synthetic_clips) -> Path:
+    """CSV of 18 generated clips: 3 classes x 3 clips in folds 1 and 5 (absolute paths, nothing copied)."""
     path = Path(tempfile.mkdtemp(prefix="am_probe_clips_")) / "clips.csv"
-    write_speechcommands_subset(data_dir, WORDS, 3, "audio", path)
+    write_subset(synthetic_clips, WORDS, 3, "audio", path)
     return path
 
 

@@ -13,18 +13,18 @@ from huggingface_hub import ModelCard
 
 import modeling_audiomosaic  # noqa: F401  (registers the Auto classes for the pipeline)
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
-from conftest import write_speechcommands_subset
-from training import finetune, publish
+from conftest import write_subset
+from audiomosaic_training import finetune, publish
 
 
-WORDS = ["yes", "no", "up"]
+WORDS = ["low", "mid", "high"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(data_dir, tmp_path_factory) -> Path:
-    """A finished 2-step fine-tuning run of a tiny model on 12 real Speech Commands clips."""
-    data = Path(tempfile.mkdtemp(prefix="am_publish_")) / "speechcommands_subset.csv"
-    write_speechcommands_subset(data_dir, WORDS, 2, "filename", data)
+def run_dir(synthetic_clips, tmp_path_factory) -> Path:
+    """A finished 2-step fine-tuning run of a tiny model on 12 generated clips."""
+    data = Path(tempfile.mkdtemp(prefix="am_publish_")) / "subset.csv"
+    write_subset(synthetic_clips, WORDS, 2, "filename", data)
     torch.manual_seed(0)
     checkpoint = tmp_path_factory.mktemp("publish_ckpt")
     AudioMosaicForPreTraining(AudioMosaicConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -74,13 +74,13 @@ def test_model_card_round_trip(run_dir):
     assert "pipeline(\"audio-classification\", model=\"tiny-spc\")" in text
 
 
-def test_pipeline_serves_the_folder(run_dir, data_dir):
+def test_pipeline_serves_the_folder(run_dir, synthetic_clips):
     from transformers import pipeline
 
     from modeling_audiomosaic import load_audio
 
     classifier = pipeline("audio-classification", model=str(run_dir))
-    clip = sorted((data_dir / "speechcommands_test" / "audio" / "yes").glob("*.flac"))[0]
+    clip = sorted((synthetic_clips / "audio" / "low").glob("*.flac"))[0]
     predictions = classifier(load_audio(clip), top_k=3)
     assert [p["label"] for p in predictions] and {p["label"] for p in predictions} == set(WORDS)
     assert predictions[0]["score"] >= predictions[-1]["score"]

@@ -1,9 +1,10 @@
 """Command-line parsing shared by the training scripts: dataclass arguments (transformers' `HfArgumentParser`) whose
 defaults can come from a small YAML recipe, so a recipe is a config file rather than a copied script:
 
-    python training/pretrain.py --recipe training/recipes/pretrain_tiny_cpu.yaml --output_dir runs/tiny --max_steps 50
+    audiomosaic pretrain --recipe pretrain_tiny_cpu --output_dir runs/tiny --max_steps 50
 
-Values on the command line override the recipe; a recipe key that no argument knows is an error.
+`--recipe` takes a YAML file or the name of a recipe shipped in `recipes/` (installed with the package). Values on
+the command line override the recipe; a recipe key that no argument knows is an error.
 """
 
 import argparse
@@ -13,8 +14,24 @@ import yaml
 from transformers import HfArgumentParser
 
 
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file, or the shipped recipe of that name (with or without `.yaml`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"Recipe {name_or_path} is neither a file nor a shipped recipe ({names}).")
+
+
 def read_recipe(path: str | Path) -> dict:
-    recipe = yaml.safe_load(Path(path).read_text())
+    path = resolve_recipe(path)
+    recipe = yaml.safe_load(path.read_text())
     if not isinstance(recipe, dict):
         raise ValueError(f"Recipe {path} must be a YAML mapping of argument names to values.")
     return recipe

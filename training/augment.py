@@ -103,6 +103,24 @@ def roll_and_scale(waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return (np.roll(waveform, shift) * gain).astype(np.float32, copy=False)
 
 
+def spec_augment_mask(features: torch.Tensor, max_width: int, dim: int, value: float = 0.0) -> torch.Tensor:
+    """One SpecAugment band along `dim` of a (frames, bins) clip, filled with `value`.
+
+    The width is drawn uniformly below `max_width` and the start uniformly over the positions left, with the same two
+    `torch.rand` draws as the authors' `torchaudio.transforms.FrequencyMasking` / `TimeMasking` (iid_masks=False), so
+    a seeded run masks exactly as theirs without needing torchaudio.
+    """
+    if max_width < 1:
+        return features
+    length = features.shape[dim]
+    width = torch.rand(1) * max_width
+    start = torch.rand(1) * (length - width)
+    positions = torch.arange(length, device=features.device)
+    band = (positions >= start.long()) & (positions < start.long() + width.long())
+    return features.masked_fill(band.view([-1 if axis == dim % features.dim() else 1 for axis in range(features.dim())]),
+                                value)
+
+
 def sample_seed(*keys: int) -> int:
     """A 63-bit seed derived from integer keys such as (run seed, epoch, sample index)."""
     return int(np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, np.uint64)[0] >> 1)
@@ -159,7 +177,7 @@ class TwoViewTransform:
         seed0, seed1 = np.random.SeedSequence(seed).generate_state(2, np.uint64).tolist()
         views = [self.view(waveform, seed0), self.view(waveform, seed1)]
         features = self.feature_extractor(
-            views, sampling_rate=self.sampling_rate, padding="max_length", return_tensors="pt"
+            views, sampling_rate=self.sampling_rate, padding="max_length", truncation=True, return_tensors="pt"
         )["input_values"]
         return features[0], features[1]
 
@@ -170,7 +188,7 @@ class TwoViewTransform:
             waveform = np.pad(waveform, (0, self.min_samples - waveform.shape[0]))
         waveform = waveform - waveform.mean()  # as in __call__, so that un-augmented views equal these features
         return self.feature_extractor(
-            waveform, sampling_rate=self.sampling_rate, padding="max_length", return_tensors="pt"
+            waveform, sampling_rate=self.sampling_rate, padding="max_length", truncation=True, return_tensors="pt"
         )["input_values"][0]
 
 

@@ -9,32 +9,18 @@ Every script takes the same kinds of source (`--dataset`):
 * a Hub dataset id (optionally `--streaming`).
 
 `datasets` decodes audio only through torchcodec (and its `audiofolder` builder needs it even to list files), so
-sources are opened with their audio column undecoded (`{"path", "bytes"}`, or a plain path string) and decoded here
-with soundfile; already-decoded `{"array", "sampling_rate"}` values are accepted as they are.
+sources are opened with their audio column undecoded (`{"path", "bytes"}`, or a plain path string) and decoded
+with soundfile by `modeling_audiomosaic.decode_audio`; already-decoded `{"array", "sampling_rate"}` values are
+accepted as they are.
 """
 
-import io
-import json
 from pathlib import Path
 
-import numpy as np
-import soundfile
-import torch
-import torchaudio
 from datasets import Audio, Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
-
-from modeling_audiomosaic import load_audio
 
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 TABLE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-
-def resample_to(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """torchaudio's default (Hann-windowed sinc) resampling, as the authors' loader."""
-    if orig_rate == target_rate:
-        return waveform
-    return torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(waveform)), orig_rate, target_rate).numpy()
 
 
 def _absolute_paths(dataset: Dataset, column: str, root: Path) -> Dataset:
@@ -69,7 +55,7 @@ def open_audio_dataset(
     streaming: bool = False,
 ) -> Dataset | IterableDataset:
     """Open `source` (see the module docstring) with its audio in a column named `audio` that
-    [`decode_audio`] can read."""
+    `modeling_audiomosaic.decode_audio` can read."""
     path = Path(source)
     if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
         dataset = load_from_disk(str(path))
@@ -106,25 +92,3 @@ def filter_rows(dataset: Dataset | IterableDataset, column: str | None, values: 
         return dataset
     wanted = {value.strip() for value in values.split(",")}
     return dataset.filter(lambda row: str(row[column]) in wanted)
-
-
-def decode_audio(value: str | dict, sampling_rate: int = 16000) -> np.ndarray:
-    """Mono float32 waveform at `sampling_rate` from a path, a `{"path", "bytes"}` dict or a decoded
-    `{"array", "sampling_rate"}` dict. Raises `ValueError`/`FileNotFoundError` naming the file on failure."""
-    if isinstance(value, str):
-        return load_audio(value, sampling_rate=sampling_rate)
-    if isinstance(value, dict) and value.get("array") is not None:
-        waveform = np.asarray(value["array"], dtype=np.float32)
-        if waveform.ndim == 2:  # (channels, samples), as datasets returns multi-channel audio
-            waveform = waveform.mean(axis=0)
-        return resample_to(waveform, int(value["sampling_rate"]), sampling_rate)
-    if isinstance(value, dict) and value.get("bytes"):
-        name = value.get("path") or "<bytes>"
-        try:
-            waveform, rate = soundfile.read(io.BytesIO(value["bytes"]), dtype="float32", always_2d=True)
-        except Exception as error:  # noqa: BLE001 - soundfile raises several types for corrupt data
-            raise ValueError(f"Could not decode audio {name}: {error}") from error
-        return resample_to(waveform.mean(axis=1), rate, sampling_rate)
-    if isinstance(value, dict) and value.get("path"):
-        return load_audio(value["path"], sampling_rate=sampling_rate)
-    raise ValueError(f"Cannot read audio from {type(value).__name__} value {json.dumps(value, default=str)[:200]}.")

@@ -39,27 +39,23 @@ import torch
 import yaml
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import WeightedRandomSampler
+from transformers import AutoFeatureExtractor, Trainer, TrainingArguments, set_seed
 
-
-if __package__ in (None, ""):  # `python training/finetune.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torchaudio  # noqa: E402
-from transformers import AutoFeatureExtractor, Trainer, TrainingArguments, set_seed  # noqa: E402
-
-from modeling_audiomosaic import (  # noqa: E402
+from modeling_audiomosaic import (
     AudioMosaicConfig,
     AudioMosaicFeatureExtractor,
     AudioMosaicForAudioClassification,
 )
-from modeling_audiomosaic.metrics import load_metric  # noqa: E402
-from training.arguments import parse_args_with_recipe  # noqa: E402
-from training.data import decode_audio, filter_rows, open_audio_dataset  # noqa: E402
+from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
+from modeling_audiomosaic.metrics import load_metric
+
+from .arguments import parse_args_with_recipe
+from .augment import spec_augment_mask
+from .data import filter_rows, open_audio_dataset
 
 
 logger = logging.getLogger("audiomosaic.finetune")
 
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 LOSSES = ("auto", "bce", "ce")
 
 
@@ -543,6 +539,7 @@ class AudioFeatureCollator:
             sampling_rate=self.feature_extractor.sampling_rate,
             padding="max_length",
             max_length=self.max_length,
+            truncation=True,  # training crops clips to the model's length, as the authors' loader does
             return_tensors="pt",
         )["input_values"]
         if items[0].get("augment"):
@@ -555,15 +552,10 @@ class AudioFeatureCollator:
         """(B, T, F) normalised features -> augmented copy (each clip gets its own masks)."""
         out = []
         num_frames = features.shape[1]
-        freq_mask = torchaudio.transforms.FrequencyMasking(self.freqm) if self.freqm > 0 else None
-        time_mask = torchaudio.transforms.TimeMasking(min(self.timem, num_frames)) if self.timem > 0 else None
         for clip in features:
-            spec = clip.T.unsqueeze(0)  # (1, F, T) as the authors' torchaudio call
-            if freq_mask is not None:
-                spec = freq_mask(spec, self.mask_value)
-            if time_mask is not None:
-                spec = time_mask(spec, self.mask_value)
-            clip = spec.squeeze(0).T
+            # Frequency band, then time band, as the authors' calls (which draw their widths in this order).
+            clip = spec_augment_mask(clip, self.freqm, dim=1, value=self.mask_value)
+            clip = spec_augment_mask(clip, min(self.timem, num_frames), dim=0, value=self.mask_value)
             if self.spc_noise:
                 clip = clip + torch.rand_like(clip) * float(np.random.rand()) / 10
                 clip = torch.roll(clip, int(np.random.randint(-10, 10)), dims=0)
@@ -952,7 +944,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Fin
         "eval": {k.removeprefix("eval_"): v for k, v in metrics.items()},
     }
     if trainer.is_world_process_zero():
-        from training.publish import publish_run
+        from .publish import publish_run
 
         publish_run(
             output_dir,

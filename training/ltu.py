@@ -2,13 +2,13 @@
 stage per run; the authors' four stages are recipes (`training/recipes/ltu_stage{1..4}_*.yaml`):
 
     # stage 1: new projector + encoder LayerNorms on a frozen LM, no LoRA
-    python -m training.ltu --recipe training/recipes/ltu_stage1_projector.yaml --language_model BASE_LM \
+    audiomosaic train-ltu --recipe ltu_stage1_projector --language_model BASE_LM \
         --audio_encoder PRETRAINED_ENCODER --dataset rows.csv --output_dir runs/ltu1
     # stages 2-4: encoder + projector + LoRA r 8 / alpha 16 on the LM's q_proj, v_proj; each starts from the last
-    python -m training.ltu --recipe training/recipes/ltu_stage2_all.yaml --model_name_or_path runs/ltu1 \
-        --dataset rows.csv --output_dir runs/ltu2
+    audiomosaic train-ltu --recipe ltu_stage2_all_cla --model_name_or_path runs/ltu1 \
+        --dataset rows.csv --output_dir runs/ltu2        # (or python -m audiomosaic_training.ltu ...)
 
-Data: any source `training/data.py` opens (audio folder, CSV/JSON/Parquet list, save_to_disk folder, Hub id) with an
+Data: any source `audiomosaic_training.data` opens (audio folder, CSV/JSON/Parquet list, save_to_disk folder, Hub id) with an
 audio column, an instruction column (or one fixed `--instruction` for every row) and an answer column. Each stage
 writes the composite (`save_pretrained`, with the trained encoder and projector and the untouched base LM), its
 processor and, when LoRA is on, the peft adapter in `adapter/` (LoRA plus the trained encoder/projector copies);
@@ -29,11 +29,12 @@ from modeling_audiomosaic import (
     AudioMosaicFeatureExtractor,
     AudioMosaicLtuForConditionalGeneration,
     AudioMosaicLtuProcessor,
+    decode_audio,
 )
 from modeling_audiomosaic.convert_ltu import AUDIO_TOKEN, LTU_FEATURES
 
 from .arguments import parse_args_with_recipe
-from .data import decode_audio, filter_rows, open_audio_dataset
+from .data import filter_rows, open_audio_dataset
 
 
 logger = logging.getLogger("audiomosaic.ltu")

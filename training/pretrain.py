@@ -42,7 +42,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -53,12 +52,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-
-try:
-    import training  # noqa: F401  (installed with the package, or run from the repository root)
-except ImportError:  # `python training/pretrain.py` from a checkout that is not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Dataset, IterableDataset, Value
@@ -66,9 +59,11 @@ from datasets import Dataset, IterableDataset, Value
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
 from modeling_audiomosaic.analysis import effective_rank  # RankMe: exp(entropy of normalised singular values)
 from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
-from training.arguments import parse_args_with_recipe
-from training.augment import AUGMENTATIONS, TwoViewTransform, sample_seed
-from training.data import decode_audio, filter_rows, open_audio_dataset
+from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
+
+from .arguments import parse_args_with_recipe
+from .augment import AUGMENTATIONS, TwoViewTransform, sample_seed
+from .data import filter_rows, open_audio_dataset
 
 
 logger = logging.getLogger("audiomosaic.pretrain")

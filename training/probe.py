@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,16 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from transformers import get_cosine_with_min_lr_schedule_with_warmup, set_seed
 
-if __package__ in (None, ""):  # `python training/probe.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from modeling_audiomosaic import AudioMosaicForAudioClassification
+from modeling_audiomosaic.modeling_audiomosaic import masked_mean
 
-from transformers import get_cosine_with_min_lr_schedule_with_warmup, set_seed  # noqa: E402
-
-from modeling_audiomosaic import AudioMosaicForAudioClassification  # noqa: E402
-from modeling_audiomosaic.modeling_audiomosaic import masked_mean  # noqa: E402
-from training.arguments import parse_args_with_recipe  # noqa: E402
-from training.finetune import (  # noqa: E402
+from .arguments import parse_args_with_recipe
+from .finetune import (
     DataArguments,
     ModelArguments,
     PreparedRun,
@@ -501,7 +497,7 @@ def run_probes(model_args: ModelArguments, data_args: DataArguments, args: Probe
         else:
             results[name] = entry
             if args.save_models:
-                from training.publish import publish_run
+                from .publish import publish_run
 
                 publish_run(output_dir / name, _run_summary(model_args, data_args, args, prepared, name, entry,
                                                             extraction_seconds),

@@ -7,7 +7,7 @@ run folder (one holding `results.json` and a saved model), e.g. to push it later
 
 The folder is what `save_pretrained` writes (`config.json` with `auto_map` for every Auto class,
 `model.safetensors`, `preprocessor_config.json`, the package's modeling files for `trust_remote_code=True`), plus
-`results.json` and `README.md`: the card is rendered from `model_card.md` (a Jinja template at the repository root)
+`results.json` and `README.md`: the card is rendered from `model_card.md` (a Jinja template shipped with the package)
 with `huggingface_hub.ModelCardData`, whose `model-index` carries one entry per metric (task, dataset, metric, value).
 Nothing here touches the network unless `push_to_hub` is set.
 """
@@ -16,19 +16,16 @@ import argparse
 import json
 import logging
 import math
-import sys
+from importlib import resources
 from pathlib import Path
 
-
-if __package__ in (None, ""):  # `python training/publish.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from huggingface_hub import EvalResult, ModelCard, ModelCardData  # noqa: E402
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 
 logger = logging.getLogger("audiomosaic.publish")
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+# The repository's model_card.md, shipped as package data of modeling_audiomosaic (a link to it in the checkout).
+TEMPLATE = resources.files("modeling_audiomosaic") / "model_card.md"
 # Metrics that go into the model-index, with the Hub's metric ids.
 CARD_METRICS = {"accuracy": "accuracy", "mAP": "mean_average_precision", "mAUC": "roc_auc", "eer": "eer",
                 "auc": "roc_auc"}
@@ -107,7 +104,7 @@ def build_model_card(results: dict, config=None, feature_extractor=None, model_i
         f"AudioMosaic audio classifier ({kind} head) trained on `{dataset_name}` with "
         f"{len(labels)} classes." if labels else "AudioMosaic audio classifier."
     )
-    template_path = Path(template_path) if template_path else TEMPLATE
+    template = Path(template_path).read_text(encoding="utf-8") if template_path else TEMPLATE.read_text("utf-8")
     template_kwargs = {
         "model_id": model_id,
         "model_name": model_id,
@@ -119,7 +116,8 @@ def build_model_card(results: dict, config=None, feature_extractor=None, model_i
         "classifier_type": kind,
         "freeze_encoder": bool(results.get("freeze_encoder") or getattr(config, "freeze_encoder", False)),
         "num_labels": len(labels),
-        "multi_label": results.get("loss") == "bce",
+        "multi_label": results.get("loss") == "bce"
+        or getattr(config, "problem_type", None) == "multi_label_classification",
         "max_length": max_length,
         "seconds": f"{max_length / 100:g}" if max_length else "?",
         "norm_mean": getattr(feature_extractor, "mean", "?"),
@@ -134,11 +132,7 @@ def build_model_card(results: dict, config=None, feature_extractor=None, model_i
             "truncated unless split into windows (`long_audio=\"window\"` in the feature extractor)."
         ),
     }
-    if template_path.is_file():
-        return ModelCard.from_template(card_data, template_path=str(template_path), **template_kwargs)
-    logger.warning("Model card template %s not found; writing a minimal card.", template_path)
-    body = f"---\n{{{{ card_data }}}}\n---\n\n# {model_id}\n\n{summary}\n"
-    return ModelCard.from_template(card_data, template_str=body)
+    return ModelCard.from_template(card_data, template_str=template, **template_kwargs)
 
 
 def write_results(output_dir: str | Path, results: dict) -> Path:
