@@ -25,6 +25,8 @@ TORCHAUDIO = ["torchaudio>=2.6"]
 # `audiomosaic export-onnx`: torch's dynamo exporter needs onnxscript; onnxruntime checks the export and quantises it.
 # Floors are the versions the ONNX tests ran with.
 ONNX = ["onnx>=1.23", "onnxruntime>=1.32", "onnxscript>=0.7"]
+# The audio-language model's LoRA (training/ltu.py, convert-ltu); the floor is the version its tests ran with.
+LTU = ["peft>=0.21"]
 
 setup(
     name="modeling-audiomosaic",
@@ -47,7 +49,8 @@ setup(
         "train": TRAIN,
         "torchaudio": TORCHAUDIO,
         "onnx": ONNX,
-        "dev": [*TRAIN, *TORCHAUDIO, *ONNX, "pytest>=8", "hypothesis>=6.100"],
+        "ltu": LTU,
+        "dev": [*TRAIN, *TORCHAUDIO, *ONNX, *LTU, "pytest>=8", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )

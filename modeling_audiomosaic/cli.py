@@ -35,6 +35,8 @@ TRAINING_COMMANDS = {
     "publish": ("audiomosaic_training.publish", "write a run's model card and upload it (training/publish.py)"),
     "effective-rank": ("audiomosaic_training.effective_rank",
                        "effective rank of pooled representations under masking (+ PNG)"),
+    "train-ltu": ("audiomosaic_training.ltu",
+                  "audio-language model (LTU), one curriculum stage per run (training/ltu.py)"),
 }
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
 TABLE_EXTENSIONS = {".csv", ".json", ".jsonl", ".parquet"}
@@ -455,6 +457,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "transformers folder (config, weights, feature extractor, auto_map).")
     convert_parser(p)
     p.set_defaults(func=convert_run)
+
+    from .convert_ltu import build_parser as convert_ltu_parser
+    from .convert_ltu import run as convert_ltu_run
+
+    p = sub.add_parser("convert-ltu", help="convert the authors' LTU audio-LLM release (+ base LLaMA) to a "
+                                           "transformers folder and a peft adapter",
+                       description="Convert an AudioMosaic-LTU release folder (extra_weights.bin: encoder, projector, "
+                                   "LoRA) into an AudioMosaicLtuForConditionalGeneration folder on the base LLaMA "
+                                   "given with --base-model, plus its processor and a peft LoRA adapter in adapter/.")
+    convert_ltu_parser(p)
+    p.set_defaults(func=convert_ltu_run)
 
     for name, (_, help_text) in TRAINING_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

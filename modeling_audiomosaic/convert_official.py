@@ -194,13 +194,14 @@ def infer_config(
         drop_path_rate=release_config.get("drop_path_rate", 0.1),
     )
     if classifier_type is None:
-        kwargs.update(
-            projection_hidden_size=state_dict["projector.0.weight"].shape[0],
-            projection_dim=state_dict["projector.3.weight"].shape[0],
-            projector_norm="batch_norm" if "projector.1.weight" in state_dict else "none",
-            mask_ratio_time=release_config.get("mask_ratio_time", 0.6),
-            mask_ratio_freq=release_config.get("mask_ratio_freq", 0.4),
-        )
+        if "projector.0.weight" in state_dict:  # encoder-only weights (e.g. LTU's) have no projector
+            kwargs.update(
+                projection_hidden_size=state_dict["projector.0.weight"].shape[0],
+                projection_dim=state_dict["projector.3.weight"].shape[0],
+                projector_norm="batch_norm" if "projector.1.weight" in state_dict else "none",
+                mask_ratio_time=release_config.get("mask_ratio_time", 0.6),
+                mask_ratio_freq=release_config.get("mask_ratio_freq", 0.4),
+            )
     else:
         kwargs["classifier_type"] = classifier_type
         kwargs["num_labels"] = 2 if classifier_type == "aasist" else state_dict["head.weight"].shape[0]

@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "official"
+LTU_FIXTURES = SHARED / "fixtures" / "ltu"
 DATA = SHARED / "data"
 
 
@@ -25,7 +26,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(items):
     """Every test that uses the ../shared fixtures is marked `shared`, so `-m "not shared"` runs anywhere."""
     for item in items:
-        if {"data_dir", "fixtures_dir", "manifest"} & set(getattr(item, "fixturenames", ())):
+        if {"data_dir", "fixtures_dir", "ltu_fixtures_dir", "manifest"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.shared)
 
 
@@ -34,6 +35,13 @@ def fixtures_dir() -> Path:
     if not (FIXTURES / "manifest.json").is_file():
         pytest.skip(f"official parity fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def ltu_fixtures_dir() -> Path:
+    if not (LTU_FIXTURES / "manifest.json").is_file():
+        pytest.skip(f"LTU parity fixtures not found at {LTU_FIXTURES}")
+    return LTU_FIXTURES
 
 
 @pytest.fixture(scope="session")
@@ -78,13 +86,15 @@ def import_torchaudio():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print the parity table (max |error| per official fixture tensor) when the parity tests ran."""
-    module = __import__("sys").modules.get("test_parity") or __import__("sys").modules.get("tests.test_parity")
-    table = getattr(module, "PARITY_TABLE", None)
-    if table:
-        terminalreporter.write_sep("-", "parity with the authors' code: max |error| per fixture tensor")
-        for name in sorted(table):
-            terminalreporter.write_line(f"{name:70s} {table[name]:.2e}")
+    """Print the parity tables (max |error| per fixture tensor) of the parity tests that ran."""
+    modules = __import__("sys").modules
+    for module_name, title in (("test_parity", "the authors' code"), ("test_ltu", "the authors' LTU code")):
+        module = modules.get(module_name) or modules.get(f"tests.{module_name}")
+        table = getattr(module, "PARITY_TABLE", None)
+        if table:
+            terminalreporter.write_sep("-", f"parity with {title}: max |error| per fixture tensor")
+            for name in sorted(table):
+                terminalreporter.write_line(f"{name:70s} {table[name]:.2e}")
 
 
 # Classes of the generated set: noise in one frequency band each (Hz), so that even a random encoder tells them apart.

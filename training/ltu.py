@@ -1,0 +1,305 @@
+"""Train the AudioMosaic audio-language model (LTU layout) with transformers' `Trainer` and peft LoRA, one curriculum
+stage per run; the authors' four stages are recipes (`training/recipes/ltu_stage{1..4}_*.yaml`):
+
+    # stage 1: new projector + encoder LayerNorms on a frozen LM, no LoRA
+    audiomosaic train-ltu --recipe ltu_stage1_projector --language_model BASE_LM \
+        --audio_encoder PRETRAINED_ENCODER --dataset rows.csv --output_dir runs/ltu1
+    # stages 2-4: encoder + projector + LoRA r 8 / alpha 16 on the LM's q_proj, v_proj; each starts from the last
+    audiomosaic train-ltu --recipe ltu_stage2_all_cla --model_name_or_path runs/ltu1 \
+        --dataset rows.csv --output_dir runs/ltu2        # (or python -m audiomosaic_training.ltu ...)
+
+Data: any source `audiomosaic_training.data` opens (audio folder, CSV/JSON/Parquet list, save_to_disk folder, Hub id) with an
+audio column, an instruction column (or one fixed `--instruction` for every row) and an answer column. Each stage
+writes the composite (`save_pretrained`, with the trained encoder and projector and the untouched base LM), its
+processor and, when LoRA is on, the peft adapter in `adapter/` (LoRA plus the trained encoder/projector copies);
+with `--eval_folds` / `--eval_dataset` it also generates answers and writes their accuracy to `results.json`.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoFeatureExtractor, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+from modeling_audiomosaic import (
+    AudioMosaicConfig,
+    AudioMosaicFeatureExtractor,
+    AudioMosaicLtuForConditionalGeneration,
+    AudioMosaicLtuProcessor,
+    decode_audio,
+)
+from modeling_audiomosaic.convert_ltu import AUDIO_TOKEN, LTU_FEATURES
+
+from .arguments import parse_args_with_recipe
+from .data import filter_rows, open_audio_dataset
+
+
+logger = logging.getLogger("audiomosaic.ltu")
+
+TRAINABLE = ("projector_and_norms", "all")
+ADAPTER_DIR = "adapter"
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "composite folder of a previous stage (its adapter/ is loaded too) or a converted release"},
+    )
+    language_model: str | None = field(default=None, metadata={"help": "base causal LM folder, to compose a new model"})
+    audio_encoder: str | None = field(
+        default=None, metadata={"help": "pretrained AudioMosaic encoder folder for a new model (default: random init)"}
+    )
+    audio_config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "key=value AudioMosaicConfig fields of a random encoder, e.g. "
+                          "'hidden_size=192,max_length=128'"},
+    )
+    audio_pooling: str = field(default="official", metadata={"help": "official (authors') | time (time-ordered)"})
+    shuffle_patches_in_training: bool = field(
+        default=False, metadata={"help": "the authors' training-mode random patch order before pooling"}
+    )
+    trainable: str = field(
+        default="all",
+        metadata={"help": "projector_and_norms (stage 1: projector, encoder fc_norm and pre-norm) | all (the whole "
+                          "encoder and the projector); the language model itself stays frozen"},
+    )
+    use_lora: bool = field(default=True, metadata={"help": "LoRA on the language model (stages 2-4)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "LM projections that get LoRA"})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(metadata={"help": "audio folder, CSV/JSON/Parquet list, save_to_disk folder or Hub id"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
+    train_split: str = field(default="train", metadata={"help": "split to train on (Hub / save_to_disk)"})
+    eval_dataset: str | None = field(default=None, metadata={"help": "separate source to evaluate on"})
+    eval_split: str | None = field(default=None, metadata={"help": "split to evaluate on"})
+    audio_column: str = field(default="audio", metadata={"help": "column with the audio"})
+    instruction_column: str = field(default="instruction", metadata={"help": "column with the instruction"})
+    instruction: str | None = field(default=None, metadata={"help": "one instruction for every row (no column)"})
+    answer_column: str = field(default="answer", metadata={"help": "column with the answer text"})
+    fold_column: str | None = field(default=None, metadata={"help": "column holding folds"})
+    train_folds: str | None = field(default=None, metadata={"help": "comma-separated folds to train on"})
+    eval_folds: str | None = field(default=None, metadata={"help": "comma-separated folds to evaluate on"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "random subset of the training rows"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "random subset of the evaluation rows"})
+    feature_preset: str | None = field(
+        default=None,
+        metadata={"help": "feature extractor of a new model: audioset | esc50 | speechcommands (default: the "
+                          "encoder folder's, else LTU's 1024 frames with (x + 5.081) / 4.4849)"},
+    )
+    text_max_length: int = field(default=140, metadata={"help": "longest sequence in tokens incl. audio (108 + 32)"})
+    train_on_prompt: bool = field(default=True, metadata={"help": "loss on the prompt too (the authors' setting)"})
+    eval_max_new_tokens: int = field(default=16, metadata={"help": "tokens generated per evaluation answer"})
+    num_examples: int = field(default=12, metadata={"help": "generated answers kept in results.json"})
+
+
+def parse_overrides(text: str | None) -> dict:
+    """'a=1,b=x' -> {'a': 1, 'b': 'x'} (values parsed as JSON where possible)."""
+    values = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, _, value = item.partition("=")
+        try:
+            values[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            values[key.strip()] = value
+    return values
+
+
+def build_processor(model_args: ModelArguments, data_args: DataArguments, tokenizer_source: str,
+                    num_audio_tokens: int) -> AudioMosaicLtuProcessor:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)  # the authors pad with id 0
+    tokenizer.padding_side = "left"
+    tokenizer.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+    if data_args.feature_preset:
+        feature_extractor = AudioMosaicFeatureExtractor.from_preset(data_args.feature_preset)
+    elif model_args.audio_encoder and (Path(model_args.audio_encoder) / "preprocessor_config.json").is_file():
+        feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.audio_encoder)
+    else:
+        feature_extractor = AudioMosaicFeatureExtractor(**LTU_FEATURES)
+    return AudioMosaicLtuProcessor(feature_extractor, tokenizer, audio_token=AUDIO_TOKEN,
+                                   num_audio_tokens=num_audio_tokens)
+
+
+def load_model(model_args: ModelArguments, data_args: DataArguments):
+    """-> (model, possibly peft-wrapped, with the stage's trainable parameters; processor)."""
+    if model_args.trainable not in TRAINABLE:
+        raise ValueError(f"--trainable must be one of {TRAINABLE}, got {model_args.trainable!r}.")
+    if model_args.model_name_or_path:
+        model = AudioMosaicLtuForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+        model.config.shuffle_patches_in_training = model_args.shuffle_patches_in_training
+        processor = AudioMosaicLtuProcessor.from_pretrained(model_args.model_name_or_path)
+    elif model_args.language_model:
+        tokenizer_probe = AutoTokenizer.from_pretrained(model_args.language_model)
+        tokenizer_probe.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+        encoder_kwargs = {}
+        if not model_args.audio_encoder:
+            encoder_kwargs["audio_config"] = AudioMosaicConfig(
+                **{"drop_path_rate": 0.0, **parse_overrides(model_args.audio_config_overrides)})
+        model = AudioMosaicLtuForConditionalGeneration.from_audio_text_pretrained(
+            model_args.language_model, audio_encoder=model_args.audio_encoder,
+            audio_token_id=tokenizer_probe.convert_tokens_to_ids(AUDIO_TOKEN), audio_pooling=model_args.audio_pooling,
+            shuffle_patches_in_training=model_args.shuffle_patches_in_training, **encoder_kwargs)
+        processor = build_processor(model_args, data_args, model_args.language_model, model.config.num_audio_tokens)
+    else:
+        raise ValueError("Give --model_name_or_path (a previous stage) or --language_model (a new model).")
+    if processor.feature_extractor.max_length != model.config.audio_config.max_length:
+        raise ValueError(
+            f"The feature extractor makes {processor.feature_extractor.max_length} frames but the encoder expects "
+            f"{model.config.audio_config.max_length}; choose a matching --feature_preset."
+        )
+
+    model.requires_grad_(False)
+    if model_args.trainable == "projector_and_norms":
+        trained = {"audio_projector": model.audio_projector, "fc_norm": model.audio_tower.fc_norm,
+                   "pre_layernorm": model.audio_tower.embeddings.pre_layernorm}
+    else:
+        trained = {"audio_tower": model.audio_tower, "audio_projector": model.audio_projector}
+    for module in trained.values():
+        module.requires_grad_(True)
+
+    previous_adapter = Path(model_args.model_name_or_path or "") / ADAPTER_DIR
+    if model_args.use_lora:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if model_args.model_name_or_path and previous_adapter.is_dir():
+            model = PeftModel.from_pretrained(model, previous_adapter, is_trainable=True)
+        else:
+            targets = "|".join(re.escape(name.strip()) for name in model_args.lora_target_modules.split(","))
+            lora_config = LoraConfig(
+                r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                bias="none", task_type="CAUSAL_LM", target_modules=rf".*language_model.*\.({targets})",
+                # The trained audio modules travel with the adapter, so Trainer checkpoints can resume.
+                modules_to_save=list(trained),
+            )
+            model = get_peft_model(model, lora_config)
+    elif previous_adapter.is_dir():
+        raise ValueError(f"{previous_adapter} holds a LoRA adapter from the previous stage; keep --use_lora.")
+    return model, processor
+
+
+class InstructionCollator:
+    """Rows (audio, instruction, answer) -> the processor's batch with labels."""
+
+    def __init__(self, processor: AudioMosaicLtuProcessor, data_args: DataArguments):
+        self.processor = processor
+        self.data_args = data_args
+
+    def instruction(self, row: dict) -> str:
+        return self.data_args.instruction or str(row[self.data_args.instruction_column])
+
+    def waveforms(self, rows: list[dict]) -> list:
+        rate = self.processor.feature_extractor.sampling_rate
+        return [decode_audio(row["audio"], rate) for row in rows]
+
+    def __call__(self, rows: list[dict]) -> dict:
+        return self.processor(
+            text=[self.processor.build_prompt(self.instruction(row)) for row in rows],
+            audio=self.waveforms(rows),
+            answers=[str(row[self.data_args.answer_column]) for row in rows],
+            sampling_rate=self.processor.feature_extractor.sampling_rate,
+            train_on_prompt=self.data_args.train_on_prompt,
+            max_length=self.data_args.text_max_length,
+            pad_to_multiple_of=8,
+        )
+
+
+def normalise_answer(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+@torch.no_grad()
+def evaluate_generation(model, collator: InstructionCollator, dataset, batch_size: int, max_new_tokens: int,
+                        num_examples: int) -> dict:
+    """Greedy answers for every row; accuracy = normalised exact match with the reference answer."""
+    from tqdm.auto import tqdm
+
+    processor = collator.processor
+    model.eval()
+    device = next(model.parameters()).device
+    correct, examples = 0, []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="Generating answers"):
+        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = processor(text=[processor.build_prompt(collator.instruction(row)) for row in rows],
+                          audio=collator.waveforms(rows), sampling_rate=processor.feature_extractor.sampling_rate)
+        batch = batch.to(device)
+        generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                   pad_token_id=processor.tokenizer.pad_token_id)
+        answers = processor.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        for row, answer in zip(rows, answers):
+            reference = str(row[collator.data_args.answer_column])
+            hit = normalise_answer(answer) == normalise_answer(reference)
+            correct += hit
+            if len(examples) < num_examples:
+                examples.append({"instruction": collator.instruction(row), "reference": reference,
+                                 "generated": answer.strip(), "correct": bool(hit)})
+    return {"accuracy": correct / max(len(dataset), 1), "num_eval": len(dataset), "examples": examples}
+
+
+def open_split(data_args: DataArguments, source: str, split: str, folds: str | None, max_samples: int | None,
+               seed: int):
+    dataset = open_audio_dataset(source, split, data_args.audio_column, data_args.dataset_config_name)
+    dataset = filter_rows(dataset, data_args.fold_column, folds)
+    if max_samples is not None and max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=seed).select(range(max_samples))
+    columns = [data_args.answer_column] + ([] if data_args.instruction else [data_args.instruction_column])
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{source} has no column(s) {missing} (columns: {dataset.column_names}); set "
+                         "--answer_column / --instruction_column, or one --instruction for every row.")
+    return dataset
+
+
+def save_stage(model, processor: AudioMosaicLtuProcessor, output_dir: Path) -> None:
+    """Composite (trained audio modules, untouched base LM) + processor, and the peft adapter when LoRA is on."""
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(output_dir / ADAPTER_DIR)
+        model = model.unload()
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_args_with_recipe(
+        (ModelArguments, DataArguments, TrainingArguments), argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    set_seed(training_args.seed)
+    training_args.remove_unused_columns = False  # the collator reads the raw columns
+
+    model, processor = load_model(model_args, data_args)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("trainable parameters: %d of %d", trainable, sum(p.numel() for p in model.parameters()))
+    train_dataset = open_split(data_args, data_args.dataset, data_args.train_split, data_args.train_folds,
+                               data_args.max_train_samples, training_args.seed)
+    eval_dataset = None
+    if data_args.eval_dataset or data_args.eval_folds or data_args.eval_split:
+        eval_dataset = open_split(data_args, data_args.eval_dataset or data_args.dataset,
+                                  data_args.eval_split or data_args.train_split, data_args.eval_folds,
+                                  data_args.max_eval_samples, training_args.seed)
+    collator = InstructionCollator(processor, data_args)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator)
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    output_dir = Path(training_args.output_dir)
+    results = {"train": train_result.metrics, "trainable_parameters": trainable}
+    if eval_dataset is not None:
+        results["eval"] = evaluate_generation(model, collator, eval_dataset, training_args.per_device_eval_batch_size,
+                                              data_args.eval_max_new_tokens, data_args.num_examples)
+        logger.info("generated-answer accuracy: %.4f on %d rows", results["eval"]["accuracy"], len(eval_dataset))
+    if trainer.is_world_process_zero():
+        save_stage(model, processor, output_dir)
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
