@@ -279,6 +279,39 @@ def effective_rank_command(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# sae-train / sae-report / fewshot / heads (modeling_audiomosaic.interpret; needs the `interpret` extra)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+INTERPRET_COMMANDS = {
+    "sae-train": ("configure_sae_train", "train a sparse autoencoder on a layer's pooled or patch-token activations"),
+    "sae-report": ("configure_sae_report", "SAE metrics, probes on codes vs raw, per-class latents and PNGs"),
+    "fewshot": ("configure_fewshot", "few-shot benchmark of CALM, SAV and baselines over head vectors (+ PNG)"),
+    "heads": ("configure_heads", "per-head probe map, head ablation / emphasis / steering vs random heads (+ PNGs)"),
+}
+
+
+def add_interpret_commands(sub) -> None:
+    """Sub-parsers of the interpretability commands; without the `interpret` extra they only say how to install it."""
+    try:
+        from .interpret import commands
+    except ImportError as error:
+        commands, missing = None, error
+    for name, (configure, help_text) in INTERPRET_COMMANDS.items():
+        parser = sub.add_parser(name, help=help_text, description=help_text, add_help=commands is not None)
+        if commands is not None:
+            getattr(commands, configure)(parser)
+            continue
+        parser.add_argument("arguments", nargs=argparse.REMAINDER)
+
+        def explain(args, error=missing):
+            raise ValueError(f"this command needs the `interpret` extra ({error}): "
+                             "pip install 'audiomosaic[interpret]'")
+
+        parser.set_defaults(func=explain)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Parser
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -363,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_length", type=int, default=None, help="frames per clip (default: the checkpoint's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=effective_rank_command)
+
+    add_interpret_commands(sub)
 
     for name, (_, help_text) in TRAINING_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
