@@ -11,6 +11,8 @@ TRAIN = [
     "matplotlib>=3.7",
     "tensorboard>=2.15",
 ]
+# modeling_audiomosaic.interpret (sae-train, sae-report, fewshot, heads); the core package never imports it.
+INTERPRET = ["scikit-learn>=1.3", "scipy>=1.10", "matplotlib>=3.7"]
 
 setup(
     name="modeling-audiomosaic",
@@ -32,6 +34,10 @@ setup(
         "soundfile>=0.12",
         "numpy>=1.24",
     ],
-    extras_require={"train": TRAIN, "dev": [*TRAIN, "pytest>=8", "hypothesis>=6.100"]},
+    extras_require={
+        "train": TRAIN,
+        "interpret": INTERPRET,
+        "dev": [*TRAIN, *INTERPRET, "pytest>=8", "hypothesis>=6.100"],
+    },
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )

@@ -73,9 +73,9 @@ def load_encoder(args: argparse.Namespace):
 
     from ..modeling_audiomosaic import AudioMosaicModel
 
-    torch.manual_seed(args.seed)
     model = AudioMosaicModel.from_pretrained(args.model)
-    if getattr(args, "random_init", False):
+    if args.random_init:
+        torch.manual_seed(args.seed)
         model = AudioMosaicModel(model.config)
     feature_extractor = AutoFeatureExtractor.from_pretrained(args.model)
     if args.max_length is not None:
@@ -300,14 +300,16 @@ def sae_report(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def best_probe_layer(hidden: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: int = 0) -> int:
-    """The hidden-state index whose pooled features give the best 3-fold logistic-regression accuracy on the
-    training clips (never the test clips)."""
+def best_probe_layer(hidden: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: int = 0,
+                     max_clips: int = 1000) -> int:
+    """The hidden-state index whose pooled features give the best 3-fold logistic-regression accuracy on (at most
+    `max_clips` random) training clips, never the test clips."""
     from sklearn.model_selection import cross_val_score
 
     from .fewshot import pooled_logistic_regression
 
-    scores = [cross_val_score(pooled_logistic_regression(), hidden[train, i], labels[train], cv=3).mean()
+    rows = np.random.default_rng(seed).permutation(train)[:max_clips]
+    scores = [cross_val_score(pooled_logistic_regression(), hidden[rows, i], labels[rows], cv=3).mean()
               for i in range(hidden.shape[1])]
     return int(np.argmax(scores))
 
@@ -381,9 +383,11 @@ def heads(args: argparse.Namespace) -> dict:
     blocks, num_heads = head_vectors.shape[1:3]
     timings, start = {}, time.time()
 
-    probe = probe_heads(head_vectors, labels, cv=args.cv, seed=args.seed, progress=not args.quiet)
-    shuffled = probe_heads(head_vectors, np.random.default_rng(args.seed).permutation(labels), cv=args.cv,
-                           seed=args.seed, progress=not args.quiet)
+    rng = np.random.default_rng(args.seed)
+    probed = np.sort(rng.permutation(train)[: args.max_probe_clips])  # training clips only
+    probe = probe_heads(head_vectors[probed], labels[probed], cv=args.cv, seed=args.seed, progress=not args.quiet)
+    shuffled = probe_heads(head_vectors[probed], rng.permutation(labels[probed]), cv=args.cv, seed=args.seed,
+                           progress=not args.quiet)
     timings["probes_seconds"] = time.time() - start
     plot_heatmap(probe.accuracy_, output / "head_probe_accuracy.png",
                  f"per-head probe accuracy (shuffled-label control: {shuffled.accuracy_.mean():.3f})",
@@ -392,14 +396,14 @@ def heads(args: argparse.Namespace) -> dict:
     # Heads of each class: the top CALM reliabilities, fitted on the training clips only.
     calm = CALMClassifier().fit(activations.head_features()[train], labels[train])
     top = min(args.top_heads, blocks * num_heads - 1)
+    tested = set(labels[test])  # classes without test clips (e.g. a class absent from the test folds) are skipped
     heads_by_class = {name: [divmod(int(i), num_heads) for i in np.argsort(-calm.reliability_[:, c])[:top]]
-                      for c, name in enumerate(calm.classes_)}
+                      for c, name in enumerate(calm.classes_) if name in tested}
 
     pooled = model.fc_norm(activations.hidden[:, -1]).detach().numpy()
     readout = pooled_logistic_regression().fit(pooled[train], labels[train])
-    rng = np.random.default_rng(args.seed)
     evaluation = np.concatenate([rng.permutation(test[labels[test] == c])[: args.max_eval_per_class]
-                                 for c in calm.classes_])
+                                 for c in heads_by_class])
     inputs = featurize_files(fe, [files[i] for i in evaluation])
     eval_labels = labels[evaluation]
     start = time.time()
@@ -416,7 +420,7 @@ def heads(args: argparse.Namespace) -> dict:
     plot_dose_response(doses, output / "head_dose_response.png",
                        f"top {top} CALM heads per class, scaled (mean over {len(heads_by_class)} classes)")
     steering = []
-    for name in calm.classes_:
+    for name in heads_by_class:
         directions, sigma = steering_directions(head_vectors[train], labels[train], name)
         steering += evaluate_head_intervention(model, inputs, eval_labels, readout, heads_by_class, targets=[name],
                                                mode="steer", directions=directions, sigma=sigma,
@@ -431,7 +435,8 @@ def heads(args: argparse.Namespace) -> dict:
                 "classes_p_below_0.05": int(sum(r["p_value"] is not None and r["p_value"] < 0.05 for r in rows))}
 
     payload = {"model": args.model, "data": args.data, "random_init": args.random_init, "top_heads": top,
-               "eval_clips": int(len(evaluation)), "probe_accuracy": probe.accuracy_.tolist(),
+               "probe_clips": int(len(probed)), "eval_clips": int(len(evaluation)),
+               "probe_accuracy": probe.accuracy_.tolist(),
                "shuffled_probe_accuracy": shuffled.accuracy_.tolist(),
                "per_class_auroc": probe.per_class_auroc_.tolist(), "classes": [str(c) for c in probe.classes_],
                "heads_by_class": {str(k): v for k, v in heads_by_class.items()},
@@ -510,6 +515,8 @@ def configure_fewshot(parser: argparse.ArgumentParser) -> None:
 def configure_heads(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--cv", type=int, default=5, help="folds of the per-head probes")
+    parser.add_argument("--max_probe_clips", type=int, default=1500,
+                        help="random training clips for the per-head probes (default 1500)")
     parser.add_argument("--top_heads", type=int, default=3, help="heads per class to ablate / scale (default 3)")
     parser.add_argument("--n_random", type=int, default=10, help="draws of matched random heads (default 10)")
     parser.add_argument("--max_eval_per_class", type=int, default=30, help="test clips per class for interventions")
