@@ -12,12 +12,16 @@ kits: test fold 5 (kit-disjoint). Activations are cached under `<output_dir>/cac
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # numpy/scikit-learn BLAS too, not only torch: a shared 2-core machine
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from modeling_audiomosaic.cli import run
+import torch  # noqa: E402
+
+from modeling_audiomosaic.cli import run  # noqa: E402
 
 
 def main() -> None:

@@ -300,7 +300,7 @@ def pooled_logistic_regression(C: float = 1.0):
 def default_methods(n_heads_total: int) -> dict:
     """name -> (estimator factory, feature kind) for the benchmark: kinds are "heads" (clips, heads, dim),
     "pooled_last" and "pooled_best" (clips, dim)."""
-    sav_heads = min(20, n_heads_total)
+    sav_heads = min(20, max(1, n_heads_total // 4))  # SAVs: 20 of 1,024 LLM heads; a quarter of a small encoder
     return {
         "CALM": (lambda: CALMClassifier(), "heads"),
         "CALM self-training": (lambda: CALMClassifier(self_training=True), "heads"),
