@@ -463,7 +463,8 @@ def heads(args: argparse.Namespace) -> dict:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="folder with one sub-folder per class, or a CSV with audio and label columns")
-    parser.add_argument("--model", required=True, help="AudioMosaic encoder folder (config, weights, feature extractor)")
+    parser.add_argument("--model", required=True,
+                        help="AudioMosaic encoder folder (config, weights, feature extractor)")
     parser.add_argument("--output_dir", required=True, help="where JSON, tables and PNGs go")
     parser.add_argument("--cache_dir", default=None, help="activation cache (default: <output_dir>/cache)")
     parser.add_argument("--audio_column", default="audio", help="CSV column with audio paths (default 'audio')")

@@ -379,8 +379,8 @@ def summarize_benchmark(records: list[dict], reference: str = "CALM") -> list[di
         rows = by_key[(method, shots)]
         accuracy = np.array([rows[e]["accuracy"] for e in sorted(rows)])
         f1 = np.array([rows[e]["macro_f1"] for e in sorted(rows)])
-        entry = {"method": method, "shots": shots, "episodes": len(rows),
-                 "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std(ddof=1)) if len(rows) > 1 else 0.0,
+        entry = {"method": method, "shots": shots, "episodes": len(rows), "accuracy_mean": float(accuracy.mean()),
+                 "accuracy_std": float(accuracy.std(ddof=1)) if len(rows) > 1 else 0.0,
                  "macro_f1_mean": float(f1.mean())}
         base = by_key.get((reference, shots))
         if base is not None and method != reference:
