@@ -27,6 +27,8 @@ TORCHAUDIO = ["torchaudio>=2.6"]
 ONNX = ["onnx>=1.23", "onnxruntime>=1.32", "onnxscript>=0.7"]
 # The audio-language model's LoRA (training/ltu.py, convert-ltu); the floor is the version its tests ran with.
 LTU = ["peft>=0.21"]
+# modeling_audiomosaic.interpret (sae-train, sae-report, fewshot, heads); the core package never imports it.
+INTERPRET = ["scikit-learn>=1.3", "scipy>=1.10", "matplotlib>=3.7"]
 
 setup(
     name="modeling-audiomosaic",
@@ -50,7 +52,8 @@ setup(
         "torchaudio": TORCHAUDIO,
         "onnx": ONNX,
         "ltu": LTU,
-        "dev": [*TRAIN, *TORCHAUDIO, *ONNX, *LTU, "pytest>=8", "hypothesis>=6.100"],
+        "interpret": INTERPRET,
+        "dev": [*TRAIN, *TORCHAUDIO, *ONNX, *LTU, *INTERPRET, "pytest>=8", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )

@@ -373,6 +373,37 @@ def export_onnx_command(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# sae-train / sae-report / fewshot / heads (modeling_audiomosaic.interpret; needs the `interpret` extra)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+INTERPRET_COMMANDS = {
+    "sae-train": ("configure_sae_train", "train a sparse autoencoder on a layer's pooled or patch-token activations"),
+    "sae-report": ("configure_sae_report", "SAE metrics, probes on codes vs raw, per-class latents and PNGs"),
+    "fewshot": ("configure_fewshot", "few-shot benchmark of CALM, SAV and baselines over head vectors (+ PNG)"),
+    "heads": ("configure_heads", "per-head probe map, head ablation / emphasis / steering vs random heads (+ PNGs)"),
+}
+
+
+def run_interpret_command(name: str, argv: list[str]):
+    """Build and run one interpretability command; its parser needs `modeling_audiomosaic.interpret` (the `interpret`
+    extra), so it is only imported when one of these commands runs."""
+    try:
+        from .interpret import commands
+    except ImportError as error:
+        raise SystemExit(f"audiomosaic {name}: needs the interpret extra: pip install "
+                         f"'modeling-audiomosaic[interpret]' (missing module: {error.name}).") from None
+    configure, help_text = INTERPRET_COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"audiomosaic {name}", description=help_text)
+    getattr(commands, configure)(parser)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(1, f"audiomosaic {name}: error: {error}\n")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Parser
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -469,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert_ltu_parser(p)
     p.set_defaults(func=convert_ltu_run)
 
+    for name, (_, help_text) in INTERPRET_COMMANDS.items():
+        sub.add_parser(name, help=f"{help_text} (interpret extra)", add_help=False)
+
     for name, (_, help_text) in TRAINING_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -493,6 +527,8 @@ def run(argv: list[str] | None = None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv and argv[0] in TRAINING_COMMANDS:
         return run_training_command(argv[0], argv[1:])
+    if argv and argv[0] in INTERPRET_COMMANDS:
+        return run_interpret_command(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
