@@ -91,19 +91,36 @@ def compute_norm_stats(
     return NormStats(float(np.mean(batch_means)), float(np.mean(batch_stds)), len(clips), max_length)
 
 
+# `--feature_preset auto` / `--feature_extractor_preset auto` in the training scripts: statistics of the training split.
+AUTO_PRESET = "auto"
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "audiomosaic" / "norm_stats"
+
+
+def _clip_identity(clip) -> str:
+    """What a clip is, for the cache key: its path, else a digest of its bytes or samples."""
+    if isinstance(clip, (str, os.PathLike)):
+        return str(clip)
+    if isinstance(clip, dict) and clip.get("path") and not clip.get("bytes") and clip.get("array") is None:
+        return str(clip["path"])
+    if isinstance(clip, dict):
+        payload = clip.get("bytes") or np.asarray(clip.get("array")).tobytes()
+        return hashlib.sha1(payload).hexdigest()
+    return hashlib.sha1(np.asarray(clip).tobytes()).hexdigest()
+
+
 def cached_norm_stats(
     clips: Sequence,
     max_length: int,
-    cache_dir: str | os.PathLike,
-    data_key: str,
+    cache_dir: str | os.PathLike | None = None,
     sampling_rate: int = 16000,
     progress: bool = True,
 ) -> NormStats:
-    """`compute_norm_stats`, stored as JSON in `cache_dir` under a key of `data_key` (what the data is, e.g. the
-    dataset name, split and filters), the number of clips and `max_length`; a second run with the same data and
-    length reads it back."""
-    key = hashlib.sha1(json.dumps([data_key, len(clips), max_length, sampling_rate]).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"norm_stats_{key}.json"
+    """`compute_norm_stats`, stored as JSON in `cache_dir` (default `~/.cache/audiomosaic/norm_stats`) under a key of
+    the clips (their paths, or digests of in-memory audio), `max_length` and `sampling_rate`; the same data at the same
+    length is read back instead of recomputed."""
+    identity = [[_clip_identity(clip) for clip in clips], max_length, sampling_rate]
+    key = hashlib.sha1(json.dumps(identity).encode()).hexdigest()[:16]
+    path = Path(cache_dir or DEFAULT_CACHE_DIR) / f"norm_stats_{key}.json"
     if path.is_file():
         stats = NormStats(**json.loads(path.read_text()))
         logger.info("Normalisation statistics from %s: mean %.6f, std %.6f", path, stats.mean, stats.std)
@@ -116,3 +133,17 @@ def cached_norm_stats(
     logger.info("Normalisation statistics over %d clips: mean %.6f, std %.6f (cached in %s)", stats.num_clips,
                 stats.mean, stats.std, path)
     return stats
+
+
+def feature_extractor_from_data(
+    clips: Sequence,
+    max_length: int,
+    sampling_rate: int = 16000,
+    cache_dir: str | os.PathLike | None = None,
+    **kwargs,
+) -> AudioMosaicFeatureExtractor:
+    """A feature extractor normalised with the statistics of `clips` (the training split) at `max_length` frames,
+    computed once and cached (`cached_norm_stats`); `kwargs` go to the feature extractor."""
+    stats = cached_norm_stats(clips, max_length, cache_dir=cache_dir, sampling_rate=sampling_rate)
+    return AudioMosaicFeatureExtractor(max_length=max_length, sampling_rate=sampling_rate, mean=stats.mean,
+                                       std=stats.std, **kwargs)
