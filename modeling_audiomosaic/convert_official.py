@@ -339,6 +339,8 @@ def load_reference_model(folder: Path, release_config: dict) -> torch.nn.Module:
     """The release's own model: `modeling.py` from the release folder (the authors' code, executed here), its
     `model_class` built from the config and loaded with the folder's weights, as the authors' `load_model.py` does."""
     modeling_path = folder / "modeling.py"
+    if not folder.is_dir():
+        raise ConversionError(f"--verify needs an authors' release folder (with modeling.py); {folder} is a file.")
     if not modeling_path.is_file() or "model_class" not in release_config:
         raise ConversionError(f"--verify needs an authors' release folder with modeling.py and a config.json naming "
                               f"`model_class`; {folder} has {sorted(p.name for p in folder.iterdir())}.")

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoConfig, pipeline
 
-from modeling_audiomosaic import AudioMosaicForAudioClassification
+from modeling_audiomosaic import AudioMosaicForAudioClassification, cli
 from modeling_audiomosaic.convert_official import (
     ConversionError,
     convert,
@@ -215,3 +215,16 @@ def test_missing_hub_id_offline_and_unknown_release(tmp_path, fixtures_dir, offl
         main([str(tmp_path / "my-release"), str(tmp_path / "custom")])
     assert "could not fill in id2label" in caplog.text
     assert "35 softmax: LABEL_0, LABEL_1" in capsys.readouterr().out
+
+
+def test_command_line_reports_failed_releases_and_refuses_mixed_arguments(tmp_path, fixtures_dir, offline, capsys):
+    with pytest.raises(SystemExit):
+        cli.run(["convert-official", "--all-releases", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "empty")])
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.out and "14 of 14 releases failed" in captured.err
+    with pytest.raises(SystemExit):
+        cli.run(["convert-official", "src", "out", "--all-releases", str(tmp_path / "out")])
+    assert "give no SRC / OUT_DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.run(["convert-official", str(fixtures_dir / "classifier_sq.safetensors"), str(tmp_path / "a"), "--verify"])
+    assert "needs an authors' release folder" in capsys.readouterr().err
