@@ -283,7 +283,10 @@ def read_labels(path: str | Path) -> dict[int, str]:
     return {int(row["index"]): row["display_name"] for row in rows}
 
 
-def feature_extractor_for(config: AudioMosaicConfig, release_config: dict) -> AudioMosaicFeatureExtractor:
+def feature_extractor_for(config: AudioMosaicConfig, release_config: dict, release: Release | None = None
+                          ) -> AudioMosaicFeatureExtractor:
+    """Length and normalisation from the release config's `audio_preprocessing`, else the known release's preset,
+    else the authors' statistics for the checkpoint's length."""
     preprocessing = release_config.get("audio_preprocessing")
     if preprocessing:
         return AudioMosaicFeatureExtractor(
@@ -293,7 +296,8 @@ def feature_extractor_for(config: AudioMosaicConfig, release_config: dict) -> Au
             num_mel_bins=config.num_mel_bins,
             feature_size=config.num_mel_bins,
         )
-    preset = PREPROCESSING_BY_LENGTH.get(config.max_length, PREPROCESSING_BY_LENGTH[1024])[0]
+    preset = release.preset if release else PREPROCESSING_BY_LENGTH.get(config.max_length,
+                                                                         PREPROCESSING_BY_LENGTH[1024])[0]
     feature_extractor = AudioMosaicFeatureExtractor.from_preset(preset)
     feature_extractor.max_length = config.max_length
     return feature_extractor
@@ -429,7 +433,7 @@ def convert_with_report(
         model.audiomosaic.resize_position_embeddings(max_length, method="official")
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
-    feature_extractor = feature_extractor_for(config, release_config)
+    feature_extractor = feature_extractor_for(config, release_config, release)
     feature_extractor.save_pretrained(out_dir)
     return Conversion(out_dir, model, feature_extractor, release, parity)
 
@@ -494,6 +498,7 @@ def release_model_card(conversion: Conversion, model_id: str):
         seconds=f"{feature_extractor.max_length / 100:g}",
         norm_mean=feature_extractor.mean,
         norm_std=feature_extractor.std,
+        base_model=None,  # the card says "converted from" instead of "initialised from"
         release_repo=release.repo_id,
         release_training=release.training,
         parity=conversion.parity,

@@ -215,6 +215,16 @@ def test_missing_hub_id_offline_and_unknown_release(tmp_path, fixtures_dir, offl
         main([str(tmp_path / "my-release"), str(tmp_path / "custom")])
     assert "could not fill in id2label" in caplog.text
     assert "35 softmax: LABEL_0, LABEL_1" in capsys.readouterr().out
+    # A local folder named after a release is recognised; without audio_preprocessing its preset applies.
+    name = "AudioMosaic-vit-b16-finetune-esc-split5"
+    write_release(tmp_path / name, name, fixtures_dir)
+    release_config = json.loads((tmp_path / name / "config.json").read_text())
+    del release_config["audio_preprocessing"]
+    (tmp_path / name / "config.json").write_text(json.dumps(release_config))
+    out = convert(tmp_path / name, tmp_path / "esc")
+    preprocessor = json.loads((out / "preprocessor_config.json").read_text())
+    assert (preprocessor["mean"], preprocessor["std"]) == (-6.6268077, 5.358466)
+    assert AutoConfig.from_pretrained(out).id2label[49] == "hand_saw"
 
 
 def test_command_line_reports_failed_releases_and_refuses_mixed_arguments(tmp_path, fixtures_dir, offline, capsys):
