@@ -308,13 +308,13 @@ def resolve_source(src: str | Path, revision: str | None = None, cache_dir: str 
     cache) with `huggingface_hub.snapshot_download`, which handles `HF_HUB_OFFLINE`, tokens and the cache."""
     path = Path(src)
     if path.exists():
+        if revision is not None:
+            raise ValueError(f"--revision applies to Hub ids (owner/name); {src} is a local path.")
         return path
     if HUB_REPO_ID.match(str(src)):
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(str(src), revision=revision, cache_dir=cache_dir))
-    if revision is not None:
-        raise ValueError(f"--revision only applies to Hub ids (owner/name); {src} is neither one nor a local path.")
     raise FileNotFoundError(f"Checkpoint {src} does not exist (neither a local file or folder nor a Hub id owner/name).")
 
 
