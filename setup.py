@@ -43,7 +43,7 @@ setup(
     packages=find_packages(include=["modeling_audiomosaic", "modeling_audiomosaic.*"]) + ["audiomosaic_training"],
     package_dir={"audiomosaic_training": "training"},
     package_data={
-        "modeling_audiomosaic": ["metrics/*/*.py", "model_card.md"],
+        "modeling_audiomosaic": ["metrics/*/*.py", "model_card.md", "labels/*.csv", "labels/README.md"],
         "audiomosaic_training": ["recipes/*.yaml"],
     },
     install_requires=CORE,

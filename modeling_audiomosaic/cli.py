@@ -406,6 +406,27 @@ def run_interpret_command(name: str, argv: list[str]):
 # ----------------------------------------------------------------------------------------------------------------------
 # Parser
 # ----------------------------------------------------------------------------------------------------------------------
+# norm-stats
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def norm_stats_command(args: argparse.Namespace):
+    """Log-Mel mean and std of the inputs at --max_length frames (the authors' recipe, see norm_stats.py); printed,
+    and written as a feature-extractor folder with --output_dir."""
+    from . import AudioMosaicFeatureExtractor
+    from .norm_stats import compute_norm_stats, subsample
+
+    clips = subsample(expand_inputs(args.inputs, args.audio_column), args.max_samples)
+    stats = compute_norm_stats(clips, args.max_length, batch_size=args.batch_size, progress=not args.quiet)
+    print(f"mean {stats.mean:.7g}  std {stats.std:.7g}  ({stats.num_clips} clips at {stats.max_length} frames)")
+    if args.output_dir:
+        feature_extractor = AudioMosaicFeatureExtractor(max_length=args.max_length, mean=stats.mean, std=stats.std)
+        feature_extractor.save_pretrained(args.output_dir)
+        print(f"Wrote {Path(args.output_dir) / 'preprocessor_config.json'}")
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -502,6 +523,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (_, help_text) in INTERPRET_COMMANDS.items():
         sub.add_parser(name, help=f"{help_text} (interpret extra)", add_help=False)
+
+    p = sub.add_parser("norm-stats", help="log-Mel mean and std of your audio (normalisation statistics)",
+                       description="Compute the log-Mel mean and std of audio files, folders or CSV/JSON lists the "
+                                   "way the authors' statistics were computed (AST's get_norm_stats.py: un-normalised "
+                                   "Kaldi log-Mel padded/truncated to the model's length, mean of per-batch means "
+                                   "and stds), print them, and optionally write a feature-extractor folder.")
+    p.add_argument("inputs", nargs="+", help="audio files, folders, or CSV/JSON/Parquet lists")
+    p.add_argument("--audio_column", default="audio", help="audio column of CSV/JSON/Parquet inputs")
+    p.add_argument("--max_length", type=int, default=1024,
+                   help="frames per clip the model will see (default 1024 = 10.24 s; Speech Commands 128)")
+    p.add_argument("--max_samples", type=int, default=None,
+                   help="use at most this many clips, drawn at random (seed 0)")
+    p.add_argument("--batch_size", type=int, default=1000,
+                   help="clips per statistics batch (AST's 1000; the result is the mean over batches)")
+    p.add_argument("--output_dir", default=None, help="write a feature extractor with these statistics here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=norm_stats_command)
 
     for name, (_, help_text) in TRAINING_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

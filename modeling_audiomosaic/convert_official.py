@@ -1,21 +1,34 @@
 """Convert an AudioMosaic checkpoint of the authors' code (`HanxunH/AudioMosaic`) into a transformers folder.
 
-SRC is either a state-dict file (`.pt` / `.pth` / `.bin`, read with `torch.load(weights_only=True)` so no code is
-ever unpickled, or `.safetensors`) or one of the authors' Hub release folders (`config.json` with `model_class`,
-constructor arguments and `audio_preprocessing`, plus `model.safetensors`). The kind of checkpoint (pretrained
+SRC is a state-dict file (`.pt` / `.pth` / `.bin`, read with `torch.load(weights_only=True)` so no code is
+ever unpickled, or `.safetensors`), one of the authors' Hub release folders (`config.json` with `model_class`,
+constructor arguments and `audio_preprocessing`, plus `model.safetensors`), or the Hub id of such a release
+(`hanxunh/AudioMosaic-vit-b16-finetune-as20k`), fetched with `huggingface_hub.snapshot_download` (its cache,
+`HF_HUB_OFFLINE` and token handling). For the authors' 14 releases (`releases.py`) the converter also knows the
+labels, the problem type and the head type; `--all-releases` converts them all, with a model card each. The kind of checkpoint (pretrained
 encoder + projector, classifier, layer / weighted-sum / attentive probe, AASIST) is detected from the keys, the sizes
 from the tensor shapes. The output folder holds `config.json` (with `auto_map`), `model.safetensors`,
 `preprocessor_config.json` with that checkpoint's normalisation and length, and the code files for
 `trust_remote_code=True`.
 
     audiomosaic convert-official model_state_dict.pt converted/ --labels class_labels_indices.csv
+    audiomosaic convert-official hanxunh/AudioMosaic-vit-b16-finetune-as20k as20k/ --verify
+    audiomosaic convert-official --all-releases converted/ [--push-to NAMESPACE]
     python -m modeling_audiomosaic.convert_official SRC OUT_DIR
+
+`--verify` imports the release's own `modeling.py` (the authors' code: it executes) and compares its forward pass with
+ours on the same input; a conversion whose max |error| exceeds 1e-4 fails. Without it only key coverage and shapes
+are checked.
 """
 
 import argparse
 import csv
+import importlib.resources
+import importlib.util
 import json
+import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +37,10 @@ from safetensors.torch import load_file
 from .configuration_audiomosaic import AudioMosaicConfig
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor
 from .modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicForPreTraining
+from .releases import AUTHORS_SOURCE, RELEASES, Release, labels_file, release_for
+
+
+logger = logging.getLogger(__name__)
 
 
 # Official key -> our key. Encoder keys get the `audiomosaic.` prefix of the task models.
@@ -72,6 +89,10 @@ PREPROCESSING_BY_LENGTH = {
 # AudioSet's ontology: the only multi-label task of the authors' releases (AS-20K, AS-2M and their probes).
 AUDIOSET_NUM_CLASSES = 527
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
+# `owner/name` as the Hub spells repository ids; anything else that does not exist locally is a missing file.
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Largest max |error| between the authors' forward pass and ours that a verified conversion accepts.
+PARITY_TOLERANCE = 1e-4
 
 
 class ConversionError(ValueError):
@@ -263,7 +284,10 @@ def read_labels(path: str | Path) -> dict[int, str]:
     return {int(row["index"]): row["display_name"] for row in rows}
 
 
-def feature_extractor_for(config: AudioMosaicConfig, release_config: dict) -> AudioMosaicFeatureExtractor:
+def feature_extractor_for(config: AudioMosaicConfig, release_config: dict, release: Release | None = None
+                          ) -> AudioMosaicFeatureExtractor:
+    """Length and normalisation from the release config's `audio_preprocessing`, else the known release's preset,
+    else the authors' statistics for the checkpoint's length."""
     preprocessing = release_config.get("audio_preprocessing")
     if preprocessing:
         return AudioMosaicFeatureExtractor(
@@ -273,10 +297,146 @@ def feature_extractor_for(config: AudioMosaicConfig, release_config: dict) -> Au
             num_mel_bins=config.num_mel_bins,
             feature_size=config.num_mel_bins,
         )
-    preset = PREPROCESSING_BY_LENGTH.get(config.max_length, PREPROCESSING_BY_LENGTH[1024])[0]
+    preset = release.preset if release else PREPROCESSING_BY_LENGTH.get(config.max_length,
+                                                                         PREPROCESSING_BY_LENGTH[1024])[0]
     feature_extractor = AudioMosaicFeatureExtractor.from_preset(preset)
     feature_extractor.max_length = config.max_length
     return feature_extractor
+
+
+def resolve_source(src: str | Path, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """A local file or folder as it is; a Hub id (`owner/name`) that is not a local path is downloaded (or found in the
+    cache) with `huggingface_hub.snapshot_download`, which handles `HF_HUB_OFFLINE`, tokens and the cache."""
+    path = Path(src)
+    if path.exists():
+        if revision is not None:
+            raise ValueError(f"--revision applies to Hub ids (owner/name); {src} is a local path.")
+        return path
+    if HUB_REPO_ID.match(str(src)):
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(src), revision=revision, cache_dir=cache_dir))
+    raise FileNotFoundError(f"Checkpoint {src} does not exist (neither a local file or folder nor a Hub id owner/name).")
+
+
+def release_labels(release: Release | None, config: AudioMosaicConfig, release_config: dict) -> dict[int, str] | None:
+    """id2label from the release's label file; None (with a warning naming what is missing) when it is not known."""
+    if release is not None and release.labels_file is not None:
+        with importlib.resources.as_file(labels_file(release)) as path:
+            id2label = read_labels(path)
+        if len(id2label) != config.num_labels:
+            raise ConversionError(f"{release.name}: its label file {release.labels_file} has {len(id2label)} labels "
+                                  f"but the checkpoint's head has {config.num_labels}.")
+        return id2label
+    if release is not None:
+        logger.warning("%s: the authors' class order is not known here (see modeling_audiomosaic/labels/README.md); "
+                       "id2label keeps the generic names LABEL_0..LABEL_%d. Pass --labels CSV to set them.",
+                       release.name, config.num_labels - 1)
+    else:
+        logger.warning("Not one of the authors' known releases: could not fill in id2label (generic names "
+                       "LABEL_0..LABEL_%d; pass --labels CSV) and took problem_type %s from the %s.",
+                       config.num_labels - 1, config.problem_type,
+                       "release config" if {"problem_type", "multi_label"} & set(release_config) else "class count")
+    return None
+
+
+def load_reference_model(folder: Path, release_config: dict) -> torch.nn.Module:
+    """The release's own model: `modeling.py` from the release folder (the authors' code, executed here), its
+    `model_class` built from the config and loaded with the folder's weights, as the authors' `load_model.py` does."""
+    modeling_path = folder / "modeling.py"
+    if not folder.is_dir():
+        raise ConversionError(f"--verify needs an authors' release folder (with modeling.py); {folder} is a file.")
+    if not modeling_path.is_file() or "model_class" not in release_config:
+        raise ConversionError(f"--verify needs an authors' release folder with modeling.py and a config.json naming "
+                              f"`model_class`; {folder} has {sorted(p.name for p in folder.iterdir())}.")
+    spec = importlib.util.spec_from_file_location(f"audiomosaic_release_{folder.name}", modeling_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kwargs = {key: value for key, value in release_config.items() if key != "model_class"}
+    reference = getattr(module, release_config["model_class"])(**kwargs)
+    reference.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    return reference.eval()
+
+
+@torch.no_grad()
+def reference_max_error(reference: torch.nn.Module, model: torch.nn.Module, batch_size: int = 2) -> float:
+    """max |error| between the authors' forward and ours on the same normalised log-Mel input: logits for heads, the
+    pooled feature (`f`, before fc_norm) for the pretrained encoder, whose authors' forward returns a dict."""
+    config = model.config
+    generator = torch.Generator().manual_seed(0)
+    inputs = 0.5 * torch.randn(batch_size, config.max_length, config.num_mel_bins, generator=generator)
+    expected = reference(inputs.unsqueeze(1))  # the authors' layout: (batch, 1, frames, mel bins)
+    if isinstance(model, AudioMosaicForPreTraining):
+        ours, expected = model.forward_view(inputs, view=0).pooled, expected["f"]
+    else:
+        ours = model(inputs).logits
+    return (ours - expected).abs().max().item()
+
+
+@dataclass
+class Conversion:
+    """What a conversion wrote and how it was checked."""
+
+    out_dir: Path
+    model: AudioMosaicForPreTraining | AudioMosaicForAudioClassification
+    feature_extractor: AudioMosaicFeatureExtractor
+    release: Release | None
+    parity: str
+
+
+def convert_with_report(
+    src: str | Path,
+    out_dir: str | Path,
+    num_heads: int | None = None,
+    labels: str | Path | None = None,
+    probe_layer: int | None = None,
+    classifier_type: str | None = None,
+    max_length: int | None = None,
+    problem_type: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    verify: bool = False,
+) -> Conversion:
+    """`convert`, returning the model, the release it recognised and the check it passed."""
+    folder = resolve_source(src, revision=revision, cache_dir=cache_dir)
+    state_dict, release_config = load_official_checkpoint(folder)
+    release = release_for(str(src)) if folder.is_dir() else None
+    detected = detect_classifier_type(state_dict, release_config)
+    if classifier_type is not None:
+        if detected is None:
+            raise ConversionError("`classifier_type` was given but the checkpoint is a pretraining checkpoint.")
+        detected = classifier_type
+    elif detected is not None and release is not None and release.classifier_type is not None:
+        detected = release.classifier_type
+    if problem_type is not None and detected is None:
+        raise ConversionError("`problem_type` was given but the checkpoint is a pretraining checkpoint (no head).")
+    if problem_type is None and detected is not None and release is not None:
+        problem_type = release.problem_type
+    config = infer_config(state_dict, release_config, detected, num_heads=num_heads, probe_layer=probe_layer,
+                          problem_type=problem_type)
+    id2label = read_labels(labels) if labels is not None else None
+    if id2label is not None and len(id2label) != config.num_labels:
+        raise ValueError(f"{labels} has {len(id2label)} labels but the checkpoint's head has {config.num_labels}.")
+    if id2label is None and detected is not None:
+        id2label = release_labels(release, config, release_config)
+    if id2label is not None:
+        config.id2label = id2label
+        config.label2id = {name: index for index, name in id2label.items()}
+    model = convert_state_dict(state_dict, config)
+    parity = "keys and shapes match (forward not compared: no --verify)"
+    if verify:
+        error = reference_max_error(load_reference_model(folder, release_config), model)
+        if not error <= PARITY_TOLERANCE:
+            raise ConversionError(f"{src}: max |error| {error:.3g} between the authors' forward pass and ours "
+                                  f"exceeds {PARITY_TOLERANCE:g}; nothing was written.")
+        parity = f"max |error| {error:.1e} against the authors' forward pass"
+    if max_length is not None and max_length != config.max_length:
+        model.audiomosaic.resize_position_embeddings(max_length, method="official")
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    feature_extractor = feature_extractor_for(config, release_config, release)
+    feature_extractor.save_pretrained(out_dir)
+    return Conversion(out_dir, model, feature_extractor, release, parity)
 
 
 def convert(
@@ -288,51 +448,154 @@ def convert(
     classifier_type: str | None = None,
     max_length: int | None = None,
     problem_type: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    verify: bool = False,
 ) -> Path:
-    """Convert `src` and write a transformers folder to `out_dir`; returns `out_dir`. With `max_length` the
-    positional embeddings are resized to that many frames the way the authors' fine-tuning loader does (e.g. a 10 s
-    pretrained encoder prepared for 1 s Speech Commands clips). Classifiers get `problem_type`
-    "multi_label_classification" (sigmoid scores in `pipeline`) for AudioSet's 527 classes or when the release config
-    says so, unless `problem_type` is given."""
-    state_dict, release_config = load_official_checkpoint(src)
-    detected = detect_classifier_type(state_dict, release_config)
-    if classifier_type is not None:
-        if detected is None:
-            raise ConversionError("`classifier_type` was given but the checkpoint is a pretraining checkpoint.")
-        detected = classifier_type
-    if problem_type is not None and detected is None:
-        raise ConversionError("`problem_type` was given but the checkpoint is a pretraining checkpoint (no head).")
-    config = infer_config(state_dict, release_config, detected, num_heads=num_heads, probe_layer=probe_layer,
-                          problem_type=problem_type)
-    if labels is not None:
-        id2label = read_labels(labels)
-        if len(id2label) != config.num_labels:
-            raise ValueError(f"{labels} has {len(id2label)} labels but the checkpoint's head has {config.num_labels}.")
-        config.id2label = id2label
-        config.label2id = {name: index for index, name in id2label.items()}
-    model = convert_state_dict(state_dict, config)
-    if max_length is not None and max_length != config.max_length:
-        model.audiomosaic.resize_position_embeddings(max_length, method="official")
-    out_dir = Path(out_dir)
-    model.save_pretrained(out_dir)
-    feature_extractor_for(config, release_config).save_pretrained(out_dir)
-    return out_dir
+    """Convert `src` (file, release folder or Hub id at `revision`) and write a transformers folder to `out_dir`;
+    returns `out_dir`. With `max_length` the positional embeddings are resized to that many frames the way the
+    authors' fine-tuning loader does (e.g. a 10 s pretrained encoder prepared for 1 s Speech Commands clips).
+    Classifiers get `problem_type` "multi_label_classification" (sigmoid scores in `pipeline`) for AudioSet's 527
+    classes, for the authors' BCE-trained releases, or when the release config says so, unless `problem_type` is
+    given; the authors' releases get their labels. `verify` runs the release's own modeling code (see module doc)."""
+    return convert_with_report(src, out_dir, num_heads=num_heads, labels=labels, probe_layer=probe_layer,
+                               classifier_type=classifier_type, max_length=max_length, problem_type=problem_type,
+                               revision=revision, cache_dir=cache_dir, verify=verify).out_dir
+
+
+def release_model_card(conversion: Conversion, model_id: str):
+    """Model card of a converted authors' release, rendered from `model_card.md`."""
+    from huggingface_hub import ModelCardData
+
+    from .model_cards import render_model_card
+
+    release, config, feature_extractor = conversion.release, conversion.model.config, conversion.feature_extractor
+    is_classifier = isinstance(conversion.model, AudioMosaicForAudioClassification)
+    labels = [config.id2label[i] for i in range(config.num_labels)] if is_classifier else []
+    card_data = ModelCardData(
+        license="mit",
+        library_name="transformers",
+        pipeline_tag="audio-classification" if is_classifier else "feature-extraction",
+        tags=["audio", "audiomosaic", "custom_code", *(["audio-classification"] if is_classifier else [])],
+        base_model=release.repo_id,
+        model_name=model_id,
+    )
+    kind = "classifier" if is_classifier else "pretrained encoder"
+    return render_model_card(
+        card_data,
+        model_id=model_id,
+        model_name=model_id,
+        model_summary=f"The authors' AudioMosaic {kind} `{release.repo_id}` as a transformers checkpoint: "
+                      f"{release.task}, trained on {release.dataset}.",
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_parameters=f"{sum(p.numel() for p in conversion.model.parameters()) / 1e6:.2f}M",
+        classifier_type=config.classifier_type if is_classifier else None,
+        freeze_encoder=is_classifier and config.freeze_encoder,
+        num_labels=len(labels),
+        multi_label=config.problem_type == "multi_label_classification",
+        max_length=feature_extractor.max_length,
+        seconds=f"{feature_extractor.max_length / 100:g}",
+        norm_mean=feature_extractor.mean,
+        norm_std=feature_extractor.std,
+        base_model=None,  # the card says "converted from" instead of "initialised from"
+        release_repo=release.repo_id,
+        release_training=release.training,
+        parity=conversion.parity,
+        reported=release.reported,
+        reported_source=f"[AudioMosaic README]({AUTHORS_SOURCE})",
+        labels_preview=", ".join(f"`{name}`" for name in labels[:50]) + (" ..." if len(labels) > 50 else ""),
+        limitations="Inputs longer than the training length are truncated unless split into windows "
+                    "(`long_audio=\"window\"` in the feature extractor)."
+                    + ("" if release.labels_file or not is_classifier else
+                       " The class order of this head is not known here: its labels are the generic LABEL_i."),
+    )
+
+
+def describe_labels(model) -> str:
+    if not isinstance(model, AudioMosaicForAudioClassification):
+        return "-"
+    config = model.config
+    names = [config.id2label[i] for i in range(min(config.num_labels, 2))]
+    kind = "sigmoid" if config.problem_type == "multi_label_classification" else "softmax"
+    return f"{config.num_labels} {kind}: {', '.join(names)}, ..."
+
+
+def convert_all_releases(
+    out_root: str | Path,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    verify: bool = False,
+    push_to: str | None = None,
+    api=None,
+) -> list[dict[str, str]]:
+    """Convert every release of `releases.RELEASES` into `out_root/<name>/` with a model card; with `push_to` (a
+    Hub namespace) upload each folder to `<push_to>/<name>` through `api` (default `huggingface_hub.HfApi()`).
+    Returns one summary row per release; a release that fails is reported in its row and the others go on."""
+    if push_to and api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    rows = []
+    for release in RELEASES.values():
+        folder = Path(out_root) / release.name
+        try:
+            conversion = convert_with_report(release.repo_id, folder, revision=revision, cache_dir=cache_dir,
+                                             verify=verify)
+        except (ConversionError, OSError, ValueError) as error:
+            rows.append({"release": release.name, "class": "-", "labels": "-", "parity": f"FAILED: {error}",
+                         "folder": "-"})
+            continue
+        model_id = f"{push_to}/{release.name}" if push_to else release.name
+        release_model_card(conversion, model_id).save(folder / "README.md")
+        if push_to:
+            api.create_repo(model_id, exist_ok=True, repo_type="model")
+            api.upload_folder(folder_path=str(folder), repo_id=model_id, repo_type="model",
+                              commit_message=f"Convert {release.repo_id} to transformers")
+        model = conversion.model
+        kind = type(model).__name__ + (f" ({model.config.classifier_type})"
+                                       if isinstance(model, AudioMosaicForAudioClassification) else "")
+        rows.append({"release": release.name, "class": kind, "labels": describe_labels(model),
+                     "parity": conversion.parity, "folder": str(folder)})
+    return rows
+
+
+def format_table(rows: list[dict[str, str]]) -> str:
+    columns = list(rows[0])
+    widths = {column: max(len(column), *(len(row[column]) for row in rows)) for column in columns}
+    lines = [" | ".join(column.ljust(widths[column]) for column in columns)]
+    lines.append("-+-".join("-" * widths[column] for column in columns))
+    lines += [" | ".join(row[column].ljust(widths[column]) for column in columns) for row in rows]
+    return "\n".join(lines)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="authors' state dict (.pt/.pth/.bin/.safetensors) or Hub release folder")
-    parser.add_argument("out_dir", help="folder to write the transformers checkpoint to")
+    parser.add_argument("src", nargs="?",
+                        help="authors' state dict (.pt/.pth/.bin/.safetensors), release folder or Hub id owner/name")
+    parser.add_argument("out_dir", nargs="?", help="folder to write the transformers checkpoint to")
+    parser.add_argument("--all-releases", metavar="OUT_ROOT", default=None,
+                        help="convert every authors' release (hanxunh/AudioMosaic-vit-b16-*) into OUT_ROOT/<name>/ "
+                             "with a model card, and print a summary table")
+    parser.add_argument("--push-to", metavar="NAMESPACE", default=None,
+                        help="with --all-releases: upload each folder to NAMESPACE/<name> on the Hub")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a Hub id source")
+    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: the library's)")
+    parser.add_argument("--verify", action="store_true",
+                        help="run the release's own modeling.py (the authors' code: it executes) and compare its "
+                             f"forward pass with ours; fail above {PARITY_TOLERANCE:g}")
     parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: release config or width/64)")
-    parser.add_argument("--labels", default=None, help="index,mid,display_name CSV for id2label")
+    parser.add_argument("--labels", default=None,
+                        help="index,mid,display_name CSV for id2label (default: the release's, when known)")
     parser.add_argument("--classifier-type", choices=sorted(set(CLASSIFIER_TYPES.values())), default=None,
                         help="head type when it cannot be told from the keys (a layer probe looks like a classifier)")
     parser.add_argument("--probe-layer", type=int, default=None, help="block read by a layer probe")
     parser.add_argument("--max-length", type=int, default=None,
                         help="resize the positional embeddings to this many frames (authors' interpolation)")
     parser.add_argument("--problem-type", choices=PROBLEM_TYPES, default=None,
-                        help="override the head's problem type (default: multi-label for 527 AudioSet classes or when "
-                             "the release config says so, else single-label)")
+                        help="override the head's problem type (default: the release's; else multi-label for 527 "
+                             "AudioSet classes or when the release config says so, else single-label)")
     return parser
 
 
@@ -341,11 +604,29 @@ def main(argv: list[str] | None = None) -> None:
     run(args)
 
 
-def run(args: argparse.Namespace) -> None:
-    out_dir = convert(args.src, args.out_dir, num_heads=args.num_heads, labels=args.labels,
-                      probe_layer=args.probe_layer, classifier_type=args.classifier_type, max_length=args.max_length,
-                      problem_type=args.problem_type)
-    print(f"Wrote {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
+def run(args: argparse.Namespace) -> Path | list[dict[str, str]]:
+    if args.all_releases:
+        if args.src or args.out_dir:
+            raise ValueError("--all-releases OUT_ROOT converts every release; give no SRC / OUT_DIR with it.")
+        rows = convert_all_releases(args.all_releases, revision=args.revision, cache_dir=args.cache_dir,
+                                    verify=args.verify, push_to=args.push_to)
+        print(format_table(rows))
+        failed = [row["release"] for row in rows if row["parity"].startswith("FAILED")]
+        if failed:
+            raise ConversionError(f"{len(failed)} of {len(rows)} releases failed: {', '.join(failed)}.")
+        return rows
+    if not (args.src and args.out_dir):
+        raise ValueError("give SRC and OUT_DIR, or --all-releases OUT_ROOT.")
+    if args.push_to:
+        raise ValueError("--push-to applies to --all-releases; upload a single folder with `huggingface-cli upload`.")
+    conversion = convert_with_report(
+        args.src, args.out_dir, num_heads=args.num_heads, labels=args.labels, probe_layer=args.probe_layer,
+        classifier_type=args.classifier_type, max_length=args.max_length, problem_type=args.problem_type,
+        revision=args.revision, cache_dir=args.cache_dir, verify=args.verify)
+    out_dir = conversion.out_dir
+    print(f"Wrote {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))} ({conversion.parity}; labels: "
+          f"{describe_labels(conversion.model)})")
+    return out_dir
 
 
 if __name__ == "__main__":

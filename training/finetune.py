@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ from modeling_audiomosaic import (
 )
 from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
 from modeling_audiomosaic.metrics import load_metric
+from modeling_audiomosaic.norm_stats import AUTO_PRESET, feature_extractor_from_data
 
 from .arguments import parse_args_with_recipe
 from .augment import spec_augment_mask
@@ -142,7 +143,8 @@ class DataArguments:
         default=None, metadata={"help": "frames per clip (10 ms each); default: the feature extractor's"}
     )
     feature_extractor_preset: str | None = field(
-        default=None, metadata={"help": "normalisation and length of: audioset | esc50 | speechcommands"}
+        default=None, metadata={"help": "normalisation and length of: audioset | esc50 | speechcommands, or `auto`: "
+                                        "statistics of the training split (cached in ~/.cache/audiomosaic/norm_stats)"}
     )
     norm_mean: float | None = field(default=None, metadata={"help": "override the log-Mel mean"})
     norm_std: float | None = field(default=None, metadata={"help": "override the log-Mel std"})
@@ -592,10 +594,15 @@ def parse_class_weights(value) -> list[float] | None:
     return [float(v) for v in str(value).split(",") if v.strip()]
 
 
-def build_feature_extractor(model_args: ModelArguments, data_args: DataArguments) -> AudioMosaicFeatureExtractor:
-    """The checkpoint's feature extractor (if any), then the recipe's preset and explicit overrides on top."""
+def build_feature_extractor(model_args: ModelArguments, data_args: DataArguments, train_hf=None
+                            ) -> AudioMosaicFeatureExtractor:
+    """The checkpoint's feature extractor (if any), then the recipe's preset and explicit overrides on top. Preset
+    `auto`: normalised with the statistics of `train_hf` at the run's length (--max_length, else the checkpoint's)."""
     fe = None
-    if data_args.feature_extractor_preset:
+    if data_args.feature_extractor_preset == AUTO_PRESET:
+        fe = build_feature_extractor(model_args, replace(data_args, feature_extractor_preset=None))
+        fe = feature_extractor_from_data(train_hf["audio"], fe.max_length, sampling_rate=data_args.sampling_rate)
+    elif data_args.feature_extractor_preset:
         fe = AudioMosaicFeatureExtractor.from_preset(data_args.feature_extractor_preset)
     elif model_args.model_name_or_path:
         try:
@@ -860,7 +867,7 @@ def prepare(model_args: ModelArguments, data_args: DataArguments, seed: int = 0)
     labels = build_label_set(train_hf, data_args)
     train_targets = encode_targets(train_hf, labels, data_args, "train")
     eval_targets = encode_targets(eval_hf, labels, data_args, "eval") if eval_hf is not None else None
-    fe = build_feature_extractor(model_args, data_args)
+    fe = build_feature_extractor(model_args, data_args, train_hf)
     return PreparedRun(labels, loss, fe, fe.max_length, train_hf, eval_hf, train_targets, eval_targets)
 
 

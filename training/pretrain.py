@@ -60,6 +60,7 @@ from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor,
 from modeling_audiomosaic.analysis import effective_rank  # RankMe: exp(entropy of normalised singular values)
 from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
 from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
+from modeling_audiomosaic.norm_stats import AUTO_PRESET, feature_extractor_from_data
 
 from .arguments import parse_args_with_recipe
 from .augment import AUGMENTATIONS, TwoViewTransform, sample_seed
@@ -133,7 +134,9 @@ class DataArguments:
     max_train_samples: int | None = None
     sampling_rate: int = 16000
     feature_preset: str = field(
-        default="audioset", metadata={"help": f"Normalisation statistics: one of {sorted(PRESETS)}."}
+        default="audioset",
+        metadata={"help": f"Normalisation statistics: one of {sorted(PRESETS)}, or `auto` to compute them on the "
+                          "training data (cached in ~/.cache/audiomosaic/norm_stats)."},
     )
     norm_mean: float | None = field(default=None, metadata={"help": "Override the preset's log-Mel mean."})
     norm_std: float | None = field(default=None, metadata={"help": "Override the preset's log-Mel std."})
@@ -206,8 +209,12 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, args: Pretr
     """Clear errors for values the run cannot use (config values are checked by `AudioMosaicConfig` itself)."""
     if data_args.augmentation not in AUGMENTATIONS:
         raise ValueError(f"--augmentation must be one of {AUGMENTATIONS}, got {data_args.augmentation!r}.")
-    if data_args.feature_preset not in PRESETS:
-        raise ValueError(f"--feature_preset must be one of {sorted(PRESETS)}, got {data_args.feature_preset!r}.")
+    if data_args.feature_preset not in (*PRESETS, AUTO_PRESET):
+        raise ValueError(f"--feature_preset must be one of {sorted(PRESETS)} or {AUTO_PRESET}, got "
+                         f"{data_args.feature_preset!r}.")
+    if data_args.feature_preset == AUTO_PRESET and data_args.streaming:
+        raise ValueError("--feature_preset auto needs the whole training split; it cannot be used with --streaming "
+                         "(compute the statistics with `audiomosaic norm-stats` and pass --norm_mean/--norm_std).")
     if args.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"--mixed_precision must be no, bf16 or fp16, got {args.mixed_precision!r}.")
     if not 0.0 <= model_args.gradient_checkpointing_fraction <= 1.0:
@@ -668,13 +675,19 @@ def open_training_data(data_args: DataArguments, max_train_samples: int | None =
     return dataset
 
 
-def build_feature_extractor(data_args: DataArguments, config: AudioMosaicConfig) -> AudioMosaicFeatureExtractor:
+def build_feature_extractor(data_args: DataArguments, config: AudioMosaicConfig, train_data=None
+                            ) -> AudioMosaicFeatureExtractor:
+    """The preset's feature extractor, or with `auto` one normalised with `train_data`'s statistics."""
     overrides = {"max_length": config.max_length, "sampling_rate": data_args.sampling_rate}
+    if data_args.feature_preset == AUTO_PRESET:
+        feature_extractor = feature_extractor_from_data(train_data["audio"], **overrides)
+    else:
+        feature_extractor = AudioMosaicFeatureExtractor.from_preset(data_args.feature_preset, **overrides)
     if data_args.norm_mean is not None:
-        overrides["mean"] = data_args.norm_mean
+        feature_extractor.mean = data_args.norm_mean
     if data_args.norm_std is not None:
-        overrides["std"] = data_args.norm_std
-    return AudioMosaicFeatureExtractor.from_preset(data_args.feature_preset, **overrides)
+        feature_extractor.std = data_args.norm_std
+    return feature_extractor
 
 
 def _flat_config(*parts) -> dict:
@@ -726,13 +739,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     model, optimizer = accelerator.prepare(model, optimizer)
 
     # Data
-    feature_extractor = build_feature_extractor(data_args, config)
+    with accelerator.main_process_first():
+        raw = open_training_data(data_args, data_args.max_train_samples)
+        feature_extractor = build_feature_extractor(data_args, config, raw)
     transform = TwoViewTransform(
         feature_extractor, data_args.augmentation, data_args.roll_magnitude, data_args.time_stretch_max_rate,
         data_args.stretch_method,
     )
-    with accelerator.main_process_first():
-        raw = open_training_data(data_args, data_args.max_train_samples)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     if isinstance(raw, IterableDataset):
         from datasets.distributed import split_dataset_by_node

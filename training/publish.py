@@ -16,16 +16,15 @@ import argparse
 import json
 import logging
 import math
-from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from modeling_audiomosaic.model_cards import render_model_card
+
 
 logger = logging.getLogger("audiomosaic.publish")
 
-# The repository's model_card.md, shipped as package data of modeling_audiomosaic (a link to it in the checkout).
-TEMPLATE = resources.files("modeling_audiomosaic") / "model_card.md"
 # Metrics that go into the model-index, with the Hub's metric ids.
 CARD_METRICS = {"accuracy": "accuracy", "mAP": "mean_average_precision", "mAUC": "roc_auc", "eer": "eer",
                 "auc": "roc_auc"}
@@ -104,7 +103,6 @@ def build_model_card(results: dict, config=None, feature_extractor=None, model_i
         f"AudioMosaic audio classifier ({kind} head) trained on `{dataset_name}` with "
         f"{len(labels)} classes." if labels else "AudioMosaic audio classifier."
     )
-    template = Path(template_path).read_text(encoding="utf-8") if template_path else TEMPLATE.read_text("utf-8")
     template_kwargs = {
         "model_id": model_id,
         "model_name": model_id,
@@ -132,7 +130,7 @@ def build_model_card(results: dict, config=None, feature_extractor=None, model_i
             "truncated unless split into windows (`long_audio=\"window\"` in the feature extractor)."
         ),
     }
-    return ModelCard.from_template(card_data, template_str=template, **template_kwargs)
+    return render_model_card(card_data, template_path, **template_kwargs)
 
 
 def write_results(output_dir: str | Path, results: dict) -> Path:
