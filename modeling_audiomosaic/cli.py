@@ -447,6 +447,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiomosaic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="before the command: show the Python traceback of an error instead of one line "
+                             f"(or set {DEBUG_VARIABLE}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("embed", help="pooled or per-layer embeddings of audio files -> .npy / .safetensors",
@@ -559,27 +562,46 @@ def run_training_command(name: str, argv: list[str]):
     return module.main(argv)
 
 
+# Bad input surfaces as these exceptions (transformers raises OSError for a folder without weights or config); the
+# command line answers them with one line naming the problem instead of a traceback.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, OSError)
+DEBUG_VARIABLE = "AUDIOMOSAIC_DEBUG"
+
+
 def run(argv: list[str] | None = None):
-    """Run one command and return its result (embeddings path, predictions, results dict, ...)."""
+    """Run one command and return its result (embeddings path, predictions, results dict, ...).
+
+    This is the command line's one error boundary: bad input, in any command, ends with one line `audiomosaic COMMAND:
+    error: ...` on stderr and exit status 1. `audiomosaic --debug COMMAND ...` or AUDIOMOSAIC_DEBUG=1 re-raises the
+    exception with its traceback instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if argv and argv[0] in TRAINING_COMMANDS:
-        return run_training_command(argv[0], argv[1:])
-    if argv and argv[0] in INTERPRET_COMMANDS:
-        return run_interpret_command(argv[0], argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        raise SystemExit(2)
+    debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
+    command = argv[0] if argv else None
     try:
+        if command in TRAINING_COMMANDS:
+            return run_training_command(command, argv[1:])
+        if command in INTERPRET_COMMANDS:
+            return run_interpret_command(command, argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            raise SystemExit(2)
         return args.func(args)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(1, f"audiomosaic {args.command}: error: {error}\n")
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"audiomosaic {command}: error: {error}", file=sys.stderr)
+        print(f"(run `audiomosaic --debug {command} ...` or set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: exit status 0 on success."""
+    """Console-script entry point: exit status 0 on success, 1 on bad input (one line, see `run`)."""
     run(argv)
     return 0
 

@@ -187,3 +187,43 @@ def test_csv_inputs(classifier_dir, audio_files, tmp_path):
     cli.run(["embed", str(listing), "--audio_column", "path", "--model", str(classifier_dir), "--output", str(out),
              "--quiet"])
     np.testing.assert_allclose(np.load(out), _reference_pooled(classifier_dir, audio_files[:2]).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["pretrain", "--recipe", "pretrain_tiny_cpu", "--dataset", "{tmp}/missing.csv", "--output_dir", "{tmp}/o"],
+         "missing.csv does not exist"),
+        (["finetune", "--recipe", "finetune_generic", "--dataset", "{list}", "--audio_column", "path",
+          "--output_dir", "{tmp}/o"], "no column `path`"),
+        (["finetune", "--recipe", "finetune_generic", "--dataset", "{list}", "--label_column", "genre",
+          "--output_dir", "{tmp}/o"], "genre"),
+        (["finetune", "--recipe", "finetune_generic", "--dataset", "{list}", "--fold_column", "fold",
+          "--eval_folds", "9", "--output_dir", "{tmp}/o"], "9"),
+        (["probe", "--recipe", "probe_generic", "--dataset", "{list}", "--model_name_or_path", "{model}",
+          "--fold_column", "fold", "--train_folds", "1", "--eval_folds", "2", "--max_length", "128",
+          "--per_device_train_batch_size", "0", "--output_dir", "{tmp}/o"], "batch"),
+        (["classify", "{clip}", "--model", "{tmp}"], "{tmp}"),
+    ],
+    ids=["missing-dataset", "no-audio-column", "no-label-column", "empty-eval-fold", "batch-size-0",
+         "folder-without-weights"],
+)
+def test_bad_input_gets_one_line_in_every_command(argv, problem, classifier_dir, audio_files, tmp_path, capsys,
+                                                  monkeypatch):
+    """The command line's one error boundary: one line naming the problem, exit status 1, no traceback; with
+    --debug (or AUDIOMOSAIC_DEBUG=1) the exception itself comes through."""
+    listing = tmp_path / "list.csv"
+    listing.write_text("audio,label,fold\n" + "".join(f"{path},{i % 2},{1 + (i // 2) % 2}\n"
+                                                       for i, path in enumerate(audio_files)))
+    values = {"tmp": str(tmp_path), "list": str(listing), "model": str(classifier_dir), "clip": str(audio_files[0])}
+    argv = [part.format(**values) for part in argv]
+    monkeypatch.delenv("AUDIOMOSAIC_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if line.startswith(f"audiomosaic {argv[0]}: error: ")]
+    assert len(error_lines) == 1 and problem.format(**values) in error_lines[0], err[-2000:]
+    monkeypatch.setenv("AUDIOMOSAIC_DEBUG", "1")
+    with pytest.raises(cli.USER_ERRORS):
+        cli.run(argv)

@@ -184,6 +184,9 @@ class FinetuneTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
         if self.blr is not None:
             self.learning_rate = self.blr * self.effective_batch_size / 256
         if self.lr_scheduler_type == "cosine_with_min_lr":

@@ -119,6 +119,11 @@ class ProbeArguments:
     )
     device: str | None = field(default=None, metadata={"help": "cpu / cuda (default: cuda when available)"})
 
+    def __post_init__(self):
+        for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Feature cache
