@@ -66,9 +66,23 @@ KEY_RENAMES = [
     (r"^attn_key\.", "attentive_probe.key."),
     (r"^attn_value\.", "attentive_probe.value."),
     (r"^layer_norms\.", "attentive_probe.layer_norms."),
-    (r"^(LL|first_bn1?|encoder|attention|pos_S|master[12]|GAT_layer_[ST]|HtrgGAT_layer_ST\d+|pool_\w+|out_layer)\b",
-     r"aasist.\1"),
+    # AASIST back-end: upstream (clovaai/aasist) names -> PEP 8 names of modeling_audiomosaic_aasist.py.
+    (r"^LL\.", "aasist.token_projection."),
+    (r"^first_bn1\.", "aasist.encoder_norm."),
+    (r"^first_bn\.", "aasist.first_norm."),
+    (r"^(encoder|attention|out_layer)\.", r"aasist.\1."),
+    (r"^pos_S$", "aasist.spectral_position_embeddings"),
+    (r"^(master[12])$", r"aasist.\1"),
+    (r"^GAT_layer_S\.", "aasist.spectral_graph_attention."),
+    (r"^GAT_layer_T\.", "aasist.temporal_graph_attention."),
+    (r"^HtrgGAT_layer_ST([12])([12])\.", r"aasist.hs_gal\1_layer\2."),
+    (r"^pool_S\.", "aasist.spectral_pool."),
+    (r"^pool_T\.", "aasist.temporal_pool."),
+    (r"^pool_hS([12])\.", r"aasist.hs_gal\1_spectral_pool."),
+    (r"^pool_hT([12])\.", r"aasist.hs_gal\1_temporal_pool."),
 ]
+# Inside the heterogeneous graph-attention layers, upstream's master-node tensors end in "M" (`att_projM`, ...).
+MASTER_NODE_RENAME = (r"\.(att_proj|att_weight|proj_with_att|proj_without_att)M(?=\.|$)", r".\1_master")
 
 CLASSIFIER_TYPES = {
     "AudioMosaicClassifier": "linear",
@@ -243,7 +257,7 @@ def rename_keys(state_dict: dict[str, torch.Tensor], classifier_type: str | None
             continue  # the authors' AASIST model keeps timm's unused 1000-way head
         for pattern, replacement in KEY_RENAMES:
             if re.match(pattern, key):
-                renamed[re.sub(pattern, replacement, key)] = value
+                renamed[re.sub(MASTER_NODE_RENAME[0], MASTER_NODE_RENAME[1], re.sub(pattern, replacement, key))] = value
                 break
         else:
             unknown.append(key)

@@ -208,7 +208,7 @@ def test_probes_and_aasist(converted, inputs, fixtures_dir, kind):
     model = converted[kind].eval()
     reference = load_file(fixtures_dir / f"{kind}_sq_eval_io.safetensors")
     # AASIST's back-end is a stack of float32 convolutions, BatchNorms and graph layers whose CPU kernels change
-    # between torch releases: fed the authors' exact LL output, it differs from their logits by ~2e-6 relative
+    # between torch releases: fed the authors' exact LL (token projection) output, it differs from their logits by ~2e-6 relative
     # (1.7e-5 on logits ~8 with torch 2.14). Its logits are compared relative to their scale; linear heads absolutely.
     logits_atol = ATOL * max(1.0, reference["logits"].abs().max().item()) if kind == "aasist" else ATOL
     with torch.no_grad():
@@ -216,7 +216,7 @@ def test_probes_and_aasist(converted, inputs, fixtures_dir, kind):
         name = f"{kind}_sq_eval_io"
         assert max_error(out.logits, reference["logits"], f"{name}/logits") <= logits_atol
         if kind == "aasist":
-            assert max_error(model.aasist.LL(out.hidden_states[-1]), reference["LL_output"], f"{name}/LL_output") <= ATOL
+            assert max_error(model.aasist.token_projection(out.hidden_states[-1]), reference["LL_output"], f"{name}/LL_output") <= ATOL
         else:
             features = model.head_features(model.audiomosaic(inputs["input_sq"], output_hidden_states=True))
             assert max_error(features, reference["fc_norm_output"], f"{name}/fc_norm_output") <= ATOL

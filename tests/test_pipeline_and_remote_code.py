@@ -88,7 +88,7 @@ def test_pipeline_numpy_file_and_resampled_dict(classifier_folder, clip_path):
     assert [r["label"] for r in from_file] == [r["label"] for r in classifier(waveform)]
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+BLOCK_PACKAGE = textwrap.dedent(
     """
     import importlib.abc, sys
 
@@ -99,6 +99,11 @@ REMOTE_SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, Block())
     sys.path = [p for p in sys.path if p not in ("", REPO)]
+    """
+)
+
+REMOTE_SCRIPT = BLOCK_PACKAGE + textwrap.dedent(
+    """
     import numpy as np, torch
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, pipeline
 
@@ -140,3 +145,42 @@ def test_trust_remote_code_without_the_package(classifier_folder, clip_path, tmp
     with torch.no_grad():
         torch.testing.assert_close(remote_logits, model(**features).logits[0], atol=1e-5, rtol=1e-5)
     assert lines[-1].removeprefix("TOP ") in LABELS
+
+
+AASIST_SCRIPT = BLOCK_PACKAGE + textwrap.dedent(
+    """
+    import torch
+    from transformers import AutoModelForAudioClassification
+
+    model = AutoModelForAudioClassification.from_pretrained(FOLDER, trust_remote_code=True).eval()
+    with torch.no_grad():
+        logits = model(torch.load(INPUTS)).logits
+    assert "modeling_audiomosaic" not in sys.modules and type(model.aasist).__module__.endswith("_aasist")
+    print("LOGITS", logits.tolist())
+    """
+)
+
+
+def test_aasist_sibling_file_travels_as_remote_code(tmp_path):
+    """The AASIST back-end lives in its own file (modeling_audiomosaic_aasist.py): save_pretrained copies it beside
+    the modeling file, and the folder loads with trust_remote_code=True without the package."""
+    torch.manual_seed(0)
+    config = modeling_audiomosaic.AudioMosaicConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                    intermediate_size=64, max_length=128, num_labels=2,
+                                                    classifier_type="aasist")
+    folder = tmp_path / "aasist"
+    AudioMosaicForAudioClassification(config).eval().save_pretrained(folder)
+    assert (folder / "modeling_audiomosaic_aasist.py").is_file()
+    inputs = torch.randn(2, 128, 128)
+    torch.save(inputs, tmp_path / "inputs.pt")
+    repo = str(modeling_audiomosaic.__file__).rsplit("/modeling_audiomosaic/", 1)[0]
+    script = (AASIST_SCRIPT.replace("FOLDER", repr(str(folder))).replace("INPUTS", repr(str(tmp_path / "inputs.pt")))
+              .replace("REPO", repr(repo)))
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    remote = torch.tensor(json.loads(completed.stdout.splitlines()[-1].removeprefix("LOGITS ")))
+    with torch.no_grad():
+        local = AudioMosaicForAudioClassification.from_pretrained(folder).eval()(inputs).logits
+    torch.testing.assert_close(remote, local, atol=1e-5, rtol=1e-5)
