@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .modeling_audiomosaic import grid_keep_indices
+from .modeling_audiomosaic import grid_keep_indices, random_order
 
 
 MASKINGS = ("none", "unstructured", "time", "frequency", "time_frequency")
@@ -92,7 +92,7 @@ def masking_keep_indices(
         num_tokens = num_time_patches * num_freq_patches
         keep = kept_token_count(masking, num_time_patches, num_freq_patches, time_ratio, freq_ratio,
                                 unstructured_ratio)
-        return torch.rand(batch_size, num_tokens, device=device).argsort(dim=1)[:, :keep]
+        return random_order(batch_size, num_tokens, device)[:, :keep]
     raise ValueError(f"Unknown masking {masking!r}; choose from {MASKINGS}.")
 
 

@@ -97,7 +97,7 @@ def resize_position_embeddings(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _random_order(batch_size: int, num_units: int, device: torch.device) -> torch.Tensor:
+def random_order(batch_size: int, num_units: int, device: torch.device) -> torch.Tensor:
     """A random permutation per sample from exactly one `torch.rand(batch_size, num_units)` call, as the authors'
     maskers do, so seeded runs draw the same units."""
     return torch.rand(batch_size, num_units, device=device).argsort(dim=1)
@@ -117,9 +117,9 @@ def grid_keep_indices(
     row_ids = torch.arange(rows, device=device).expand(batch_size, rows)
     col_ids = torch.arange(cols, device=device).expand(batch_size, cols)
     if row_ratio is not None:
-        row_ids = _random_order(batch_size, rows, device)[:, : int(rows * (1 - row_ratio))]
+        row_ids = random_order(batch_size, rows, device)[:, : int(rows * (1 - row_ratio))]
     if col_ratio is not None:
-        col_ids = _random_order(batch_size, cols, device)[:, : int(cols * (1 - col_ratio))]
+        col_ids = random_order(batch_size, cols, device)[:, : int(cols * (1 - col_ratio))]
     return (row_ids[:, :, None] * cols + col_ids[:, None, :]).reshape(batch_size, -1)
 
 
@@ -134,7 +134,7 @@ def pretraining_view_keep_indices(config: AudioMosaicConfig, view: int, num_time
     if strategy == "unstructured":
         num_tokens = num_time_patches * num_freq_patches
         keep = int(num_tokens * (1 - config.mask_ratio_unstructured))
-        return _random_order(batch_size, num_tokens, device)[:, :keep]
+        return random_order(batch_size, num_tokens, device)[:, :keep]
     axis = {"official": ("time", "frequency"), "paper": ("time", "frequency"), "time": ("time", "time"),
             "frequency": ("frequency", "frequency")}[strategy][view]
     if strategy == "official":
