@@ -32,7 +32,7 @@ WORDS = ["low", "mid", "high"]
 
 
 @pytest.fixture(scope="module")
-def clips(synthetic_clips) -> Path:
+def clips(synthetic_clips, tmp_path_factory) -> Path:
     """A CSV of 12 generated clips (3 classes x 2 per fold, folds 1 and 5) with single-label, multi-label and
     binary label columns; audio paths are absolute, nothing is copied."""
     root = synthetic_clips
@@ -44,7 +44,7 @@ def clips(synthetic_clips) -> Path:
             if row["label"] in WORDS and row["fold"] in ("1", "5") and counts.get(key, 0) < 2:
                 counts[key] = counts.get(key, 0) + 1
                 rows.append(row)
-    out_dir = Path(__import__("tempfile").mkdtemp(prefix="am_clips_"))
+    out_dir = tmp_path_factory.mktemp("clips")
     path = out_dir / "clips.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)

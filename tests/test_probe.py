@@ -5,7 +5,6 @@ import copy
 import csv
 import json
 import math
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,14 @@ KINDS = ["linear", "layer", "weighted_sum", "attentive"]
 
 
 @pytest.fixture(scope="module")
-def clips(data_dir) -> Path:
+def clips(data_dir, tmp_path_factory) -> Path:
     """CSV of 18 real Speech Commands clips: 3 words x 3 clips in folds 1 and 5 (absolute paths, nothing copied).
     Real speech, because these tests check that the probes learn within 12 steps, which they do on speech; on the
     generated band-noise clips (tests/conftest.py) the default probe stayed at chance within that budget."""
     root = data_dir / "speechcommands_test"
     if not (root / "meta.csv").is_file():
         pytest.skip(f"speechcommands_test not found in {data_dir}")
-    path = Path(tempfile.mkdtemp(prefix="am_probe_clips_")) / "clips.csv"
+    path = tmp_path_factory.mktemp("probe_clips") / "clips.csv"
     write_subset(root, WORDS, 3, "audio", path)
     return path
 

@@ -3,7 +3,6 @@ whose model-index round-trips through huggingface_hub.ModelCard; the folder serv
 Nothing touches the network (pushing is checked against a stand-in HfApi)."""
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ WORDS = ["low", "mid", "high"]
 @pytest.fixture(scope="module")
 def run_dir(synthetic_clips, tmp_path_factory) -> Path:
     """A finished 2-step fine-tuning run of a tiny model on 12 generated clips."""
-    data = Path(tempfile.mkdtemp(prefix="am_publish_")) / "subset.csv"
+    data = tmp_path_factory.mktemp("publish_data") / "subset.csv"
     write_subset(synthetic_clips, WORDS, 2, "filename", data)
     torch.manual_seed(0)
     checkpoint = tmp_path_factory.mktemp("publish_ckpt")
