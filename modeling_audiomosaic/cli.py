@@ -596,7 +596,6 @@ def run(argv: list[str] | None = None):
         if debug:
             raise
         print(f"audiomosaic {command}: error: {error}", file=sys.stderr)
-        print(f"(run `audiomosaic --debug {command} ...` or set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise SystemExit("audiomosaic convert-ltu: error: the LoRA adapter needs peft: pip install 'peft>=0.13'")
+        raise SystemExit("audiomosaic convert-ltu: error: the LoRA adapter needs peft: pip install "
+                         "'modeling-audiomosaic[ltu]'")
     out_dir = convert_ltu(args.release, args.out_dir, args.base_model, num_heads=args.num_heads,
                           dtype=getattr(torch, args.dtype))
     print(f"Wrote {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")

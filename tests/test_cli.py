@@ -224,6 +224,7 @@ def test_bad_input_gets_one_line_in_every_command(argv, problem, classifier_dir,
     assert exit_info.value.code == 1 and "Traceback" not in err
     error_lines = [line for line in err.splitlines() if line.startswith(f"audiomosaic {argv[0]}: error: ")]
     assert len(error_lines) == 1 and problem.format(**values) in error_lines[0], err[-2000:]
+    assert err.rstrip().endswith(error_lines[0]), "the error line is the last thing printed"
     monkeypatch.setenv("AUDIOMOSAIC_DEBUG", "1")
     with pytest.raises(cli.USER_ERRORS):
         cli.run(argv)
