@@ -379,7 +379,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
                 if current in self.known_bad:
                     raise ValueError("unreadable earlier in this run")
                 view0, view1 = self.transform(self.load(current), sample_seed(self.seed, epoch, current))
-                return {"view0": view0, "view1": view1, "index": current, "failures": failures}
+                return {"view0": view0, "view1": view1, "failures": failures}
             except Exception as error:  # noqa: BLE001 - any bad clip is skipped, never fatal on its own
                 self.known_bad.add(current)
                 failures.append({"index": current, "name": audio_name(self.audio(current)), "error": str(error)[:300]})
@@ -394,7 +394,6 @@ def collate_views(items: list[dict]) -> dict:
     return {
         "input_values": torch.stack([item["view0"] for item in items]),
         "input_values_view1": torch.stack([item["view1"] for item in items]),
-        "indices": torch.tensor([item["index"] for item in items]),
         "failures": [failure for item in items for failure in item["failures"]],
     }
 
@@ -870,7 +869,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
                 state["failed_loads"] += 1
                 if failure["name"] not in state["failed_files"] and len(state["failed_files"]) < 1000:
                     state["failed_files"].append(failure["name"])
-            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items() if k != "indices"}
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
 
             lr = learning_rate_at(state["global_step"], args.learning_rate, args.min_learning_rate, warmup_steps,
                                   total_steps)
