@@ -379,7 +379,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
                 if current in self.known_bad:
                     raise ValueError("unreadable earlier in this run")
                 view0, view1 = self.transform(self.load(current), sample_seed(self.seed, epoch, current))
-                return {"view0": view0, "view1": view1, "failures": failures}
+                return {"view0": view0, "view1": view1, "index": current, "failures": failures}
             except Exception as error:  # noqa: BLE001 - any bad clip is skipped, never fatal on its own
                 self.known_bad.add(current)
                 failures.append({"index": current, "name": audio_name(self.audio(current)), "error": str(error)[:300]})
