@@ -30,10 +30,12 @@ did not pin the audiomentations version: time stretch and pitch shift use the in
 
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+
+from modeling_audiomosaic import AudioMosaicFeatureExtractor
 
 
 AUGMENTATIONS = ("official", "paper", "aug6", "aug4", "aug2", "none")
@@ -84,7 +86,7 @@ def build_augmentation(
 
 
 @contextlib.contextmanager
-def seeded_global_rngs(seed: int):
+def seeded_global_rngs(seed: int) -> Iterator[None]:
     """Seed Python's and NumPy's global generators (which audiomentations uses) and restore them afterwards."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     random.seed(seed)
@@ -139,7 +141,7 @@ class TwoViewTransform:
 
     def __init__(
         self,
-        feature_extractor,
+        feature_extractor: AudioMosaicFeatureExtractor,
         augmentation: str = "official",
         roll_magnitude: bool = True,
         time_stretch_max_rate: float | None = None,

@@ -86,7 +86,8 @@ def open_audio_dataset(
     return dataset
 
 
-def filter_rows(dataset: Dataset | IterableDataset, column: str | None, values: str | None):
+def filter_rows(dataset: Dataset | IterableDataset, column: str | None,
+                values: str | None) -> Dataset | IterableDataset:
     """Keep rows whose `column` (as text) is one of the comma-separated `values`, e.g. folds "1,2,3,4"."""
     if not column or values is None:
         return dataset

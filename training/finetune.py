@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from datasets import Dataset
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import WeightedRandomSampler
-from transformers import AutoFeatureExtractor, Trainer, TrainingArguments, set_seed
+from transformers import AutoFeatureExtractor, EvalPrediction, Trainer, TrainingArguments, set_seed
 
 from modeling_audiomosaic import (
     AudioMosaicConfig,
@@ -229,7 +230,7 @@ def read_labels_file(path: str | Path) -> tuple[list[str], list[str]]:
     return keys, keys
 
 
-def label_values(value, separator: str | None) -> list[str]:
+def label_values(value: object, separator: str | None) -> list[str]:
     """The labels of one cell: a list, a separated string, or a single value (numbers become text)."""
     if value is None:
         return []
@@ -259,7 +260,7 @@ class LabelSet:
         return {name: i for i, name in enumerate(self.names)}
 
 
-def build_label_set(train_dataset, data_args: DataArguments) -> LabelSet:
+def build_label_set(train_dataset: Dataset, data_args: DataArguments) -> LabelSet:
     if data_args.labels_file:
         keys, names = read_labels_file(data_args.labels_file)
         return LabelSet(keys, names)
@@ -280,7 +281,7 @@ def build_label_set(train_dataset, data_args: DataArguments) -> LabelSet:
     return LabelSet(keys, keys)
 
 
-def encode_targets(dataset, labels: LabelSet, data_args: DataArguments, split_name: str) -> list[list[int]]:
+def encode_targets(dataset: Dataset, labels: LabelSet, data_args: DataArguments, split_name: str) -> list[list[int]]:
     """Class indices of every row; unknown or missing labels raise a `ValueError` naming them."""
     key_to_id = labels.key_to_id
     targets, unknown, missing = [], {}, []
@@ -341,7 +342,7 @@ def _subsample(dataset, limit: int | None, seed: int):
     return dataset.shuffle(seed=seed).select(range(limit))
 
 
-def load_splits(data_args: DataArguments, seed: int = 0):
+def load_splits(data_args: DataArguments, seed: int = 0) -> tuple[Dataset, Dataset | None]:
     """(train, eval) `datasets.Dataset`s with an undecoded `audio` column; eval is None when nothing selects one."""
     if not data_args.dataset:
         raise ValueError("--dataset is required.")
@@ -385,7 +386,7 @@ def load_splits(data_args: DataArguments, seed: int = 0):
     return train, eval_dataset
 
 
-def read_sample_weights(path: str | Path, dataset) -> np.ndarray:
+def read_sample_weights(path: str | Path, dataset: Dataset) -> np.ndarray:
     """Per-row sampling weights: a file with one number per line (in row order, the authors' weight_full.csv), or a
     CSV with a header, a path column and a `weight` column, matched to the rows by path (or a trailing part of it)."""
     path = Path(path)
@@ -439,7 +440,7 @@ class AudioClassificationDataset(TorchDataset):
 
     def __init__(
         self,
-        dataset,
+        dataset: Dataset,
         targets: list[list[int]],
         num_labels: int,
         multi_hot: bool,
@@ -589,7 +590,7 @@ def parse_overrides(overrides: str | dict | None) -> dict:
     return parsed
 
 
-def parse_class_weights(value) -> list[float] | None:
+def parse_class_weights(value: str | list[float] | None) -> list[float] | None:
     if value is None or value == "":
         return None
     if isinstance(value, (list, tuple)):
@@ -597,7 +598,7 @@ def parse_class_weights(value) -> list[float] | None:
     return [float(v) for v in str(value).split(",") if v.strip()]
 
 
-def build_feature_extractor(model_args: ModelArguments, data_args: DataArguments, train_hf=None
+def build_feature_extractor(model_args: ModelArguments, data_args: DataArguments, train_hf: Dataset | None = None
                             ) -> AudioMosaicFeatureExtractor:
     """The checkpoint's feature extractor (if any), then the recipe's preset and explicit overrides on top. Preset
     `auto`: normalised with the statistics of `train_hf` at the run's length (--max_length, else the checkpoint's)."""
@@ -717,8 +718,8 @@ def param_groups_lrd(
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float, layer_decay: float,
-                    weight_decay_on_all_params: bool = False, betas=(0.9, 0.999), eps: float = 1e-8
-                    ) -> torch.optim.AdamW:
+                    weight_decay_on_all_params: bool = False, betas: tuple[float, float] = (0.9, 0.999),
+                    eps: float = 1e-8) -> torch.optim.AdamW:
     """AdamW over the LLRD groups (`lr` = learning_rate x lr_scale; `defaults["lr"]` = learning_rate so the
     cosine-with-min-lr schedule's floor is `min_lr` at scale 1), or one group with weight decay on every trainable
     tensor (`weight_decay_on_all_params`, the authors' probe classes)."""
@@ -767,7 +768,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
     return metrics
 
 
-def compute_metrics(eval_prediction) -> dict[str, float]:
+def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
     logits = eval_prediction.predictions
     if isinstance(logits, tuple):
         logits = logits[0]
@@ -788,7 +789,7 @@ class AudioMosaicTrainer(Trainer):
         self.sample_weights = sample_weights
         self.weighted_sample_size = weighted_sample_size
 
-    def create_optimizer(self, model=None):
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
             args = self.args
             self.optimizer = build_optimizer(
@@ -969,7 +970,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Fin
     return results
 
 
-def run_cross_validation(model_args, data_args, training_args, recipe=None) -> dict:
+def run_cross_validation(model_args: ModelArguments, data_args: DataArguments,
+                         training_args: "FinetuneTrainingArguments", recipe: str | None = None) -> dict:
     """One run per fold of `--cross_validation_folds` (trained on the others), averaged."""
     folds = [f.strip() for f in data_args.cross_validation_folds.split(",") if f.strip()]
     if len(folds) < 2:
@@ -1005,7 +1007,7 @@ def _copy_training_args(training_args: FinetuneTrainingArguments, output_dir: Pa
     return new
 
 
-def parse_args(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, FinetuneTrainingArguments]:
     return parse_args_with_recipe((ModelArguments, DataArguments, FinetuneTrainingArguments), argv)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from transformers import AutoFeatureExtractor, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
 from modeling_audiomosaic import (
@@ -130,7 +131,7 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, tokeni
                                    num_audio_tokens=num_audio_tokens)
 
 
-def load_model(model_args: ModelArguments, data_args: DataArguments):
+def load_model(model_args: ModelArguments, data_args: DataArguments) -> tuple[torch.nn.Module, AudioMosaicLtuProcessor]:
     """-> (model, possibly peft-wrapped, with the stage's trainable parameters; processor)."""
     if model_args.trainable not in TRAINABLE:
         raise ValueError(f"--trainable must be one of {TRAINABLE}, got {model_args.trainable!r}.")
@@ -218,7 +219,8 @@ def normalise_answer(text: str) -> str:
 
 
 @torch.no_grad()
-def evaluate_generation(model, collator: InstructionCollator, dataset, batch_size: int, max_new_tokens: int,
+def evaluate_generation(model: torch.nn.Module, collator: InstructionCollator, dataset: Dataset, batch_size: int,
+                        max_new_tokens: int,
                         num_examples: int) -> dict:
     """Greedy answers for every row; accuracy = normalised exact match with the reference answer."""
     from tqdm.auto import tqdm
@@ -246,7 +248,7 @@ def evaluate_generation(model, collator: InstructionCollator, dataset, batch_siz
 
 
 def open_split(data_args: DataArguments, source: str, split: str, folds: str | None, max_samples: int | None,
-               seed: int):
+               seed: int) -> Dataset:
     dataset = open_audio_dataset(source, split, data_args.audio_column, data_args.dataset_config_name)
     dataset = filter_rows(dataset, data_args.fold_column, folds)
     if max_samples is not None and max_samples < len(dataset):
@@ -259,7 +261,7 @@ def open_split(data_args: DataArguments, source: str, split: str, folds: str | N
     return dataset
 
 
-def save_stage(model, processor: AudioMosaicLtuProcessor, output_dir: Path) -> None:
+def save_stage(model: torch.nn.Module, processor: AudioMosaicLtuProcessor, output_dir: Path) -> None:
     """Composite (trained audio modules, untouched base LM) + processor, and the peft adapter when LoRA is on."""
     if hasattr(model, "peft_config"):
         model.save_pretrained(output_dir / ADAPTER_DIR)

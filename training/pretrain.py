@@ -333,7 +333,7 @@ def learning_rate_at(step: int, base_lr: float, min_lr: float, warmup_steps: int
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def audio_name(value) -> str:
+def audio_name(value: str | dict) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
@@ -364,7 +364,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def audio(self, index: int):
+    def audio(self, index: int) -> str | dict:
         return self.paths[index] if self.paths is not None else self.dataset[index]["audio"]
 
     def load(self, index: int) -> np.ndarray:
@@ -515,7 +515,7 @@ def probe_features(dataset: Dataset | IterableDataset, transform: TwoViewTransfo
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def compute_gradients(accelerator: Accelerator, model, batch: dict) -> dict:
+def compute_gradients(accelerator: Accelerator, model: AudioMosaicForPreTraining, batch: dict) -> dict:
     """Forward both views, and backward unless the loss is non-finite on some process. Returns the global-batch mean
     loss and contrastive accuracy (as floats) and whether the step is usable (`finite`, the same on every process)."""
     with accelerator.autocast():
@@ -532,7 +532,8 @@ def compute_gradients(accelerator: Accelerator, model, batch: dict) -> dict:
     return {"loss": float(stats[0]), "contrastive_accuracy": float(stats[1]), "finite": finite}
 
 
-def apply_update(accelerator: Accelerator, model, optimizer, lr: float, max_grad_norm: float = 0.0) -> dict:
+def apply_update(accelerator: Accelerator, model: AudioMosaicForPreTraining, optimizer: torch.optim.Optimizer,
+                 lr: float, max_grad_norm: float = 0.0) -> dict:
     """Set the learning rate, check the (already averaged) gradients, step and clear. Returns the gradient norm and
     whether the update was applied (a non-finite gradient skips it, identically on every process)."""
     for group in optimizer.param_groups:
@@ -551,7 +552,8 @@ def apply_update(accelerator: Accelerator, model, optimizer, lr: float, max_grad
     return {"grad_norm": grad_norm, "applied": applied}
 
 
-def training_step(accelerator: Accelerator, model, optimizer, batch: dict, lr: float,
+def training_step(accelerator: Accelerator, model: AudioMosaicForPreTraining, optimizer: torch.optim.Optimizer,
+                  batch: dict, lr: float,
                   max_grad_norm: float = 0.0) -> dict:
     result = compute_gradients(accelerator, model, batch)
     if result["finite"]:
@@ -565,7 +567,8 @@ def training_step(accelerator: Accelerator, model, optimizer, batch: dict, lr: f
 
 
 @torch.no_grad()
-def probe_effective_rank(accelerator: Accelerator, model, probe: torch.Tensor, batch_size: int = 64) -> dict:
+def probe_effective_rank(accelerator: Accelerator, model: AudioMosaicForPreTraining, probe: torch.Tensor,
+                         batch_size: int = 64) -> dict:
     """Effective rank of the encoder's pooled features (`pooler_output`) and of the projections on the probe batch
     (eval mode: no masking, BatchNorm running statistics)."""
     unwrapped = accelerator.unwrap_model(model)
@@ -597,14 +600,16 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
-def export_encoder(accelerator: Accelerator, model, feature_extractor, directory: Path) -> None:
+def export_encoder(accelerator: Accelerator, model: AudioMosaicForPreTraining,
+                   feature_extractor: AudioMosaicFeatureExtractor, directory: Path) -> None:
     """`save_pretrained` of the encoder (config with `auto_map`, safetensors) and of the feature extractor."""
     encoder = accelerator.unwrap_model(model).audiomosaic
     encoder.save_pretrained(directory, safe_serialization=True)
     feature_extractor.save_pretrained(directory)
 
 
-def save_checkpoint(accelerator: Accelerator, model, feature_extractor, output_dir: str, state: dict,
+def save_checkpoint(accelerator: Accelerator, model: AudioMosaicForPreTraining,
+                    feature_extractor: AudioMosaicFeatureExtractor, output_dir: str, state: dict,
                     keep: int) -> Path:
     """Write checkpoint `step_N` atomically (temporary folder, then rename) and keep the newest `keep`."""
     root = Path(output_dir) / "checkpoints"
@@ -651,7 +656,8 @@ def resolve_resume(args: PretrainingArguments) -> Path | None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def open_training_data(data_args: DataArguments, max_train_samples: int | None = None):
+def open_training_data(data_args: DataArguments,
+                       max_train_samples: int | None = None) -> Dataset | IterableDataset:
     dataset = open_audio_dataset(
         data_args.dataset, data_args.train_split, data_args.audio_column, data_args.dataset_config_name,
         data_args.streaming,
@@ -674,7 +680,8 @@ def open_training_data(data_args: DataArguments, max_train_samples: int | None =
     return dataset
 
 
-def build_feature_extractor(data_args: DataArguments, config: AudioMosaicConfig, train_data=None
+def build_feature_extractor(data_args: DataArguments, config: AudioMosaicConfig,
+                            train_data: Dataset | IterableDataset | None = None
                             ) -> AudioMosaicFeatureExtractor:
     """The preset's feature extractor, or with `auto` one normalised with `train_data`'s statistics."""
     overrides = {"max_length": config.max_length, "sampling_rate": data_args.sampling_rate}

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 
 from transformers import get_cosine_with_min_lr_schedule_with_warmup, set_seed
 
-from modeling_audiomosaic import AudioMosaicForAudioClassification
+from modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicModel
 from modeling_audiomosaic.modeling_audiomosaic import masked_mean
 
 from .arguments import parse_args_with_recipe
@@ -131,7 +131,8 @@ class ProbeArguments:
 
 
 @torch.no_grad()
-def extract_layer_features(encoder, loader, device, description: str = "features") -> dict[str, torch.Tensor]:
+def extract_layer_features(encoder: AudioMosaicModel, loader: DataLoader, device: torch.device,
+                           description: str = "features") -> dict[str, torch.Tensor]:
     """Per-block pooled features of every clip: `pooled` (N, depth, D) = `encoder.pool(block_k)` and
     `standardized` (N, depth, D) = token mean of the affine-free LayerNorm of block_k (for the attentive probe)."""
     encoder.eval()
@@ -155,7 +156,7 @@ def extract_layer_features(encoder, loader, device, description: str = "features
     return {"pooled": torch.cat(pooled), "standardized": torch.cat(standardized)}
 
 
-def cache_fingerprint(encoder, prepared: PreparedRun, data_args: DataArguments, split: str) -> str:
+def cache_fingerprint(encoder: AudioMosaicModel, prepared: PreparedRun, data_args: DataArguments, split: str) -> str:
     """Hash of everything the cached features depend on: encoder weights, feature extraction and the clips."""
     digest = hashlib.sha256()
     for name, tensor in sorted(encoder.state_dict().items()):
@@ -169,7 +170,8 @@ def cache_fingerprint(encoder, prepared: PreparedRun, data_args: DataArguments, 
     return digest.hexdigest()[:20]
 
 
-def cached_features(encoder, prepared: PreparedRun, data_args: DataArguments, split: str, batch_size: int, device,
+def cached_features(encoder: AudioMosaicModel, prepared: PreparedRun, data_args: DataArguments, split: str,
+                    batch_size: int, device: torch.device,
                     cache_dir: str | None = None) -> dict[str, torch.Tensor]:
     path = None
     if cache_dir:
@@ -267,7 +269,7 @@ def epoch_batches(num_examples: int, batch_size: int, drop_last: bool, generator
 
 
 def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun, data_args: DataArguments,
-                args: ProbeArguments, device, train_cache: dict | None = None) -> dict:
+                args: ProbeArguments, device: torch.device, train_cache: dict | None = None) -> dict:
     """Train `model`'s head (its encoder frozen, in eval mode) on cached features when `train_cache` is given, else
     on audio through the full model; returns training statistics."""
     model.to(device)
@@ -333,7 +335,8 @@ def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun,
 
 @torch.no_grad()
 def evaluate_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun, data_args: DataArguments,
-                   args: ProbeArguments, device, eval_cache: dict | None = None) -> tuple[dict, np.ndarray]:
+                   args: ProbeArguments, device: torch.device, eval_cache: dict | None = None
+                   ) -> tuple[dict, np.ndarray]:
     model.eval()
     logits = []
     if eval_cache is not None:
@@ -570,7 +573,7 @@ def results_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ProbeArguments]:
     return parse_args_with_recipe((ModelArguments, DataArguments, ProbeArguments), argv)
 
 

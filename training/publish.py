@@ -19,7 +19,9 @@ import math
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import PreTrainedModel
 
+from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor
 from modeling_audiomosaic.model_cards import render_model_card
 
 
@@ -53,7 +55,8 @@ def _eval_split(results: dict) -> str:
     return results.get("eval_split") or "eval"
 
 
-def build_model_card(results: dict, config=None, feature_extractor=None, model_id: str | None = None,
+def build_model_card(results: dict, config: AudioMosaicConfig | None = None,
+                     feature_extractor: AudioMosaicFeatureExtractor | None = None, model_id: str | None = None,
                      template_path: str | Path | None = None) -> ModelCard:
     """Model card for a run: YAML front matter from `ModelCardData` (with `eval_results` -> `model-index`) and the
     body from the `model_card.md` template."""
@@ -152,7 +155,8 @@ def push_folder(folder: str | Path, repo_id: str, token: str | None = None, priv
     return str(getattr(info, "commit_url", info))
 
 
-def publish_run(output_dir: str | Path, results: dict, model=None, feature_extractor=None, push_to_hub: bool = False,
+def publish_run(output_dir: str | Path, results: dict, model: PreTrainedModel | None = None,
+                feature_extractor: AudioMosaicFeatureExtractor | None = None, push_to_hub: bool = False,
                 hub_model_id: str | None = None, hub_token: str | None = None, hub_private_repo: bool | None = None,
                 template_path: str | Path | None = None) -> Path:
     """Write the checkpoint folder (`model.save_pretrained` + feature extractor, both with `auto_map`),
