@@ -564,7 +564,7 @@ def run_training_command(name: str, argv: list[str]):
 
 # Bad input surfaces as these exceptions (transformers raises OSError for a folder without weights or config); the
 # command line answers them with one line naming the problem instead of a traceback.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, OSError)
+USER_ERRORS = (ValueError, OSError)  # OSError covers FileNotFoundError
 DEBUG_VARIABLE = "AUDIOMOSAIC_DEBUG"
 
 

@@ -151,16 +151,15 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Ten
         raise ValueError(f"`waveform` must be a floating-point tensor, got dtype {waveform.dtype}.")
     if orig_freq == new_freq:
         return waveform
+    target_length = _resampled_length(waveform.shape[-1], orig_freq, new_freq)
     gcd = math.gcd(orig_freq, new_freq)
     orig_freq, new_freq = orig_freq // gcd, new_freq // gcd
     kernel, width = _sinc_resample_kernel(orig_freq, new_freq, waveform.device, waveform.dtype)
-    shape = waveform.shape
-    flat = waveform.reshape(-1, shape[-1])
+    flat = waveform.reshape(-1, waveform.shape[-1])
     padded = torch.nn.functional.pad(flat, (width, width + orig_freq))
     resampled = torch.nn.functional.conv1d(padded[:, None], kernel, stride=orig_freq)
     resampled = resampled.transpose(1, 2).reshape(flat.shape[0], -1)
-    target_length = int(torch.ceil(torch.as_tensor(new_freq * shape[-1] / orig_freq)))
-    return resampled[..., :target_length].reshape(*shape[:-1], -1)
+    return resampled[..., :target_length].reshape(*waveform.shape[:-1], -1)
 
 
 class _Scratch(NamedTuple):

@@ -581,8 +581,10 @@ def test_audio_classification_pipeline():
     batched = classifier(clips, batch_size=2, top_k=None)
     assert [[item["label"] for item in result] for result in batched][0] == [item["label"] for item in single]
     assert batched[0][0]["score"] == pytest.approx(single[0]["score"], abs=1e-5)
-    check_pipeline_resamples_dict(classifier, rng.standard_normal(44100).astype(np.float32), 44100,
-                                  lambda result: len(result) == 3 or pytest.fail(f"expected 3 scores, got {result}"))
+    def has_three_scores(result):
+        assert len(result) == 3, result
+
+    check_pipeline_resamples_dict(classifier, rng.standard_normal(44100).astype(np.float32), 44100, has_three_scores)
 
 
 def test_module_is_self_contained():

@@ -111,9 +111,3 @@ def test_model_card_template_ships_with_the_package():
     template = (resources.files("modeling_audiomosaic") / "model_card.md").read_text(encoding="utf-8")
     assert template == (REPO / "model_card.md").read_text(encoding="utf-8")
     assert "{{ card_data }}" in template
-
-
-def test_no_code_edits_sys_path():
-    offenders = [str(path.relative_to(REPO)) for folder in ("modeling_audiomosaic", "training", "examples", "benchmarks")
-                 for path in (REPO / folder).rglob("*.py") if "sys.path.insert" in path.read_text(encoding="utf-8")]
-    assert offenders == []

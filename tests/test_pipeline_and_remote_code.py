@@ -125,17 +125,21 @@ REMOTE_SCRIPT = BLOCK_PACKAGE + textwrap.dedent(
 )
 
 
+def run_without_package(script: str, tmp_path) -> list[str]:
+    """Run a BLOCK_PACKAGE script in a fresh Python (offline, own module cache) and return its stdout lines."""
+    repo = str(modeling_audiomosaic.__file__).rsplit("/modeling_audiomosaic/", 1)[0]
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    completed = subprocess.run([sys.executable, "-c", script.replace("REPO", repr(repo))], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout.splitlines()
+
+
 def test_trust_remote_code_without_the_package(classifier_folder, clip_path, tmp_path):
     waveform, _ = soundfile.read(clip_path, dtype="float32")
     np.save(tmp_path / "clip.npy", waveform)
-    repo = str(modeling_audiomosaic.__file__).rsplit("/modeling_audiomosaic/", 1)[0]
-    script = (REMOTE_SCRIPT.replace("FOLDER", repr(str(classifier_folder))).replace("WAVEFORM", repr(str(tmp_path / "clip.npy")))
-              .replace("REPO", repr(repo)))
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                               timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    lines = completed.stdout.splitlines()
+    script = REMOTE_SCRIPT.replace("FOLDER", repr(str(classifier_folder)))
+    lines = run_without_package(script.replace("WAVEFORM", repr(str(tmp_path / "clip.npy"))), tmp_path)
     modules = lines[-3].split()
     assert modules[0].startswith("transformers_modules") and modules[2].startswith("transformers_modules")
     assert modules[1] == "AudioMosaicModel" and modules[3] == "AudioMosaicFeatureExtractor"
@@ -173,14 +177,8 @@ def test_aasist_sibling_file_travels_as_remote_code(tmp_path):
     assert (folder / "modeling_audiomosaic_aasist.py").is_file()
     inputs = torch.randn(2, 128, 128)
     torch.save(inputs, tmp_path / "inputs.pt")
-    repo = str(modeling_audiomosaic.__file__).rsplit("/modeling_audiomosaic/", 1)[0]
-    script = (AASIST_SCRIPT.replace("FOLDER", repr(str(folder))).replace("INPUTS", repr(str(tmp_path / "inputs.pt")))
-              .replace("REPO", repr(repo)))
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                               timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    remote = torch.tensor(json.loads(completed.stdout.splitlines()[-1].removeprefix("LOGITS ")))
+    script = AASIST_SCRIPT.replace("FOLDER", repr(str(folder))).replace("INPUTS", repr(str(tmp_path / "inputs.pt")))
+    remote = torch.tensor(json.loads(run_without_package(script, tmp_path)[-1].removeprefix("LOGITS ")))
     with torch.no_grad():
         local = AudioMosaicForAudioClassification.from_pretrained(folder).eval()(inputs).logits
     torch.testing.assert_close(remote, local, atol=1e-5, rtol=1e-5)

@@ -119,8 +119,9 @@ def spec_augment_mask(features: torch.Tensor, max_width: int, dim: int, value: f
     start = torch.rand(1) * (length - width)
     positions = torch.arange(length, device=features.device)
     band = (positions >= start.long()) & (positions < start.long() + width.long())
-    return features.masked_fill(band.view([-1 if axis == dim % features.dim() else 1 for axis in range(features.dim())]),
-                                value)
+    shape = [1] * features.dim()
+    shape[dim] = length
+    return features.masked_fill(band.view(shape), value)
 
 
 def sample_seed(*keys: int) -> int:

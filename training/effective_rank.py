@@ -89,12 +89,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(1, f"audiomosaic effective-rank: error: {error}\n")
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
