@@ -20,9 +20,9 @@ from audiomosaic_training.finetune import (
     AudioFeatureCollator,
     AudioMosaicTrainer,
     FinetuneTrainingArguments,
-    build_optimizer,
-    param_groups_lrd,
 )
+from audiomosaic_training.models import parse_config_overrides
+from audiomosaic_training.optim import build_optimizer, parameter_groups
 
 
 RECIPES = Path(finetune.__file__).resolve().parent / "recipes"
@@ -61,7 +61,7 @@ def clips(synthetic_clips, tmp_path_factory) -> Path:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny 'pretrained' encoder folder (AudioMosaicForPreTraining, 128 frames) + feature extractor."""
     torch.manual_seed(0)
-    config = AudioMosaicConfig(**finetune.parse_overrides(TINY), max_length=128)
+    config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=128)
     path = tmp_path_factory.mktemp("tiny_pretrained")
     AudioMosaicForPreTraining(config).save_pretrained(path)
     AudioMosaicFeatureExtractor.from_preset("speechcommands").save_pretrained(path)
@@ -141,9 +141,9 @@ def test_every_authors_task_has_a_recipe():
 
 
 def test_layer_wise_lr_decay_groups():
-    config = AudioMosaicConfig(**finetune.parse_overrides(TINY), max_length=128, num_labels=3)
+    config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=128, num_labels=3)
     model = finetune.AudioMosaicForAudioClassification(config)
-    groups = param_groups_lrd(model, weight_decay=0.01, layer_decay=0.5)
+    groups = parameter_groups(model, weight_decay=0.01, layer_decay=0.5)
     by_name = {name: g for g in groups for name in g["param_names"]}
     depth = config.num_hidden_layers
     # layer id 0 -> decay^(depth + 1), block i -> decay^(depth - i), everything else -> 1.
@@ -163,7 +163,7 @@ def test_layer_wise_lr_decay_groups():
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
     # Frozen parameters are skipped.
     model.freeze_encoder()
-    frozen_groups = param_groups_lrd(model, 0.01, 0.5)
+    frozen_groups = parameter_groups(model, 0.01, 0.5)
     assert {n for g in frozen_groups for n in g["param_names"]} == {
         "audiomosaic.fc_norm.weight", "audiomosaic.fc_norm.bias", "classifier.weight", "classifier.bias"}
     everything = build_optimizer(model, 1e-3, 0.01, 0.5, weight_decay_on_all_params=True)
@@ -171,7 +171,7 @@ def test_layer_wise_lr_decay_groups():
 
 
 def test_trainer_uses_llrd_and_the_schedule_keeps_the_ratios(tmp_path):
-    config = AudioMosaicConfig(**finetune.parse_overrides(TINY), max_length=128, num_labels=2)
+    config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=128, num_labels=2)
     model = finetune.AudioMosaicForAudioClassification(config)
     args = FinetuneTrainingArguments(output_dir=str(tmp_path), blr=1e-3, per_device_train_batch_size=64,
                                      gradient_accumulation_steps=2, layer_decay=0.75, weight_decay=0.05,
@@ -194,16 +194,30 @@ def test_trainer_uses_llrd_and_the_schedule_keeps_the_ratios(tmp_path):
 
 
 def test_weighted_sampler_draws_only_weighted_rows(tmp_path):
-    config = AudioMosaicConfig(**finetune.parse_overrides(TINY), max_length=128, num_labels=2)
+    config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=128, num_labels=2)
     args = FinetuneTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     weights = np.array([0.0, 1.0, 0.0, 2.0, 1.0, 0.0])
     trainer = AudioMosaicTrainer(model=finetune.AudioMosaicForAudioClassification(config), args=args,
                                  train_dataset=list(range(6)), sample_weights=weights, weighted_sample_size=3)
-    sampler = trainer._get_train_sampler()
+    sampler = trainer.train_sampler()
     assert isinstance(sampler, torch.utils.data.WeightedRandomSampler) and len(sampler) == 3
     for _ in range(5):
         drawn = list(sampler)
         assert sorted(drawn) == [1, 3, 4]  # without replacement, never a zero-weight row
+
+
+def test_only_the_training_loader_drops_the_last_batch(tmp_path):
+    """The authors' `drop_last` applies to training; evaluation sees every clip (Trainer would drop both)."""
+    config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=128, num_labels=2)
+    args = FinetuneTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True,
+                                     per_device_train_batch_size=4, per_device_eval_batch_size=4)
+    items = [{"input_values": torch.zeros(128, 128), "labels": i % 2} for i in range(10)]
+    for drop_last, train_clips in ((True, 8), (False, 10)):  # 10 clips in batches of 4
+        trainer = AudioMosaicTrainer(model=finetune.AudioMosaicForAudioClassification(config), args=args,
+                                     train_dataset=items, eval_dataset=items, drop_last=drop_last)
+        assert sum(len(b["labels"]) for b in trainer.get_train_dataloader()) == train_clips
+        assert sum(len(b["labels"]) for b in trainer.get_eval_dataloader()) == 10
+        assert not trainer.args.dataloader_drop_last
 
 
 def test_sample_weights_file_formats(tmp_path, clips):
@@ -305,7 +319,7 @@ def test_specaugment_masks_draw_like_torchaudio():
 
 def test_positional_embeddings_resized_from_a_longer_checkpoint(tmp_path):
     torch.manual_seed(0)
-    config = AudioMosaicConfig(**finetune.parse_overrides(TINY), max_length=256)
+    config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=256)
     AudioMosaicForPreTraining(config).save_pretrained(tmp_path / "ckpt")
     original = load_file(str(tmp_path / "ckpt" / "model.safetensors"))["audiomosaic.embeddings.position_embeddings"]
     labels = finetune.LabelSet(["a", "b"], ["a", "b"])

@@ -3,6 +3,7 @@ the converter of a stand-in release laid out from the fixture tensors; generatio
 and label masking; save/load round trips (also with remote code)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -313,7 +314,7 @@ def test_training_curriculum_two_stages(tmp_path, synthetic_clips):
               "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--bf16", "false"]
     training_ltu.main(["--recipe", "ltu_stage1_projector", "--language_model", str(base),
                        "--audio_config_overrides", "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,"
-                       "intermediate_size=64,max_length=128", "--feature_preset", "speechcommands",
+                       "intermediate_size=64,max_length=128", "--feature_extractor_preset", "speechcommands",
                        "--output_dir", str(tmp_path / "stage1"), *common])
     results = training_ltu.main(["--recipe", "ltu_stage2_all_cla", "--model_name_or_path",
                                  str(tmp_path / "stage1"), "--output_dir", str(tmp_path / "stage2"),
@@ -326,3 +327,9 @@ def test_training_curriculum_two_stages(tmp_path, synthetic_clips):
     assert not torch.equal(stage1["audio_tower.layers.0.mlp.fc1.weight"], stage2["audio_tower.layers.0.mlp.fc1.weight"])
     adapter = load_file(tmp_path / "stage2" / "adapter" / "adapter_model.safetensors")
     assert any("lora_A" in key for key in adapter)
+    # Stages 3 and 4 (same trainable set, other data) continue from the previous stage.
+    for previous, stage in (("stage2", "ltu_stage3_all_closed"), ("stage3", "ltu_stage4_all_mix")):
+        results = training_ltu.main(["--recipe", stage, "--model_name_or_path", str(tmp_path / previous),
+                                     "--output_dir", str(tmp_path / stage.split("_")[1]), *common, "--max_steps", "1"])
+        assert math.isfinite(results["train"]["train_loss"])
+        assert (tmp_path / stage.split("_")[1] / "adapter" / "adapter_model.safetensors").is_file()

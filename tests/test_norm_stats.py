@@ -1,4 +1,4 @@
-"""Normalisation statistics for new data: `audiomosaic norm-stats` and `--feature_preset auto` /
+"""Normalisation statistics for new data: `audiomosaic norm-stats` and `--feature_extractor_preset auto` /
 `--feature_extractor_preset auto` in the training scripts."""
 
 import csv
@@ -82,18 +82,19 @@ def test_finetune_auto_preset_uses_the_training_split_and_caches(synthetic_clips
 def test_pretrain_auto_preset(synthetic_clips, tmp_path, monkeypatch):
     pytest.importorskip("datasets")
     from audiomosaic_training import pretrain
+    from audiomosaic_training.data import open_train_split
+    from audiomosaic_training.models import build_feature_extractor
 
     monkeypatch.setattr(norm_stats, "DEFAULT_CACHE_DIR", tmp_path / "cache")
     data_args = pretrain.DataArguments(dataset=str(synthetic_clips / "meta.csv"), audio_column="filename",
-                                       feature_preset="auto", max_train_samples=12)
-    raw = pretrain.open_training_data(data_args, data_args.max_train_samples)
-    fe = pretrain.build_feature_extractor(data_args, AudioMosaicConfig(max_length=128), raw)
+                                       feature_extractor_preset="auto", max_train_samples=12)
+    raw = open_train_split(data_args)
+    fe = build_feature_extractor(data_args, max_length=AudioMosaicConfig(max_length=128).max_length,
+                                 train_audio=raw["audio"])
     expected = compute_norm_stats(list(raw["audio"]), 128, progress=False)
     assert (fe.mean, fe.std) == (pytest.approx(expected.mean), pytest.approx(expected.std))
-    with pytest.raises(ValueError, match="--feature_preset auto .* --streaming"):
-        pretrain.check_args(pretrain.ModelArguments(), pretrain.DataArguments(dataset="x", feature_preset="auto",
-                                                                              streaming=True),
-                            pretrain.PretrainingArguments(output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="--feature_extractor_preset auto .* --streaming"):
+        pretrain.DataArguments(dataset="x", feature_extractor_preset="auto", streaming=True)
 
 
 def test_speechcommands_statistics_near_the_preset(data_dir):

@@ -86,10 +86,56 @@ def open_audio_dataset(
     return dataset
 
 
-def filter_rows(dataset: Dataset | IterableDataset, column: str | None,
-                values: str | None) -> Dataset | IterableDataset:
-    """Keep rows whose `column` (as text) is one of the comma-separated `values`, e.g. folds "1,2,3,4"."""
-    if not column or values is None:
+def fold_set(folds: str) -> set[str]:
+    """"1, 2,3" -> {"1", "2", "3"} (folds compare as text)."""
+    return {fold.strip() for fold in folds.split(",") if fold.strip()}
+
+
+def select_folds(dataset: Dataset | IterableDataset, fold_column: str | None, folds: str | None, source: str,
+                 split_name: str, exclude: bool = False) -> Dataset | IterableDataset:
+    """Rows whose `fold_column` is one of `folds` (or, with `exclude`, none of them); a clear error when the column is
+    missing or nothing is left."""
+    if folds is None:
         return dataset
-    wanted = {value.strip() for value in values.split(",")}
-    return dataset.filter(lambda row: str(row[column]) in wanted)
+    if not fold_column:
+        raise ValueError(f"Selecting {split_name} folds ({folds}) needs --fold_column (the column holding each row's "
+                         "fold).")
+    if fold_column not in (dataset.column_names or []):
+        raise ValueError(f"{source} has no fold column `{fold_column}`; its columns are {dataset.column_names}.")
+    wanted = fold_set(folds)
+    selected = dataset.filter(lambda row: (str(row[fold_column]) in wanted) != exclude)
+    if isinstance(selected, Dataset) and len(selected) == 0:
+        present = sorted({str(v) for v in dataset[fold_column]})
+        action = "excluding" if exclude else "keeping"
+        raise ValueError(f"The {split_name} split of {source} is empty after {action} fold(s) {folds} of column "
+                         f"`{fold_column}`; the folds present are {present}.")
+    return selected
+
+
+def subsample(dataset: Dataset | IterableDataset, limit: int | None, seed: int) -> Dataset | IterableDataset:
+    """A seeded random subset of `limit` rows (the first `limit` of a stream)."""
+    if limit is None:
+        return dataset
+    if isinstance(dataset, IterableDataset):
+        return dataset.take(limit)
+    if limit >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
+
+
+def open_train_split(data_args, seed: int = 0, streaming: bool = False,
+                     exclude_folds: str | None = None) -> Dataset | IterableDataset:
+    """The training rows of `data_args` (an `AudioDataArguments`): the source's `--train_split`, its
+    `--train_folds` (or every fold but `exclude_folds`), at most `--max_train_samples` of them."""
+    dataset = open_audio_dataset(data_args.dataset, data_args.train_split, data_args.audio_column,
+                                 data_args.dataset_config_name, streaming)
+    if data_args.fold_column and data_args.fold_column not in (dataset.column_names or []):
+        raise ValueError(f"{data_args.dataset} has no fold column `{data_args.fold_column}`; its columns are "
+                         f"{dataset.column_names}.")
+    if data_args.train_folds is not None:
+        dataset = select_folds(dataset, data_args.fold_column, data_args.train_folds, data_args.dataset, "train")
+    elif exclude_folds is not None:
+        dataset = select_folds(dataset, data_args.fold_column, exclude_folds, data_args.dataset, "train", exclude=True)
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError(f"The train split of {data_args.dataset} is empty.")
+    return subsample(dataset, data_args.max_train_samples, seed)

@@ -15,7 +15,7 @@ from modeling_audiomosaic import AudioMosaicModel, decode_audio
 from modeling_audiomosaic.analysis import effective_rank_analysis, plot_effective_rank
 from modeling_audiomosaic.cli import batched, load_feature_extractor, progress_bar, resolve_device
 
-from .data import filter_rows, open_audio_dataset
+from .data import open_audio_dataset, select_folds, subsample
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,14 +50,10 @@ def run(args: argparse.Namespace) -> dict:
     """Encode the selected clips under each masking, write effective_rank.json and effective_rank.png, print a line
     per masking and return the results."""
     dataset = open_audio_dataset(args.data, args.split, args.audio_column, args.dataset_config_name)
-    if args.folds is not None:
-        if not args.fold_column or args.fold_column not in dataset.column_names:
-            raise ValueError(f"--folds needs --fold_column naming one of {dataset.column_names}.")
-        dataset = filter_rows(dataset, args.fold_column, args.folds)
+    dataset = select_folds(dataset, args.fold_column, args.folds, args.data, "selected")
     if len(dataset) == 0:
-        raise ValueError(f"No clips left in {args.data} after fold filtering ({args.fold_column}={args.folds}).")
-    if args.max_samples is not None and args.max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=args.seed).select(range(args.max_samples))
+        raise ValueError(f"{args.data} holds no clips.")
+    dataset = subsample(dataset, args.max_samples, args.seed)
     device = resolve_device(args.device)
     model = AudioMosaicModel.from_pretrained(args.model).to(device).eval()
     fe = load_feature_extractor(args.model, args.max_length)

@@ -32,28 +32,28 @@ import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from datasets import Dataset
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import WeightedRandomSampler
-from transformers import AutoFeatureExtractor, EvalPrediction, Trainer, TrainingArguments, set_seed
+from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import seed_worker
 
-from modeling_audiomosaic import (
-    AudioMosaicConfig,
-    AudioMosaicFeatureExtractor,
-    AudioMosaicForAudioClassification,
-)
+from modeling_audiomosaic import AudioMosaicFeatureExtractor, AudioMosaicForAudioClassification
 from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
 from modeling_audiomosaic.metrics import load_metric
-from modeling_audiomosaic.norm_stats import AUTO_PRESET, feature_extractor_from_data
+from modeling_audiomosaic.norm_stats import AUTO_PRESET
 
-from .arguments import parse_args_with_recipe
-from .augment import spec_augment_mask
-from .data import filter_rows, open_audio_dataset
+from .arguments import AudioDataArguments, parse_args_with_recipe
+from .augment import roll_and_scale, spec_augment_mask
+from .data import open_audio_dataset, open_train_split, select_folds, subsample
+from .models import build_config, build_feature_extractor, parse_config_overrides
+from .optim import optimizer_kwargs, scaled_learning_rate
+from .logger import setup_logging
 
 
 logger = logging.getLogger("audiomosaic.finetune")
@@ -100,16 +100,12 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    dataset: str = field(
-        metadata={"help": "audio folder (audiofolder layout / metadata.csv), CSV/JSON/Parquet list of audio paths and "
-                          "labels, a save_to_disk folder, or a Hub dataset id"},
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
-    train_split: str = field(default="train", metadata={"help": "split to train on"})
+class DataArguments(AudioDataArguments):
+    """Labelled data for fine-tuning and probing: the shared `AudioDataArguments` plus labels, the evaluation split
+    and the authors' classification augmentations."""
+
     eval_split: str | None = field(default=None, metadata={"help": "split to evaluate on (Hub / save_to_disk)"})
     eval_dataset: str | None = field(default=None, metadata={"help": "separate source to evaluate on"})
-    audio_column: str = field(default="audio", metadata={"help": "column with the audio (path or audio dict)"})
     label_column: str = field(default="label", metadata={"help": "column with the label(s)"})
     multi_label: bool = field(default=False, metadata={"help": "several labels per clip (multi-hot targets)"})
     label_separator: str | None = field(
@@ -121,15 +117,12 @@ class DataArguments:
                           "class_labels_indices.csv (mid -> display_name). Default: labels of the training split"},
     )
     label_list: str | None = field(default=None, metadata={"help": "comma-separated class list (fixes the order)"})
-    fold_column: str | None = field(default=None, metadata={"help": "column holding the fold of each row"})
-    train_folds: str | None = field(default=None, metadata={"help": "comma-separated folds to train on"})
     eval_folds: str | None = field(default=None, metadata={"help": "comma-separated folds to evaluate on"})
     cross_validation_folds: str | None = field(
         default=None,
         metadata={"help": "comma-separated folds: one run per fold, evaluated on it and trained on the others "
                           "(ESC-50: 1,2,3,4,5); results are averaged"},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "use a random subset of the train rows"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "use a random subset of the eval rows"})
     sample_weights_file: str | None = field(
         default=None,
@@ -139,16 +132,6 @@ class DataArguments:
     weighted_sample_size: int | None = field(
         default=None, metadata={"help": "clips drawn (without replacement) per epoch with the sample weights"}
     )
-    sampling_rate: int = field(default=16000, metadata={"help": "audio is resampled to this rate"})
-    max_length: int | None = field(
-        default=None, metadata={"help": "frames per clip (10 ms each); default: the feature extractor's"}
-    )
-    feature_extractor_preset: str | None = field(
-        default=None, metadata={"help": "normalisation and length of: audioset | esc50 | speechcommands, or `auto`: "
-                                        "statistics of the training split (cached in ~/.cache/audiomosaic/norm_stats)"}
-    )
-    norm_mean: float | None = field(default=None, metadata={"help": "override the log-Mel mean"})
-    norm_std: float | None = field(default=None, metadata={"help": "override the log-Mel std"})
     truncate_samples: int | None = field(
         default=None, metadata={"help": "keep only the first N samples of every train/eval clip (EnvSDD: 64600)"}
     )
@@ -159,7 +142,6 @@ class DataArguments:
     )
     mixup: float = field(default=0.0, metadata={"help": "probability of waveform mixup per training clip"})
     mixup_alpha: float = field(default=10.0, metadata={"help": "mixup lambda ~ Beta(alpha, alpha)"})
-    roll_mag_aug: bool = field(default=False, metadata={"help": "random circular roll and Beta(10,10)+0.5 gain"})
     freqm: int = field(default=0, metadata={"help": "SpecAugment frequency-mask width bound (bins)"})
     timem: int = field(default=0, metadata={"help": "SpecAugment time-mask width bound (frames)"})
     spc_noise: bool = field(default=False, metadata={"help": "Speech Commands noise and +-10 frame shift"})
@@ -189,7 +171,7 @@ class FinetuneTrainingArguments(TrainingArguments):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
         if self.blr is not None:
-            self.learning_rate = self.blr * self.effective_batch_size / 256
+            self.learning_rate = scaled_learning_rate(self.blr, self.effective_batch_size)
         if self.lr_scheduler_type == "cosine_with_min_lr":
             kwargs = dict(self.lr_scheduler_kwargs or {})
             kwargs.setdefault("min_lr", self.min_lr)
@@ -317,72 +299,28 @@ def encode_targets(dataset: Dataset, labels: LabelSet, data_args: DataArguments,
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _select_folds(dataset, data_args: DataArguments, folds: str | None, source: str, split_name: str):
-    if folds is None:
-        return dataset
-    if not data_args.fold_column:
-        raise ValueError(f"--{split_name}_folds needs --fold_column (the column holding each row's fold).")
-    if data_args.fold_column not in dataset.column_names:
-        raise ValueError(
-            f"{source} has no fold column `{data_args.fold_column}`; its columns are {dataset.column_names}."
-        )
-    selected = filter_rows(dataset, data_args.fold_column, folds)
-    if len(selected) == 0:
-        present = sorted({str(v) for v in dataset[data_args.fold_column]})
-        raise ValueError(
-            f"The {split_name} split is empty after keeping fold(s) {folds} of column `{data_args.fold_column}` in "
-            f"{source}; the folds present are {present}."
-        )
-    return selected
-
-
-def _subsample(dataset, limit: int | None, seed: int):
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(limit))
-
-
 def load_splits(data_args: DataArguments, seed: int = 0) -> tuple[Dataset, Dataset | None]:
-    """(train, eval) `datasets.Dataset`s with an undecoded `audio` column; eval is None when nothing selects one."""
-    if not data_args.dataset:
-        raise ValueError("--dataset is required.")
-    train_source = open_audio_dataset(
-        data_args.dataset, data_args.train_split, data_args.audio_column, data_args.dataset_config_name
-    )
-    if data_args.label_column not in train_source.column_names:
+    """(train, eval) `datasets.Dataset`s with an undecoded `audio` column; eval is None when nothing selects one.
+    Evaluating on some folds of the training source (no --train_folds) trains on the remaining ones."""
+    same_source = data_args.eval_dataset is None and data_args.eval_split is None
+    train = open_train_split(data_args, seed, exclude_folds=data_args.eval_folds if same_source else None)
+    if data_args.label_column not in train.column_names:
         raise ValueError(
             f"{data_args.dataset} has no label column `{data_args.label_column}`; its columns are "
-            f"{train_source.column_names}."
+            f"{train.column_names}."
         )
-    if data_args.fold_column and data_args.fold_column not in train_source.column_names:
-        raise ValueError(
-            f"{data_args.dataset} has no fold column `{data_args.fold_column}`; its columns are "
-            f"{train_source.column_names}."
-        )
-    train = _select_folds(train_source, data_args, data_args.train_folds, data_args.dataset, "train")
-    if data_args.train_folds is None and data_args.eval_folds is not None and data_args.eval_dataset is None \
-            and data_args.eval_split is None:
-        # Evaluating on some folds of the same source: train on the remaining ones.
-        wanted = {v.strip() for v in data_args.eval_folds.split(",")}
-        train = train.filter(lambda row: str(row[data_args.fold_column]) not in wanted)
-    if len(train) == 0:
-        raise ValueError(f"The train split of {data_args.dataset} is empty.")
     eval_dataset = None
-    if data_args.eval_dataset or data_args.eval_split:
+    if not same_source or data_args.eval_folds is not None:
         source = data_args.eval_dataset or data_args.dataset
-        eval_dataset = open_audio_dataset(
-            source, data_args.eval_split or "train", data_args.audio_column, data_args.dataset_config_name
-        )
-        eval_dataset = _select_folds(eval_dataset, data_args, data_args.eval_folds, source, "eval")
-    elif data_args.eval_folds is not None:
-        eval_dataset = _select_folds(train_source, data_args, data_args.eval_folds, data_args.dataset, "eval")
-    if eval_dataset is not None and len(eval_dataset) == 0:
-        raise ValueError("The eval split is empty.")
-    train = _subsample(train, data_args.max_train_samples, seed)
-    if eval_dataset is not None:
+        eval_dataset = open_audio_dataset(source, data_args.eval_split or data_args.train_split,
+                                          data_args.audio_column, data_args.dataset_config_name)
+        eval_dataset = select_folds(eval_dataset, data_args.fold_column, data_args.eval_folds, source, "eval")
+        if len(eval_dataset) == 0:
+            raise ValueError(f"The eval split of {source} is empty.")
         if data_args.label_column not in eval_dataset.column_names:
-            raise ValueError(f"The eval data has no label column `{data_args.label_column}`.")
-        eval_dataset = _subsample(eval_dataset, data_args.max_eval_samples, seed)
+            raise ValueError(f"The eval data {source} has no label column `{data_args.label_column}`; its columns "
+                             f"are {eval_dataset.column_names}.")
+        eval_dataset = subsample(eval_dataset, data_args.max_eval_samples, seed)
     return train, eval_dataset
 
 
@@ -449,7 +387,7 @@ class AudioClassificationDataset(TorchDataset):
         train: bool = False,
         mixup: float = 0.0,
         mixup_alpha: float = 10.0,
-        roll_mag_aug: bool = False,
+        roll_magnitude: bool = False,
     ):
         self.dataset = dataset.select_columns(["audio"])
         self.targets = targets
@@ -460,7 +398,7 @@ class AudioClassificationDataset(TorchDataset):
         self.train = train
         self.mixup = mixup if train else 0.0
         self.mixup_alpha = mixup_alpha
-        self.roll_mag_aug = roll_mag_aug and train
+        self.roll_magnitude = roll_magnitude and train
         if self.mixup > 0 and not multi_hot:
             raise ValueError("mixup produces soft multi-hot targets: use --loss bce (the authors' recipes do).")
         self._rng = None
@@ -491,19 +429,15 @@ class AudioClassificationDataset(TorchDataset):
         vector[self.targets[index]] = 1.0
         return vector
 
-    def _roll_mag(self, waveform: np.ndarray) -> np.ndarray:
-        shift = int(self.rng.integers(0, len(waveform)))
-        return (np.roll(waveform, shift) * (self.rng.beta(10, 10) + 0.5)).astype(np.float32)
-
     def __getitem__(self, index: int) -> dict:
         waveform = self.load(index)
-        if self.roll_mag_aug:
-            waveform = self._roll_mag(waveform)
+        if self.roll_magnitude:
+            waveform = roll_and_scale(waveform, self.rng)
         if self.mixup > 0 and self.rng.random() < self.mixup:
             partner = int(self.rng.integers(0, len(self)))
             other = self.load(partner)
-            if self.roll_mag_aug:
-                other = self._roll_mag(other)
+            if self.roll_magnitude:
+                other = roll_and_scale(other, self.rng)
             if len(other) < len(waveform):
                 other = np.pad(other, (0, len(waveform) - len(other)))
             other = other[: len(waveform)]
@@ -574,54 +508,12 @@ class AudioFeatureCollator:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def parse_overrides(overrides: str | dict | None) -> dict:
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    parsed = {}
-    for item in overrides.split(","):
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise ValueError(f"--config_overrides entries must be key=value, got {item!r}.")
-        key, value = item.split("=", 1)
-        parsed[key.strip()] = yaml.safe_load(value.strip())
-    return parsed
-
-
 def parse_class_weights(value: str | list[float] | None) -> list[float] | None:
     if value is None or value == "":
         return None
     if isinstance(value, (list, tuple)):
         return [float(v) for v in value]
     return [float(v) for v in str(value).split(",") if v.strip()]
-
-
-def build_feature_extractor(model_args: ModelArguments, data_args: DataArguments, train_hf: Dataset | None = None
-                            ) -> AudioMosaicFeatureExtractor:
-    """The checkpoint's feature extractor (if any), then the recipe's preset and explicit overrides on top. Preset
-    `auto`: normalised with the statistics of `train_hf` at the run's length (--max_length, else the checkpoint's)."""
-    fe = None
-    if data_args.feature_extractor_preset == AUTO_PRESET:
-        fe = build_feature_extractor(model_args, replace(data_args, feature_extractor_preset=None))
-        fe = feature_extractor_from_data(train_hf["audio"], fe.max_length, sampling_rate=data_args.sampling_rate)
-    elif data_args.feature_extractor_preset:
-        fe = AudioMosaicFeatureExtractor.from_preset(data_args.feature_extractor_preset)
-    elif model_args.model_name_or_path:
-        try:
-            fe = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
-        except (OSError, ValueError):
-            fe = None
-    if fe is None:
-        fe = AudioMosaicFeatureExtractor()
-    overrides = {"max_length": data_args.max_length, "mean": data_args.norm_mean, "std": data_args.norm_std}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(fe, key, value)
-    if fe.sampling_rate != data_args.sampling_rate:
-        fe.sampling_rate = data_args.sampling_rate
-    return fe
 
 
 def build_model(
@@ -655,9 +547,7 @@ def build_model(
         )
     path = model_args.model_name_or_path
     if path:
-        if path.startswith((".", "/")) and not Path(path).exists():
-            raise FileNotFoundError(f"--model_name_or_path {path} does not exist.")
-        config = AudioMosaicConfig.from_pretrained(path, **head)
+        config = build_config(path, head)
         model = AudioMosaicForAudioClassification.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
         if model.config.max_length != max_length:
             logger.info(
@@ -668,72 +558,12 @@ def build_model(
         if model_args.freeze_encoder:
             model.freeze_encoder()
         return model
-    overrides = parse_overrides(model_args.config_overrides)
-    if model_args.config_name:
-        config = AudioMosaicConfig.from_pretrained(model_args.config_name, **{**overrides, **head})
-    else:
-        config = AudioMosaicConfig(**{"max_length": max_length, **overrides, **head})
+    overrides = parse_config_overrides(model_args.config_overrides)
+    length = {} if model_args.config_name else {"max_length": max_length}
+    config = build_config(model_args.config_name, {**length, **overrides, **head})
     if config.max_length < max_length:
         raise ValueError(f"The model's max_length ({config.max_length}) is shorter than --max_length {max_length}.")
     return AudioMosaicForAudioClassification(config)
-
-
-def layer_id(name: str, num_layers: int) -> int:
-    """The authors' `get_layer_id_for_vit` on our parameter names (`num_layers` = depth + 1)."""
-    name = name.removeprefix("audiomosaic.")
-    if name in ("embeddings.cls_token", "embeddings.position_embeddings") or name.startswith(
-        "embeddings.patch_embeddings."
-    ):
-        return 0
-    if name.startswith("layers."):
-        return int(name.split(".")[1]) + 1
-    return num_layers
-
-
-NO_WEIGHT_DECAY = ("embeddings.cls_token", "embeddings.position_embeddings")
-
-
-def param_groups_lrd(
-    model: torch.nn.Module, weight_decay: float, layer_decay: float, num_hidden_layers: int | None = None
-) -> list[dict]:
-    """The authors' `param_groups_lrd`: one group per (layer id, decay / no decay), with `lr_scale` =
-    layer_decay^(depth + 1 - id). Frozen parameters are skipped. Groups carry `param_names` for inspection."""
-    depth = num_hidden_layers if num_hidden_layers is not None else model.config.num_hidden_layers
-    num_layers = depth + 1
-    scales = [layer_decay ** (num_layers - i) for i in range(num_layers + 1)]
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        no_decay = parameter.ndim == 1 or name.removeprefix("audiomosaic.") in NO_WEIGHT_DECAY
-        lid = layer_id(name, num_layers)
-        group = groups.setdefault(
-            (lid, no_decay),
-            {"params": [], "param_names": [], "weight_decay": 0.0 if no_decay else weight_decay,
-             "lr_scale": scales[lid], "layer_id": lid},
-        )
-        group["params"].append(parameter)
-        group["param_names"].append(name)
-    return list(groups.values())
-
-
-def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float, layer_decay: float,
-                    weight_decay_on_all_params: bool = False, betas: tuple[float, float] = (0.9, 0.999),
-                    eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW over the LLRD groups (`lr` = learning_rate x lr_scale; `defaults["lr"]` = learning_rate so the
-    cosine-with-min-lr schedule's floor is `min_lr` at scale 1), or one group with weight decay on every trainable
-    tensor (`weight_decay_on_all_params`, the authors' probe classes)."""
-    if weight_decay_on_all_params:
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        groups = [{"params": [p for _, p in params], "param_names": [n for n, _ in params],
-                   "weight_decay": weight_decay, "lr_scale": 1.0}]
-    else:
-        groups = param_groups_lrd(model, weight_decay, layer_decay)
-    if not groups:
-        raise ValueError("The model has no trainable parameters.")
-    for group in groups:
-        group["lr"] = learning_rate * group["lr_scale"]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -781,45 +611,50 @@ def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
 
 
 class AudioMosaicTrainer(Trainer):
-    """Trainer with the authors' LLRD AdamW and, optionally, per-epoch weighted sampling without replacement."""
+    """`Trainer` with the authors' optimiser and training loader, through public extension points only:
 
-    def __init__(self, *args, sample_weights: np.ndarray | None = None, weighted_sample_size: int | None = None,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
+    * AdamW over the layer-wise-decay groups, passed as `optimizer_cls_and_kwargs` (unless the caller gives one);
+    * `get_train_dataloader`: the authors drop the last incomplete *training* batch (`drop_last`; evaluation keeps
+      every clip, so `args.dataloader_drop_last` stays off) and, with `sample_weights`, draw `weighted_sample_size`
+      clips per epoch without replacement (AS-2M).
+    """
+
+    def __init__(self, model: torch.nn.Module, args: "FinetuneTrainingArguments", *trainer_args,
+                 drop_last: bool = False, sample_weights: np.ndarray | None = None,
+                 weighted_sample_size: int | None = None, **kwargs):
+        if kwargs.get("optimizer_cls_and_kwargs") is None and kwargs.get("optimizers", (None, None))[0] is None:
+            kwargs["optimizer_cls_and_kwargs"] = (torch.optim.AdamW, optimizer_kwargs(
+                model, args.learning_rate, args.weight_decay, getattr(args, "layer_decay", 1.0),
+                getattr(args, "weight_decay_on_all_params", False), (args.adam_beta1, args.adam_beta2),
+                args.adam_epsilon))
+        super().__init__(model, args, *trainer_args, **kwargs)
+        self.drop_last = drop_last
         self.sample_weights = sample_weights
         self.weighted_sample_size = weighted_sample_size
 
-    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            args = self.args
-            self.optimizer = build_optimizer(
-                self.model if model is None else model,
-                args.learning_rate,
-                args.weight_decay,
-                getattr(args, "layer_decay", 1.0),
-                getattr(args, "weight_decay_on_all_params", False),
-                betas=(args.adam_beta1, args.adam_beta2),
-                eps=args.adam_epsilon,
-            )
-        return self.optimizer
-
-    def _get_dataloader(self, *args, is_training: bool = False, **kwargs):
-        # `dataloader_drop_last` (the authors' training loaders) must not drop evaluation clips: Trainer applies it
-        # to every loader.
-        if is_training or not self.args.dataloader_drop_last:
-            return super()._get_dataloader(*args, is_training=is_training, **kwargs)
-        self.args.dataloader_drop_last = False
-        try:
-            return super()._get_dataloader(*args, is_training=is_training, **kwargs)
-        finally:
-            self.args.dataloader_drop_last = True
-
-    def _get_train_sampler(self, train_dataset=None):
+    def train_sampler(self) -> torch.utils.data.Sampler:
         if self.sample_weights is None:
-            return super()._get_train_sampler(train_dataset)
+            return RandomSampler(self.train_dataset)
         size = self.weighted_sample_size or len(self.sample_weights)
         return WeightedRandomSampler(torch.as_tensor(self.sample_weights, dtype=torch.double), num_samples=size,
                                      replacement=False)
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("Training needs a train_dataset.")
+        args = self.args
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=args.per_device_train_batch_size,
+            sampler=self.train_sampler(),
+            collate_fn=self.data_collator,
+            drop_last=self.drop_last,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -857,7 +692,7 @@ class PreparedRun:
             hf, targets, len(self.labels.keys), multi_hot=self.loss == "bce",
             sampling_rate=data_args.sampling_rate, truncate_samples=data_args.truncate_samples,
             train=train and augment, mixup=data_args.mixup, mixup_alpha=data_args.mixup_alpha,
-            roll_mag_aug=data_args.roll_mag_aug,
+            roll_magnitude=data_args.roll_magnitude,
         )
 
     def collator(self, data_args: DataArguments) -> AudioFeatureCollator:
@@ -871,7 +706,8 @@ def prepare(model_args: ModelArguments, data_args: DataArguments, seed: int = 0)
     labels = build_label_set(train_hf, data_args)
     train_targets = encode_targets(train_hf, labels, data_args, "train")
     eval_targets = encode_targets(eval_hf, labels, data_args, "eval") if eval_hf is not None else None
-    fe = build_feature_extractor(model_args, data_args, train_hf)
+    fe = build_feature_extractor(data_args, model_args.model_name_or_path, train_audio=train_hf["audio"]
+                                 if data_args.feature_extractor_preset == AUTO_PRESET else None)
     return PreparedRun(labels, loss, fe, fe.max_length, train_hf, eval_hf, train_targets, eval_targets)
 
 
@@ -903,25 +739,28 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Fin
             f"{epoch_size} training clips make no full batch of {per_step} with dataloader_drop_last; lower "
             "--per_device_train_batch_size or turn off --dataloader_drop_last."
         )
-    if training_args.warmup_epochs is not None:
-        training_args.warmup_steps = int(round(training_args.warmup_epochs * steps_per_epoch))
     if training_args.blr is not None:
         logger.info("learning_rate = blr %g x effective batch %d / 256 = %g", training_args.blr,
                     training_args.effective_batch_size, training_args.learning_rate)
+    settled = {
+        # Trainer would drop the last batch of every loader; only training drops it (AudioMosaicTrainer.drop_last).
+        "dataloader_drop_last": False,
+        # Uploading is done once, by `publish_run` after training (folder + card); Trainer's own hub syncing is off.
+        "push_to_hub": False,
+    }
+    if training_args.warmup_epochs is not None:
+        settled["warmup_steps"] = int(round(training_args.warmup_epochs * steps_per_epoch))
     if eval_dataset is None and training_args.eval_strategy != "no":
-        training_args.eval_strategy = "no"
-        training_args.load_best_model_at_end = False
-
-    # Uploading is done once, by `publish_run` after training (folder + card); Trainer's own hub syncing is off.
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+        settled.update(eval_strategy="no", load_best_model_at_end=False)
     trainer = AudioMosaicTrainer(
-        model=model,
-        args=training_args,
+        model,
+        replace(training_args, **settled),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=prepared.collator(data_args),
         compute_metrics=compute_metrics,
         processing_class=prepared.feature_extractor,
+        drop_last=training_args.dataloader_drop_last,
         sample_weights=sample_weights,
         weighted_sample_size=data_args.weighted_sample_size,
     )
@@ -962,7 +801,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Fin
             results,
             model=trainer.model,
             feature_extractor=prepared.feature_extractor,
-            push_to_hub=push_to_hub,
+            push_to_hub=training_args.push_to_hub,
             hub_model_id=training_args.hub_model_id,
             hub_token=training_args.hub_token,
             hub_private_repo=training_args.hub_private_repo,
@@ -999,12 +838,8 @@ def run_cross_validation(model_args: ModelArguments, data_args: DataArguments,
 
 
 def _copy_training_args(training_args: FinetuneTrainingArguments, output_dir: Path) -> FinetuneTrainingArguments:
-    import copy
-
-    new = copy.deepcopy(training_args)
-    new.output_dir = str(output_dir)
-    new.push_to_hub = False  # one model per fold: publish the fold you want with training/publish.py
-    return new
+    # One model per fold: publish the fold you want with `audiomosaic publish`.
+    return replace(training_args, output_dir=str(output_dir), push_to_hub=False)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, FinetuneTrainingArguments]:
@@ -1022,7 +857,7 @@ def recipe_from_argv(argv: list[str] | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     model_args, data_args, training_args = parse_args(argv)
     recipe = recipe_from_argv(argv)
     if data_args.cross_validation_folds:

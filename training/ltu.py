@@ -35,7 +35,9 @@ from modeling_audiomosaic import (
 from modeling_audiomosaic.convert_ltu import AUDIO_TOKEN, LTU_FEATURES
 
 from .arguments import parse_args_with_recipe
-from .data import filter_rows, open_audio_dataset
+from .data import open_audio_dataset, select_folds, subsample
+from .logger import setup_logging
+from .models import parse_config_overrides
 
 
 logger = logging.getLogger("audiomosaic.ltu")
@@ -91,7 +93,7 @@ class DataArguments:
     eval_folds: str | None = field(default=None, metadata={"help": "comma-separated folds to evaluate on"})
     max_train_samples: int | None = field(default=None, metadata={"help": "random subset of the training rows"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "random subset of the evaluation rows"})
-    feature_preset: str | None = field(
+    feature_extractor_preset: str | None = field(
         default=None,
         metadata={"help": "feature extractor of a new model: audioset | esc50 | speechcommands (default: the "
                           "encoder folder's, else LTU's 1024 frames with (x + 5.081) / 4.4849)"},
@@ -102,18 +104,6 @@ class DataArguments:
     num_examples: int = field(default=12, metadata={"help": "generated answers kept in results.json"})
 
 
-def parse_overrides(text: str | None) -> dict:
-    """'a=1,b=x' -> {'a': 1, 'b': 'x'} (values parsed as JSON where possible)."""
-    values = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        key, _, value = item.partition("=")
-        try:
-            values[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            values[key.strip()] = value
-    return values
-
-
 def build_processor(model_args: ModelArguments, data_args: DataArguments, tokenizer_source: str,
                     num_audio_tokens: int) -> AudioMosaicLtuProcessor:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
@@ -121,8 +111,8 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, tokeni
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)  # the authors pad with id 0
     tokenizer.padding_side = "left"
     tokenizer.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
-    if data_args.feature_preset:
-        feature_extractor = AudioMosaicFeatureExtractor.from_preset(data_args.feature_preset)
+    if data_args.feature_extractor_preset:
+        feature_extractor = AudioMosaicFeatureExtractor.from_preset(data_args.feature_extractor_preset)
     elif model_args.audio_encoder and (Path(model_args.audio_encoder) / "preprocessor_config.json").is_file():
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.audio_encoder)
     else:
@@ -145,7 +135,7 @@ def load_model(model_args: ModelArguments, data_args: DataArguments) -> tuple[to
         encoder_kwargs = {}
         if not model_args.audio_encoder:
             encoder_kwargs["audio_config"] = AudioMosaicConfig(
-                **{"drop_path_rate": 0.0, **parse_overrides(model_args.audio_config_overrides)})
+                **{"drop_path_rate": 0.0, **parse_config_overrides(model_args.audio_config_overrides)})
         model = AudioMosaicLtuForConditionalGeneration.from_audio_text_pretrained(
             model_args.language_model, audio_encoder=model_args.audio_encoder,
             audio_token_id=tokenizer_probe.convert_tokens_to_ids(AUDIO_TOKEN), audio_pooling=model_args.audio_pooling,
@@ -156,7 +146,7 @@ def load_model(model_args: ModelArguments, data_args: DataArguments) -> tuple[to
     if processor.feature_extractor.max_length != model.config.audio_config.max_length:
         raise ValueError(
             f"The feature extractor makes {processor.feature_extractor.max_length} frames but the encoder expects "
-            f"{model.config.audio_config.max_length}; choose a matching --feature_preset."
+            f"{model.config.audio_config.max_length}; choose a matching --feature_extractor_preset."
         )
 
     model.requires_grad_(False)
@@ -250,9 +240,7 @@ def evaluate_generation(model: torch.nn.Module, collator: InstructionCollator, d
 def open_split(data_args: DataArguments, source: str, split: str, folds: str | None, max_samples: int | None,
                seed: int) -> Dataset:
     dataset = open_audio_dataset(source, split, data_args.audio_column, data_args.dataset_config_name)
-    dataset = filter_rows(dataset, data_args.fold_column, folds)
-    if max_samples is not None and max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=seed).select(range(max_samples))
+    dataset = subsample(select_folds(dataset, data_args.fold_column, folds, source, split), max_samples, seed)
     columns = [data_args.answer_column] + ([] if data_args.instruction else [data_args.instruction_column])
     missing = [column for column in columns if column not in dataset.column_names]
     if missing:
@@ -273,7 +261,7 @@ def save_stage(model: torch.nn.Module, processor: AudioMosaicLtuProcessor, outpu
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args_with_recipe(
         (ModelArguments, DataArguments, TrainingArguments), argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     set_seed(training_args.seed)
     training_args.remove_unused_columns = False  # the collator reads the raw columns
 

@@ -46,9 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from transformers import get_cosine_with_min_lr_schedule_with_warmup, set_seed
+from transformers import set_seed
 
 from modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicModel
+from modeling_audiomosaic.cli import resolve_device
 from modeling_audiomosaic.modeling_audiomosaic import masked_mean
 
 from .arguments import parse_args_with_recipe
@@ -57,12 +58,13 @@ from .finetune import (
     ModelArguments,
     PreparedRun,
     build_model,
-    build_optimizer,
     classification_metrics,
     parse_class_weights,
     prepare,
     read_sample_weights,
 )
+from .logger import setup_logging
+from .optim import build_optimizer, scaled_learning_rate, warmup_cosine_schedule
 
 
 logger = logging.getLogger("audiomosaic.probe")
@@ -251,7 +253,7 @@ def learning_rate(args: ProbeArguments) -> float:
         return args.learning_rate
     if args.blr is None:
         raise ValueError("Set --blr or --learning_rate.")
-    return args.blr * args.per_device_train_batch_size / 256
+    return scaled_learning_rate(args.blr, args.per_device_train_batch_size)
 
 
 def epoch_batches(num_examples: int, batch_size: int, drop_last: bool, generator: torch.Generator,
@@ -291,9 +293,8 @@ def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun,
     if per_epoch == 0:
         raise ValueError(f"{num_examples} training clips make no full batch of {args.per_device_train_batch_size}.")
     total_steps = per_epoch * args.num_train_epochs
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, int(round(args.warmup_epochs * per_epoch)), total_steps, min_lr=args.min_lr
-    )
+    scheduler = warmup_cosine_schedule(optimizer, int(round(args.warmup_epochs * per_epoch)), total_steps,
+                                       args.min_lr)
     class_weights = parse_class_weights(model.config.class_weights)
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)  # head dropout
@@ -384,7 +385,7 @@ class ProbeFactory:
 
 def check_cacheable(data_args: DataArguments) -> None:
     augmentations = {"mixup": data_args.mixup, "freqm": data_args.freqm, "timem": data_args.timem,
-                     "roll_mag_aug": data_args.roll_mag_aug, "spc_noise": data_args.spc_noise}
+                     "roll_magnitude": data_args.roll_magnitude, "spc_noise": data_args.spc_noise}
     active = {k: v for k, v in augmentations.items() if v}
     if active:
         raise ValueError(
@@ -453,7 +454,7 @@ def write_sweep(output_dir: Path, sweep: dict[int, dict], metric: str, others: d
 
 def run_probes(model_args: ModelArguments, data_args: DataArguments, args: ProbeArguments) -> dict:
     set_seed(args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     if data_args.cross_validation_folds:
         raise ValueError("probe.py evaluates one split per run; loop over --eval_folds instead of "
                          "--cross_validation_folds.")
@@ -578,7 +579,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     model_args, data_args, args = parse_args(argv)
     summary = run_probes(model_args, data_args, args)
     print(results_table(summary))
