@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 
-from audiomosaic_training.pretrain import configure_gradient_checkpointing, parameter_groups
+from audiomosaic_training.optim import build_optimizer
+from audiomosaic_training.pretrain import configure_gradient_checkpointing
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicForPreTraining
 
 
@@ -55,7 +56,7 @@ def model_step(width: str, masking: str, checkpointing: float, batch_size: int, 
     model = AudioMosaicForPreTraining(config).to(device).train()
     flags = configure_gradient_checkpointing(model, checkpointing)
     forward = torch.compile(model, dynamic=False) if compile else model  # the authors compile their pretraining
-    optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=6e-4)
+    optimizer = build_optimizer(model, 6e-4, 0.05)
     views = [torch.randn(batch_size, frames, 128, device=device) for _ in range(2)]
 
     def step():

@@ -227,7 +227,7 @@ def main() -> None:
     variants = {
         "pretrained_encoder": language_model + ["--audio_encoder", encoder],
         "random_encoder": language_model + ["--audio_config_overrides", SMALL_ENCODER,
-                                            "--feature_preset", "speechcommands"],
+                                            "--feature_extractor_preset", "speechcommands"],
     }
     summary = {"train_rows": len(train), "held_out_rows": len(held_out), "text_lm_cpu_seconds": lm_seconds,
                "encoder_pretraining_cpu_seconds": encoder_seconds, "encoder": encoder,

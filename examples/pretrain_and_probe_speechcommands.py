@@ -138,7 +138,7 @@ def main():
     seconds = None if args.skip_pretraining else pretrain(args)
     output_dir = Path(args.output_dir)
     summary = {"pretraining_wall_seconds": seconds, "curves": plot_curves(output_dir / "log.jsonl", Path(args.figure))}
-    summary["trainer_state"] = {k: v for k, v in json.loads((output_dir / "trainer_state.json").read_text()).items()
+    summary["pretrain_state"] = {k: v for k, v in json.loads((output_dir / "pretrain_state.json").read_text()).items()
                                 if k in ("global_step", "epoch", "samples_seen", "failed_loads", "nonfinite_steps")}
 
     # Probe data: Speech Commands folds 1-4 (train) and 5 (test), un-augmented 1.28 s features.

@@ -65,7 +65,7 @@ def pretrain(table: Path, args, out: Path) -> Path | None:
     target = out / "pretrain"
     pretrain_module.main([
         "--recipe", "pretrain_small_cpu", "--dataset", str(table),
-        "--audio_column", args.audio_column, "--filter_column", args.fold_column, "--filter_values", args.train_folds,
+        "--audio_column", args.audio_column, "--fold_column", args.fold_column, "--train_folds", args.train_folds,
         "--output_dir", str(target), "--num_train_epochs", str(args.pretrain_epochs), "--disable_tqdm", "true",
         "--save_steps", "0", "--effective_rank_steps", "0",
     ])

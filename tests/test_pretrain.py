@@ -23,6 +23,9 @@ from safetensors.torch import load_file
 import modeling_audiomosaic  # noqa: F401 - registers the Auto classes
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
 from audiomosaic_training import pretrain
+from audiomosaic_training.data import open_train_split
+from audiomosaic_training.models import build_feature_extractor
+from audiomosaic_training.optim import build_optimizer, parameter_groups, warmup_cosine_schedule
 from modeling_audiomosaic import modeling_audiomosaic as modeling
 from audiomosaic_training.augment import TwoViewTransform, build_augmentation
 
@@ -39,16 +42,29 @@ def tiny_config(**overrides) -> AudioMosaicConfig:
     return AudioMosaicConfig(**values)
 
 
+def _reset_accelerate_state() -> None:
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
 @pytest.fixture
 def accelerator():
     """A CPU Accelerator for in-process steps; its process-wide state is reset afterwards for other tests."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState, PartialState
 
     yield Accelerator(cpu=True)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
+    _reset_accelerate_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate's state is process-wide: a run that picks its own precision needs it reset before and after."""
+    _reset_accelerate_state()
+    yield
+    _reset_accelerate_state()
 
 
 @pytest.fixture(scope="module")
@@ -77,24 +93,39 @@ def args_for(recipe: str, *extra: str):
 
 def test_released_recipe_matches_the_official_configuration():
     model_args, data_args, args = args_for("pretrain_audioset_vitb.yaml")
-    config = pretrain.build_config(model_args)
+    config = pretrain.build_pretraining_config(model_args, data_args.max_length)
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.max_length) == (
         768, 12, 12, 1024)
     assert (config.temperature, config.projector_norm, config.pretraining_masking) == (0.1, "batch_norm", "official")
     assert (config.mask_ratio_time, config.mask_ratio_freq, config.drop_path_rate) == (0.6, 0.4, 0.1)
     assert (args.per_device_train_batch_size, args.learning_rate, args.weight_decay) == (512, 6e-4, 0.05)
-    assert (args.num_train_epochs, args.warmup_epochs, args.min_learning_rate, args.mixed_precision) == (
+    assert (args.num_train_epochs, args.warmup_epochs, args.min_lr, args.mixed_precision) == (
         400, 1, 1e-6, "bf16")
     assert model_args.gradient_checkpointing_fraction == 0.7 and model_args.sync_batchnorm
-    assert (data_args.feature_preset, data_args.augmentation, data_args.roll_magnitude) == ("audioset", "official", True)
+    assert (data_args.feature_extractor_preset, data_args.augmentation, data_args.roll_magnitude) == (
+        "audioset", "official", True)
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("pretrain_*.yaml")))
 def test_every_pretraining_recipe_parses_and_builds(recipe):
     model_args, data_args, args = args_for(recipe)
-    config = pretrain.build_config(model_args)
+    config = pretrain.build_pretraining_config(model_args, data_args.max_length)
     assert config.max_length % config.patch_size == 0
-    pretrain.build_feature_extractor(data_args, config)
+    assert build_feature_extractor(data_args, max_length=config.max_length).max_length == config.max_length
+
+
+TINY_MODEL = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size",
+              "64", "--projection_hidden_size", "32", "--projection_dim", "16", "--max_length", "128"]
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in RECIPES.glob("pretrain_*.yaml")))
+def test_every_pretraining_recipe_runs_one_step(recipe, clip_list, tmp_path, fresh_accelerate_state):
+    """Each shipped recipe as it is (augmentation, precision, checkpointing, schedule) on a tiny encoder: one step."""
+    state = pretrain.main(["--recipe", recipe, "--dataset", str(clip_list), "--output_dir", str(tmp_path), *TINY_MODEL,
+                           "--max_steps", "1", "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0",
+                           "--disable_tqdm", "--probe_size", "0"])
+    assert state.global_step == 1 and state.nonfinite_steps == 0
+    assert json.loads((tmp_path / "pretrain_state.json").read_text())["global_step"] == 1
 
 
 def test_command_line_overrides_the_recipe():
@@ -113,22 +144,37 @@ def test_bad_values_are_named():
     with pytest.raises(ValueError, match="augmentation"):
         args_for("pretrain_tiny_cpu.yaml", "--augmentation", "aug3")
     with pytest.raises(ValueError, match="max_steps"):
-        args_for("pretrain_tiny_cpu.yaml", "--streaming", "--max_steps", "-1")
+        pretrain.check_args(*args_for("pretrain_tiny_cpu.yaml", "--streaming", "--max_steps", "-1")[1:])
     with pytest.raises(ValueError, match="config_overrides"):
-        pretrain.build_config(pretrain.ModelArguments(config_overrides="no_such_field=1"))
+        pretrain.build_pretraining_config(pretrain.ModelArguments(config_overrides="no_such_field=1"))
     with pytest.raises(ValueError, match="pretraining_masking"):
-        pretrain.build_config(pretrain.ModelArguments(pretraining_masking="diagonal"))
+        pretrain.build_pretraining_config(pretrain.ModelArguments(pretraining_masking="diagonal"))
+
+
+def test_renamed_arguments_are_accepted_with_a_deprecation_warning(tmp_path, caplog):
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("feature_preset: speechcommands\nmin_learning_rate: 0.001\nfilter_column: fold\n")
+    with caplog.at_level("WARNING", logger="audiomosaic.arguments"):
+        _, data_args, args = pretrain.parse_args(["--recipe", str(recipe), "--dataset", "x.csv", "--output_dir", "o",
+                                                  "--filter_values=1,2", "--no_roll_mag_aug"])
+    assert (data_args.feature_extractor_preset, args.min_lr) == ("speechcommands", 0.001)
+    assert (data_args.fold_column, data_args.train_folds, data_args.roll_magnitude) == ("fold", "1,2", False)
+    warned = {name for name in ("feature_preset", "min_learning_rate", "filter_column", "filter_values",
+                                "roll_mag_aug") if f"`{name}` is deprecated" in caplog.text}
+    assert warned == {"feature_preset", "min_learning_rate", "filter_column", "filter_values", "roll_mag_aug"}
+    both = tmp_path / "both.yaml"
+    both.write_text("min_lr: 0.1\nmin_learning_rate: 0.2\n")
+    with pytest.raises(ValueError, match="both `min_learning_rate` and its new name `min_lr`"):
+        pretrain.parse_args(["--recipe", str(both), "--dataset", "x.csv", "--output_dir", "o"])
 
 
 def test_missing_source_and_empty_selection_are_clear_errors(clip_list, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        pretrain.open_training_data(pretrain.DataArguments(dataset=str(tmp_path / "missing.csv")))
-    with pytest.raises(ValueError, match="no clips left after keeping fold in"):
-        pretrain.open_training_data(pretrain.DataArguments(dataset=str(clip_list), filter_column="fold",
-                                                           filter_values="9"))
-    with pytest.raises(ValueError, match="filter_column 'speaker' is not a column"):
-        pretrain.open_training_data(pretrain.DataArguments(dataset=str(clip_list), filter_column="speaker",
-                                                           filter_values="1"))
+        open_train_split(pretrain.DataArguments(dataset=str(tmp_path / "missing.csv")))
+    with pytest.raises(ValueError, match="empty after keeping fold.s. 9 of column `fold`"):
+        open_train_split(pretrain.DataArguments(dataset=str(clip_list), fold_column="fold", train_folds="9"))
+    with pytest.raises(ValueError, match="has no fold column `speaker`"):
+        open_train_split(pretrain.DataArguments(dataset=str(clip_list), fold_column="speaker", train_folds="1"))
 
 
 def test_continue_from_an_exported_encoder(tmp_path):
@@ -149,7 +195,9 @@ def test_continue_from_an_exported_encoder(tmp_path):
 
 def test_weight_decay_groups():
     model = AudioMosaicForPreTraining(tiny_config())
-    decay, no_decay = pretrain.parameter_groups(model, 0.05)
+    groups = parameter_groups(model, 0.05)
+    assert len(groups) == 2 and all(group["lr_scale"] == 1.0 for group in groups)
+    decay, no_decay = sorted(groups, key=lambda group: -group["weight_decay"])
     names = {id(p): n for n, p in model.named_parameters()}
     decay_names = {names[id(p)] for p in decay["params"]}
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
@@ -165,7 +213,13 @@ def test_weight_decay_groups():
 
 
 def test_learning_rate_schedule():
-    lrs = [pretrain.learning_rate_at(s, 6e-4, 1e-6, 10, 100) for s in range(101)]
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=6e-4)
+    scheduler = warmup_cosine_schedule(optimizer, 10, 100, 1e-6)
+    lrs = []
+    for _ in range(101):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
     assert lrs[0] == 0.0 and math.isclose(lrs[5], 3e-4) and math.isclose(lrs[10], 6e-4)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert math.isclose(lrs[55], (6e-4 + 1e-6) / 2) and math.isclose(lrs[100], 1e-6)
@@ -260,7 +314,7 @@ def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path):
     (tmp_path / "bad.flac").write_bytes(b"not audio at all")
     files = ["good0.flac", "bad.flac", "good1.flac", "good2.flac"]
     (tmp_path / "list.csv").write_text("audio\n" + "\n".join(files) + "\n")
-    raw = pretrain.open_training_data(pretrain.DataArguments(dataset=str(tmp_path / "list.csv")))
+    raw = open_train_split(pretrain.DataArguments(dataset=str(tmp_path / "list.csv")))
     transform = TwoViewTransform(AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=64), "aug2")
     dataset = pretrain.TwoViewDataset(raw, transform, seed=0, max_retries=3)
     item = dataset[(0, 1)]
@@ -270,7 +324,7 @@ def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path):
     # The known-bad file is not decoded again but still counted; a source with nothing readable stops.
     assert len(dataset[(1, 1)]["failures"]) == 1
     (tmp_path / "bad.csv").write_text("audio\nbad.flac\nbad.flac\n")
-    broken = pretrain.TwoViewDataset(pretrain.open_training_data(pretrain.DataArguments(
+    broken = pretrain.TwoViewDataset(open_train_split(pretrain.DataArguments(
         dataset=str(tmp_path / "bad.csv"))), transform, seed=0, max_retries=3)
     with pytest.raises(RuntimeError, match="3 clips in a row could not be read"):
         broken[(0, 0)]
@@ -283,20 +337,19 @@ def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path):
 
 def test_non_finite_loss_skips_the_step(accelerator):
     model = AudioMosaicForPreTraining(tiny_config())
-    optimizer = torch.optim.AdamW(pretrain.parameter_groups(model, 0.05), lr=1e-3)
+    optimizer = build_optimizer(model, 1e-3, 0.05)
     model, optimizer = accelerator.prepare(model, optimizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     inputs = torch.randn(4, 32, 128)
     inputs[0, 0, 0] = float("nan")
     result = pretrain.training_step(accelerator, model, optimizer, {"input_values": inputs,
-                                                                     "input_values_view1": inputs}, lr=1e-3)
-    assert not result["finite"] and not result["applied"] and math.isnan(result["loss"])
+                                                                     "input_values_view1": inputs})
+    assert not result["applied"] and math.isnan(result["loss"]) and math.isnan(result["grad_norm"])
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert all(p.grad is None for p in model.parameters())
     result = pretrain.training_step(accelerator, model, optimizer, {"input_values": torch.randn(4, 32, 128),
-                                                                     "input_values_view1": torch.randn(4, 32, 128)},
-                                    lr=1e-3)
-    assert result["finite"] and not all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+                                                                     "input_values_view1": torch.randn(4, 32, 128)})
+    assert result["applied"] and not all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
 def test_repeated_non_finite_losses_stop_the_run(clip_list, tmp_path, monkeypatch, accelerator):
@@ -317,7 +370,7 @@ def test_streamed_source_runs(clip_list, tmp_path, accelerator):
                            "--warmup_steps", "1", "--shuffle_buffer_size", "8", "--dataloader_num_workers", "0",
                            "--disable_tqdm", "--save_steps", "2"])
     # 24 clips in batches of 8: the stream runs dry after 3 steps and the 4th comes from the next epoch.
-    assert state["global_step"] == 4 and state["epoch"] == 1
+    assert state.global_step == 4 and state.epoch == 1
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
@@ -383,7 +436,7 @@ def _data_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) -
         torch.manual_seed(0)
         model = AudioMosaicForPreTraining(config)
         initial = {k: v.clone() for k, v in model.state_dict().items()}
-        optimizer = torch.optim.AdamW(script.parameter_groups(model, 0.05), lr=1e-3)
+        optimizer = build_optimizer(model, 1e-3, 0.05)
         prepared, optimizer = accelerator.prepare(model, optimizer)
         local = slice(rank * local_batch, (rank + 1) * local_batch)
         step = script.compute_gradients(accelerator, prepared, {"input_values": views[0][local],
@@ -461,7 +514,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(clip_list, tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (killed_dir / "model.safetensors").exists()
-    interrupted_at = json.loads((pretrain.list_checkpoints(killed_dir)[-1] / "trainer_state.json").read_text())
+    interrupted_at = json.loads((pretrain.list_checkpoints(killed_dir)[-1] / "pretrain_state.json").read_text())
     assert 3 <= interrupted_at["global_step"] < 15
 
     resumed = subprocess.run(_command(clip_list, killed_dir), check=True, env=env, capture_output=True, text=True,

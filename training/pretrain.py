@@ -7,13 +7,15 @@
         --recipe training/recipes/pretrain_audioset_vitb.yaml --dataset /data/audioset/train.csv --output_dir runs/vitb
 
 Arguments are three dataclasses (`ModelArguments`, `DataArguments`, `PretrainingArguments`, transformers'
-`HfArgumentParser` style); `--recipe FILE.yaml` sets their defaults and the command line overrides the recipe.
+`HfArgumentParser` style; the data fields shared with fine-tuning and probing come from
+`audiomosaic_training.arguments.AudioDataArguments`); `--recipe FILE.yaml` sets their defaults and the command line
+overrides the recipe.
 
 What a run does (official spec §3-§6 unless said otherwise):
 
-* data: any source `training.data.open_audio_dataset` opens (audiofolder folder, CSV/JSON/Parquet list of paths,
+* data: any source `audiomosaic_training.data.open_audio_dataset` opens (audiofolder folder, CSV/JSON/Parquet list of paths,
   `save_to_disk` folder, Hub id, `--streaming`), decoded with soundfile in DataLoader workers. Each clip is loaded once
-  and made into two views by `training.augment.TwoViewTransform` (roll/magnitude, audiomentations chain, mean removal,
+  and made into two views by `audiomosaic_training.augment.TwoViewTransform` (roll/magnitude, audiomentations chain, mean removal,
   Kaldi fbank, pad/truncate, normalise). Each sample's augmentation seed is derived from (seed, epoch, index), so the
   views do not depend on workers or on where a run was resumed. An unreadable clip is logged and replaced by the next
   index (map-style) or dropped (streaming); failures are counted in the logs and a run whose clips keep failing stops.
@@ -22,12 +24,14 @@ What a run does (official spec §3-§6 unless said otherwise):
 * loss: `AudioMosaicForPreTraining` computes NT-Xent with negatives all-gathered from every process with gradients;
   with DDP's gradient averaging this is the gradient of the global-batch loss. Projector BatchNorms become
   SyncBatchNorm on multi-GPU runs. Seeds are offset by rank after the (rank-independent) model initialisation.
-* optimisation: AdamW, no weight decay for 1-D parameters, `cls_token` and `position_embeddings`; linear warm-up then
-  half-cycle cosine to `min_learning_rate`, set every step from the global step; optional bf16 autocast; gradient
+* optimisation: AdamW, no weight decay for 1-D parameters, `cls_token` and `position_embeddings`
+  (`audiomosaic_training.optim`); linear warm-up then half-cycle cosine to `min_lr` (transformers'
+  `cosine_with_min_lr` schedule, stepped every step, saved with the checkpoint); optional bf16 autocast; gradient
   checkpointing of the first `gradient_checkpointing_fraction` of the blocks. A step whose loss (or gradient) is not
   finite on any process is skipped on all of them and counted; `max_consecutive_nonfinite` in a row stop the run.
 * checkpoints: `output_dir/checkpoints/step_XXXXXXXX/` holds the Accelerate state (`state/`: model, optimizer, RNG of
-  every process), `trainer_state.json` (step, epoch, position in the epoch, counters) and the exported encoder
+  every process, the schedule), `pretrain_state.json` (step, epoch, position in the epoch, counters: a
+  `PretrainState`) and the exported encoder
   (`config.json`, `model.safetensors`, `preprocessor_config.json`, so the folder loads with `AutoModel`). Written to a
   temporary folder and renamed, so a killed run never leaves a half-written checkpoint; the last `save_total_limit`
   are kept. Re-running the same command resumes from the newest one (`--resume auto`, the default).
@@ -47,6 +51,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -58,20 +63,22 @@ from datasets import Dataset, IterableDataset, Value
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
 from modeling_audiomosaic.analysis import effective_rank  # RankMe: exp(entropy of normalised singular values)
-from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
 from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
-from modeling_audiomosaic.norm_stats import AUTO_PRESET, feature_extractor_from_data
+from modeling_audiomosaic.norm_stats import AUTO_PRESET
 
-from .arguments import parse_args_with_recipe
+from .arguments import AudioDataArguments, parse_args_with_recipe
 from .augment import AUGMENTATIONS, TwoViewTransform, sample_seed
-from .data import filter_rows, open_audio_dataset
+from .data import open_train_split
+from .logger import setup_logging
+from .models import build_config, build_feature_extractor, parse_config_overrides
+from .optim import build_optimizer, warmup_cosine_schedule
 
 
 logger = logging.getLogger("audiomosaic.pretrain")
 
 CHECKPOINT_PREFIX = "step_"
 TMP_PREFIX = ".tmp_"
-NO_DECAY_NAMES = ("cls_token", "position_embeddings")
+STATE_FILE = "pretrain_state.json"  # not Trainer's trainer_state.json: a different format
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -92,9 +99,6 @@ class ModelArguments:
     num_attention_heads: int | None = None
     intermediate_size: int | None = None
     drop_path_rate: float | None = None
-    max_length: int | None = field(
-        default=None, metadata={"help": "Frames per clip (10 ms each): 1024 = 10.24 s, 400 = 4 s, 128 = 1.28 s."}
-    )
     projection_hidden_size: int | None = None
     projection_dim: int | None = None
     projector_norm: str | None = field(default=None, metadata={"help": "batch_norm (authors') or none."})
@@ -117,31 +121,27 @@ class ModelArguments:
         default=True, metadata={"help": "Convert the projector BatchNorms to SyncBatchNorm on multi-GPU runs."}
     )
 
+    def __post_init__(self):
+        if not 0.0 <= self.gradient_checkpointing_fraction <= 1.0:
+            raise ValueError(
+                f"--gradient_checkpointing_fraction must be in [0, 1], got {self.gradient_checkpointing_fraction}."
+            )
+
 
 @dataclass
-class DataArguments:
-    dataset: str = field(
-        metadata={"help": "audiofolder folder, CSV/JSON/JSONL/Parquet list of audio paths, save_to_disk folder or "
-                          "Hub id."}
+class DataArguments(AudioDataArguments):
+    """Unlabelled audio for pretraining: the shared `AudioDataArguments` (the released recipe's AudioSet statistics and
+    roll/magnitude by default) plus streaming and the two-view augmentation."""
+
+    feature_extractor_preset: str | None = field(
+        default="audioset",
+        metadata={"help": "normalisation statistics: audioset | esc50 | speechcommands, or `auto`: those of the "
+                          "training data (cached in ~/.cache/audiomosaic/norm_stats)"},
     )
-    dataset_config_name: str | None = None
-    train_split: str = "train"
-    audio_column: str = field(default="audio", metadata={"help": "Column holding the audio (paths or audio dicts)."})
+    roll_magnitude: bool = field(default=True, metadata={"help": "Roll + Beta(10,10)+0.5 gain before augmentation."})
     streaming: bool = field(default=False, metadata={"help": "Iterate the source lazily (corpora beyond the disk)."})
     shuffle_buffer_size: int = field(default=10000, metadata={"help": "Shuffle buffer of a streamed source."})
-    filter_column: str | None = field(default=None, metadata={"help": "Keep rows whose column is in filter_values."})
-    filter_values: str | None = field(default=None, metadata={"help": "Comma-separated values, e.g. folds 1,2,3,4."})
-    max_train_samples: int | None = None
-    sampling_rate: int = 16000
-    feature_preset: str = field(
-        default="audioset",
-        metadata={"help": f"Normalisation statistics: one of {sorted(PRESETS)}, or `auto` to compute them on the "
-                          "training data (cached in ~/.cache/audiomosaic/norm_stats)."},
-    )
-    norm_mean: float | None = field(default=None, metadata={"help": "Override the preset's log-Mel mean."})
-    norm_std: float | None = field(default=None, metadata={"help": "Override the preset's log-Mel std."})
     augmentation: str = field(default="official", metadata={"help": f"Waveform augmentation: one of {AUGMENTATIONS}."})
-    roll_magnitude: bool = field(default=True, metadata={"help": "Roll + Beta(10,10)+0.5 gain before augmentation."})
     time_stretch_max_rate: float | None = field(
         default=None, metadata={"help": "TimeStretch max rate (official 1.3, paper Table 8: 1.25)."}
     )
@@ -151,8 +151,18 @@ class DataArguments:
     max_load_retries: int = field(
         default=10, metadata={"help": "Unreadable clips in a row (each replaced by the next index) before giving up."}
     )
-    dataloader_num_workers: int = 2
     probe_size: int = field(default=256, metadata={"help": "Clips in the fixed effective-rank probe batch."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"--augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}.")
+        if self.feature_extractor_preset == AUTO_PRESET and self.streaming:
+            raise ValueError(
+                "--feature_extractor_preset auto needs the whole training split; it cannot be used with --streaming "
+                "(compute the statistics with `audiomosaic norm-stats` and pass --norm_mean/--norm_std).")
+        if self.max_load_retries < 1:
+            raise ValueError(f"--max_load_retries must be at least 1, got {self.max_load_retries}.")
 
 
 @dataclass
@@ -160,7 +170,7 @@ class PretrainingArguments:
     output_dir: str = field(metadata={"help": "Checkpoints, logs and the final encoder go here."})
     per_device_train_batch_size: int = 64
     learning_rate: float = 6e-4
-    min_learning_rate: float = 1e-6
+    min_lr: float = field(default=1e-6, metadata={"help": "Final learning rate of the cosine schedule."})
     weight_decay: float = 0.05
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -172,6 +182,7 @@ class PretrainingArguments:
     warmup_steps: int | None = field(default=None, metadata={"help": "Overrides warmup_epochs (needed to stream)."})
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 (released) or fp16."})
     seed: int = 7
+    dataloader_num_workers: int = 2
     save_steps: int = field(
         default=1000, metadata={"help": "Write a resumable checkpoint every N steps (0 = only at the end)."}
     )
@@ -187,7 +198,9 @@ class PretrainingArguments:
     overwrite_output_dir: bool = False
     logging_steps: int = 10
     effective_rank_steps: int = field(default=100, metadata={"help": "Effective rank of the probe batch every N steps"})
-    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none, all, tensorboard, wandb, ..."})
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"], metadata={"help": "Accelerate trackers: none, all, tensorboard, wandb, ..."}
+    )
     run_name: str = "audiomosaic_pretrain"
     max_consecutive_nonfinite: int = field(
         default=10, metadata={"help": "Stop after this many steps in a row with a non-finite loss or gradient."}
@@ -196,90 +209,51 @@ class PretrainingArguments:
     torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads in the main process."})
     disable_tqdm: bool = False
 
+    def __post_init__(self):
+        if isinstance(self.report_to, str):  # a recipe's `report_to: tensorboard`, as TrainingArguments accepts
+            self.report_to = [self.report_to]
+        self.report_to = [name for name in self.report_to if name != "none"]
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"--mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}.")
+        for name in ("logging_steps", "max_consecutive_nonfinite", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+        if self.per_device_train_batch_size < 2:
+            raise ValueError("--per_device_train_batch_size must be at least 2 (the projector BatchNorm and NT-Xent), "
+                             f"got {self.per_device_train_batch_size}.")
+
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, PretrainingArguments]:
-    model_args, data_args, train_args = parse_args_with_recipe(
-        (ModelArguments, DataArguments, PretrainingArguments), argv
-    )
-    check_args(model_args, data_args, train_args)
-    return model_args, data_args, train_args
+    return parse_args_with_recipe((ModelArguments, DataArguments, PretrainingArguments), argv)
 
 
-def check_args(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> None:
-    """Clear errors for values the run cannot use (config values are checked by `AudioMosaicConfig` itself)."""
-    if data_args.augmentation not in AUGMENTATIONS:
-        raise ValueError(f"--augmentation must be one of {AUGMENTATIONS}, got {data_args.augmentation!r}.")
-    if data_args.feature_preset not in (*PRESETS, AUTO_PRESET):
-        raise ValueError(f"--feature_preset must be one of {sorted(PRESETS)} or {AUTO_PRESET}, got "
-                         f"{data_args.feature_preset!r}.")
-    if data_args.feature_preset == AUTO_PRESET and data_args.streaming:
-        raise ValueError("--feature_preset auto needs the whole training split; it cannot be used with --streaming "
-                         "(compute the statistics with `audiomosaic norm-stats` and pass --norm_mean/--norm_std).")
-    if args.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"--mixed_precision must be no, bf16 or fp16, got {args.mixed_precision!r}.")
-    if not 0.0 <= model_args.gradient_checkpointing_fraction <= 1.0:
-        raise ValueError(
-            f"--gradient_checkpointing_fraction must be in [0, 1], got {model_args.gradient_checkpointing_fraction}."
-        )
-    for name in ("per_device_train_batch_size", "max_load_retries", "logging_steps", "max_consecutive_nonfinite"):
-        source = data_args if hasattr(data_args, name) else args
-        if getattr(source, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(source, name)}.")
-    if args.per_device_train_batch_size < 2:
-        raise ValueError("--per_device_train_batch_size must be at least 2 (the projector BatchNorm and NT-Xent).")
+def check_args(data_args: DataArguments, args: PretrainingArguments) -> None:
+    """What no single argument group can check on its own."""
     if data_args.streaming and args.max_steps <= 0:
         raise ValueError("A streamed dataset has no known length: set --max_steps (and --warmup_steps).")
-    if args.save_total_limit < 1:
-        raise ValueError(f"--save_total_limit must be at least 1, got {args.save_total_limit}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Model and optimisation
+# Model
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _parse_value(text: str):
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def build_config(model_args: ModelArguments) -> AudioMosaicConfig:
-    """`AudioMosaicConfig` from `--model_name_or_path` / `--config_name` / defaults, with the set fields applied."""
-    source = model_args.config_name or model_args.model_name_or_path
+def build_pretraining_config(model_args: ModelArguments, max_length: int | None = None) -> AudioMosaicConfig:
+    """`AudioMosaicConfig` from `--model_name_or_path` / `--config_name` / defaults, with the set fields, the
+    `--config_overrides` and `max_length` (frames per clip) applied."""
     overrides = {
         f.name: getattr(model_args, f.name)
         for f in dataclasses.fields(ModelArguments)
         if f.name in AudioMosaicConfig.__dataclass_fields__ and getattr(model_args, f.name) is not None
     }
-    if model_args.config_overrides:
-        for item in model_args.config_overrides.split(","):
-            if "=" not in item:
-                raise ValueError(f"--config_overrides items must be key=value, got {item!r}.")
-            key, value = item.split("=", 1)
-            key = key.strip()
-            if key not in AudioMosaicConfig.__dataclass_fields__:
-                raise ValueError(f"--config_overrides: AudioMosaicConfig has no field {key!r}.")
-            overrides[key] = _parse_value(value)
-    if source:
-        config = AudioMosaicConfig.from_pretrained(source)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        config._check_values()
-        return config
-    return AudioMosaicConfig(**overrides)
+    overrides.update(parse_config_overrides(model_args.config_overrides))
+    if max_length is not None:
+        overrides["max_length"] = max_length
+    return build_config(model_args.config_name or model_args.model_name_or_path, overrides)
 
 
 def build_model(model_args: ModelArguments, config: AudioMosaicConfig | None = None) -> AudioMosaicForPreTraining:
-    config = config or build_config(model_args)
+    config = config or build_pretraining_config(model_args)
     kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if model_args.model_name_or_path:
         # An encoder-only folder loads too: the projector is then newly initialised.
@@ -304,28 +278,6 @@ def configure_gradient_checkpointing(model: AudioMosaicForPreTraining, fraction:
     for index, layer in enumerate(layers):
         layer.gradient_checkpointing = index < num_checkpointed
     return [layer.gradient_checkpointing for layer in layers]
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups as timm's `param_groups_weight_decay`: no decay for 1-D tensors (biases, norms), `cls_token` and
-    `position_embeddings`; frozen parameters (the projector's last BatchNorm bias) are left out."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        if parameter.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES:
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def learning_rate_at(step: int, base_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """The authors' per-iteration schedule: linear warm-up from 0, then half-cycle cosine from `base_lr` to `min_lr`."""
-    if step < warmup_steps:
-        return base_lr * step / warmup_steps
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -515,6 +467,13 @@ def probe_features(dataset: Dataset | IterableDataset, transform: TwoViewTransfo
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class StepResult(TypedDict):
+    loss: float  # global-batch mean
+    contrastive_accuracy: float
+    applied: bool  # the update was applied: loss and gradient finite on every process
+    grad_norm: float
+
+
 def compute_gradients(accelerator: Accelerator, model: AudioMosaicForPreTraining, batch: dict) -> dict:
     """Forward both views, and backward unless the loss is non-finite on some process. Returns the global-batch mean
     loss and contrastive accuracy (as floats) and whether the step is usable (`finite`, the same on every process)."""
@@ -533,11 +492,9 @@ def compute_gradients(accelerator: Accelerator, model: AudioMosaicForPreTraining
 
 
 def apply_update(accelerator: Accelerator, model: AudioMosaicForPreTraining, optimizer: torch.optim.Optimizer,
-                 lr: float, max_grad_norm: float = 0.0) -> dict:
-    """Set the learning rate, check the (already averaged) gradients, step and clear. Returns the gradient norm and
-    whether the update was applied (a non-finite gradient skips it, identically on every process)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+                 max_grad_norm: float = 0.0) -> tuple[float, bool]:
+    """Check the (already averaged) gradients, step and clear. Returns the gradient norm and whether the update was
+    applied (a non-finite gradient skips it, identically on every process)."""
     parameters = [p for p in model.parameters() if p.grad is not None]
     if max_grad_norm > 0:
         grad_norm = accelerator.clip_grad_norm_(parameters, max_grad_norm)
@@ -549,21 +506,21 @@ def apply_update(accelerator: Accelerator, model: AudioMosaicForPreTraining, opt
     if applied:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"grad_norm": grad_norm, "applied": applied}
+    return grad_norm, applied
 
 
 def training_step(accelerator: Accelerator, model: AudioMosaicForPreTraining, optimizer: torch.optim.Optimizer,
-                  batch: dict, lr: float,
-                  max_grad_norm: float = 0.0) -> dict:
+                  batch: dict, max_grad_norm: float = 0.0) -> StepResult:
+    """One optimizer step on `batch` at the optimizer's current learning rate (the schedule is stepped by the
+    caller, applied or not, so that it follows the global step)."""
     result = compute_gradients(accelerator, model, batch)
+    grad_norm, applied = float("nan"), False
     if result["finite"]:
-        result.update(apply_update(accelerator, model, optimizer, lr, max_grad_norm))
-        result["finite"] = result["applied"]
+        grad_norm, applied = apply_update(accelerator, model, optimizer, max_grad_norm)
     else:
         optimizer.zero_grad(set_to_none=True)
-        result.update(grad_norm=float("nan"), applied=False)
-    result["lr"] = lr
-    return result
+    return StepResult(loss=result["loss"], contrastive_accuracy=result["contrastive_accuracy"], applied=applied,
+                      grad_norm=grad_norm)
 
 
 @torch.no_grad()
@@ -590,13 +547,48 @@ def probe_effective_rank(accelerator: Accelerator, model: AudioMosaicForPreTrain
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class PretrainState:
+    """Where a run is, saved as `pretrain_state.json` in every checkpoint and in the output folder at the end."""
+
+    total_steps: int
+    steps_per_epoch: int | None  # None for a streamed source
+    world_size: int
+    per_device_train_batch_size: int
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    stream_consumed: int = 0  # examples of the current epoch a streamed source has used or failed
+    samples_seen: int = 0
+    failed_loads: int = 0
+    failed_files: list[str] = field(default_factory=list)  # the first 1000 unreadable clips
+    nonfinite_steps: int = 0
+    consecutive_nonfinite: int = 0
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+    def resume_from(self, path: Path) -> None:
+        """Take the position and counters of the state saved at `path`; the run's layout must be the same."""
+        saved = json.loads(path.read_text())
+        if (saved.get("world_size"), saved.get("per_device_train_batch_size")) != (
+                self.world_size, self.per_device_train_batch_size):
+            raise ValueError(
+                f"{path.parent} was written by {saved.get('world_size')} process(es) x "
+                f"{saved.get('per_device_train_batch_size')} clips; resuming needs the same layout to continue exactly."
+            )
+        for key in ("global_step", "epoch", "step_in_epoch", "stream_consumed", "samples_seen", "failed_loads",
+                    "failed_files", "nonfinite_steps", "consecutive_nonfinite"):
+            setattr(self, key, saved[key])
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints (renamed into place), oldest first."""
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
-             and (p / "trainer_state.json").is_file() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+             and (p / STATE_FILE).is_file() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
@@ -609,11 +601,11 @@ def export_encoder(accelerator: Accelerator, model: AudioMosaicForPreTraining,
 
 
 def save_checkpoint(accelerator: Accelerator, model: AudioMosaicForPreTraining,
-                    feature_extractor: AudioMosaicFeatureExtractor, output_dir: str, state: dict,
+                    feature_extractor: AudioMosaicFeatureExtractor, output_dir: str, state: PretrainState,
                     keep: int) -> Path:
     """Write checkpoint `step_N` atomically (temporary folder, then rename) and keep the newest `keep`."""
     root = Path(output_dir) / "checkpoints"
-    final = root / f"{CHECKPOINT_PREFIX}{state['global_step']:08d}"
+    final = root / f"{CHECKPOINT_PREFIX}{state.global_step:08d}"
     tmp = root / f"{TMP_PREFIX}{final.name}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -622,7 +614,7 @@ def save_checkpoint(accelerator: Accelerator, model: AudioMosaicForPreTraining,
     accelerator.save_state(str(tmp / "state"))
     if accelerator.is_main_process:
         export_encoder(accelerator, model, feature_extractor, tmp)
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        state.write(tmp / STATE_FILE)
         if final.exists():  # the same step saved by an earlier, interrupted attempt
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -630,6 +622,19 @@ def save_checkpoint(accelerator: Accelerator, model: AudioMosaicForPreTraining,
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state: PretrainState, log_path: Path) -> None:
+    """Restore model, optimizer, schedule and RNGs from `checkpoint`, its position into `state`, and drop the log
+    lines of steps after it (the killed run's, which the resumed run redoes)."""
+    accelerator.load_state(str(checkpoint / "state"))
+    state.resume_from(checkpoint / STATE_FILE)
+    logger.info("Resumed from %s at step %d (epoch %d, batch %d of the epoch).", checkpoint, state.global_step,
+                state.epoch, state.step_in_epoch)
+    if accelerator.is_main_process and log_path.is_file():
+        kept = [line for line in log_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= state.global_step]
+        log_path.write_text("".join(line + "\n" for line in kept))
 
 
 def resolve_resume(args: PretrainingArguments) -> Path | None:
@@ -646,9 +651,19 @@ def resolve_resume(args: PretrainingArguments) -> Path | None:
             )
         return None
     path = Path(args.resume)
-    if not (path / "trainer_state.json").is_file() or not (path / "state").is_dir():
-        raise FileNotFoundError(f"--resume {args.resume}: not a checkpoint folder (trainer_state.json and state/).")
+    if not (path / STATE_FILE).is_file() or not (path / "state").is_dir():
+        raise FileNotFoundError(f"--resume {args.resume}: not a checkpoint folder ({STATE_FILE} and state/).")
     return path
+
+
+def start_fresh(args: PretrainingArguments) -> None:
+    """Nothing of an earlier run in `output_dir` may mix into a new one."""
+    output_dir = Path(args.output_dir)
+    if args.overwrite_output_dir:
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+        for export in output_dir.glob("encoder_step_*"):
+            shutil.rmtree(export, ignore_errors=True)
+    (output_dir / "log.jsonl").unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -656,44 +671,303 @@ def resolve_resume(args: PretrainingArguments) -> Path | None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def open_training_data(data_args: DataArguments,
-                       max_train_samples: int | None = None) -> Dataset | IterableDataset:
-    dataset = open_audio_dataset(
-        data_args.dataset, data_args.train_split, data_args.audio_column, data_args.dataset_config_name,
-        data_args.streaming,
-    )
-    if data_args.filter_column and data_args.filter_column not in (dataset.column_names or []):
-        raise ValueError(
-            f"--filter_column {data_args.filter_column!r} is not a column of {data_args.dataset} "
-            f"(columns: {dataset.column_names})."
-        )
-    dataset = filter_rows(dataset, data_args.filter_column, data_args.filter_values)
-    if max_train_samples:
-        dataset = dataset.take(max_train_samples) if isinstance(dataset, IterableDataset) else dataset.select(
-            range(min(max_train_samples, len(dataset))))
-    if isinstance(dataset, Dataset) and len(dataset) == 0:
-        raise ValueError(
-            f"{data_args.dataset} has no clips left"
-            + (f" after keeping {data_args.filter_column} in {{{data_args.filter_values}}}." if data_args.filter_column
-               else ".")
-        )
-    return dataset
+@dataclass
+class TrainingData:
+    """The run's clips and how they become batches of two views."""
+
+    feature_extractor: AudioMosaicFeatureExtractor
+    transform: TwoViewTransform
+    source: Dataset | IterableDataset
+    dataset: TwoViewDataset | None  # map-style sources
+    stream: StreamBatches | None  # streamed sources
+    steps_per_epoch: int | None
+
+    def epoch(self, state: PretrainState, args: PretrainingArguments, accelerator: Accelerator) -> Iterator[dict]:
+        """The batches of `state.epoch` from `state`'s position on."""
+        if self.stream is not None:
+            return self.stream.iterate(state.epoch, state.stream_consumed)
+        batches = epoch_batches(len(self.dataset), state.epoch, args.seed, args.per_device_train_batch_size,
+                                accelerator.num_processes, accelerator.process_index)
+        return iter(map_style_loader(self.dataset, batches[state.step_in_epoch:], state.epoch,
+                                     args.dataloader_num_workers))
 
 
-def build_feature_extractor(data_args: DataArguments, config: AudioMosaicConfig,
-                            train_data: Dataset | IterableDataset | None = None
-                            ) -> AudioMosaicFeatureExtractor:
-    """The preset's feature extractor, or with `auto` one normalised with `train_data`'s statistics."""
-    overrides = {"max_length": config.max_length, "sampling_rate": data_args.sampling_rate}
-    if data_args.feature_preset == AUTO_PRESET:
-        feature_extractor = feature_extractor_from_data(train_data["audio"], **overrides)
+def build_training_data(accelerator: Accelerator, data_args: DataArguments, args: PretrainingArguments,
+                        config: AudioMosaicConfig) -> TrainingData:
+    with accelerator.main_process_first():
+        source = open_train_split(data_args, args.seed, streaming=data_args.streaming)
+        feature_extractor = build_feature_extractor(
+            data_args, max_length=config.max_length,
+            train_audio=source["audio"] if data_args.feature_extractor_preset == AUTO_PRESET else None)
+    transform = TwoViewTransform(feature_extractor, data_args.augmentation, data_args.roll_magnitude,
+                                 data_args.time_stretch_max_rate, data_args.stretch_method)
+    if isinstance(source, IterableDataset):
+        from datasets.distributed import split_dataset_by_node
+
+        stream = StreamBatches(
+            split_dataset_by_node(source, accelerator.process_index, accelerator.num_processes), transform, args.seed,
+            args.per_device_train_batch_size, args.dataloader_num_workers, data_args.shuffle_buffer_size,
+            data_args.max_load_retries,
+        )
+        return TrainingData(feature_extractor, transform, source, None, stream, None)
+    global_batch = args.per_device_train_batch_size * accelerator.num_processes
+    if len(source) < global_batch:
+        raise ValueError(
+            f"{data_args.dataset} has {len(source)} clips, fewer than one global batch ({global_batch} = "
+            f"{args.per_device_train_batch_size} per process x {accelerator.num_processes}); with drop_last no "
+            "step could run. Lower --per_device_train_batch_size."
+        )
+    dataset = TwoViewDataset(source, transform, args.seed, data_args.max_load_retries)
+    return TrainingData(feature_extractor, transform, source, dataset, None, len(dataset) // global_batch)
+
+
+def schedule_lengths(args: PretrainingArguments, steps_per_epoch: int | None) -> tuple[int, int]:
+    """(total steps, warm-up steps) from steps or epochs."""
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    if args.warmup_steps is not None:
+        warmup_steps = args.warmup_steps
+    elif steps_per_epoch is not None:
+        warmup_steps = int(round(args.warmup_epochs * steps_per_epoch))
     else:
-        feature_extractor = AudioMosaicFeatureExtractor.from_preset(data_args.feature_preset, **overrides)
-    if data_args.norm_mean is not None:
-        feature_extractor.mean = data_args.norm_mean
-    if data_args.norm_std is not None:
-        feature_extractor.std = data_args.norm_std
-    return feature_extractor
+        raise ValueError("Set --warmup_steps for a streamed dataset.")
+    return total_steps, min(warmup_steps, total_steps)
+
+
+class MetricsWindow:
+    """Loss, contrastive accuracy and throughput over the steps since the last log line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.losses, self.accuracies, self.steps, self.start = [], [], 0, time.perf_counter()
+
+    def add(self, result: StepResult) -> None:
+        self.steps += 1
+        if result["applied"]:
+            self.losses.append(result["loss"])
+            self.accuracies.append(result["contrastive_accuracy"])
+
+    def samples_per_second(self, global_batch: int) -> float:
+        return self.steps * global_batch / max(time.perf_counter() - self.start, 1e-9)
+
+    def summary(self, global_batch: int) -> dict:
+        return {"loss": float(np.mean(self.losses)) if self.losses else float("nan"),
+                "contrastive_accuracy": float(np.mean(self.accuracies)) if self.accuracies else float("nan"),
+                "samples_per_second": self.samples_per_second(global_batch)}
+
+
+@dataclass
+class PretrainRun:
+    """What one epoch of training works with."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    data: TrainingData
+    args: PretrainingArguments
+    state: PretrainState
+    probe: torch.Tensor | None
+    log_path: Path
+    progress: object | None = None  # tqdm bar on the main process
+    window: MetricsWindow = field(default_factory=MetricsWindow)
+
+    @property
+    def global_batch(self) -> int:
+        return self.args.per_device_train_batch_size * self.accelerator.num_processes
+
+    def log(self, entry: dict) -> None:
+        if self.accelerator.is_main_process:
+            with self.log_path.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            if self.progress is None:
+                logger.info(json.dumps(entry))
+        if self.args.report_to:
+            self.accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
+
+    def record_failures(self, failures: list[dict]) -> None:
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            failures = gather_object(failures)
+        for failure in failures:
+            if self.accelerator.is_main_process:
+                logger.warning("Skipped unreadable clip %s (%s)", failure["name"], failure["error"])
+            self.state.failed_loads += 1
+            if failure["name"] not in self.state.failed_files and len(self.state.failed_files) < 1000:
+                self.state.failed_files.append(failure["name"])
+
+    def count_step(self, result: StepResult) -> None:
+        state = self.state
+        state.global_step += 1
+        state.step_in_epoch += 1
+        state.samples_seen += self.global_batch
+        if self.data.stream is not None:
+            state.stream_consumed = self.data.stream.consumed
+        self.window.add(result)
+        if result["applied"]:
+            state.consecutive_nonfinite = 0
+            return
+        state.nonfinite_steps += 1
+        state.consecutive_nonfinite += 1
+        logger.warning("Step %d skipped: non-finite loss or gradient (loss %s, %d in a row, %d in all).",
+                       state.global_step, result["loss"], state.consecutive_nonfinite, state.nonfinite_steps)
+        if state.consecutive_nonfinite >= self.args.max_consecutive_nonfinite:
+            raise RuntimeError(
+                f"Stopping: {state.consecutive_nonfinite} steps in a row (up to step {state.global_step}) had a "
+                "non-finite loss or gradient. Lower --learning_rate, use --mixed_precision no, or check the data; the "
+                f"last checkpoint in {self.args.output_dir}/checkpoints is from before the problem."
+            )
+
+    def after_step(self, result: StepResult, lr: float) -> None:
+        """Progress bar, log line, effective rank, checkpoint and export due after this step."""
+        args, state, step = self.args, self.state, self.state.global_step
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(loss=f"{result['loss']:.4f}", acc=f"{result['contrastive_accuracy']:.3f}",
+                                      lr=f"{lr:.2e}", sps=f"{self.window.samples_per_second(self.global_batch):.1f}")
+        entry = {}
+        if step % args.logging_steps == 0 or step == state.total_steps:
+            epoch = state.epoch + state.step_in_epoch / state.steps_per_epoch if state.steps_per_epoch else state.epoch
+            entry = {"step": step, "epoch": epoch, **self.window.summary(self.global_batch), "lr": lr,
+                     "grad_norm": result["grad_norm"], "failed_loads": state.failed_loads,
+                     "nonfinite_steps": state.nonfinite_steps}
+            self.window.reset()
+        if self.probe is not None and (step % args.effective_rank_steps == 0 or step == state.total_steps):
+            entry = {"step": step, **entry, **probe_effective_rank(self.accelerator, self.model, self.probe)}
+        if entry:
+            self.log(entry)
+        if args.save_steps > 0 and step % args.save_steps == 0 and step < state.total_steps:
+            save_checkpoint(self.accelerator, self.model, self.data.feature_extractor, args.output_dir, state,
+                            args.save_total_limit)
+        if args.export_steps > 0 and step % args.export_steps == 0 and self.accelerator.is_main_process:
+            export_encoder(self.accelerator, self.model, self.data.feature_extractor,
+                           Path(args.output_dir) / f"encoder_step_{step}")
+
+
+def next_batch(run: PretrainRun, batches: Iterator[dict]) -> dict | None:
+    """The next batch, or None at the end of the epoch; with a streamed source every process stops together when
+    one stream runs dry."""
+    batch = next(batches, None)
+    if run.data.stream is not None and run.accelerator.num_processes > 1:
+        has_batch = torch.tensor([0.0 if batch is None else 1.0], device=run.accelerator.device)
+        if not bool(run.accelerator.gather(has_batch).min().item()):
+            return None
+    return batch
+
+
+def train_one_epoch(run: PretrainRun) -> bool:
+    """Train from `run.state`'s position to the end of its epoch (or of the run); returns whether the epoch had any
+    batch."""
+    had_batches = False
+    batches = run.data.epoch(run.state, run.args, run.accelerator)
+    while run.state.global_step < run.state.total_steps:
+        batch = next_batch(run, batches)
+        if batch is None:
+            break
+        had_batches = True
+        run.record_failures(batch.pop("failures"))
+        batch = {k: v.to(run.accelerator.device, non_blocking=True) for k, v in batch.items()}
+        lr = run.scheduler.get_last_lr()[0]
+        result = training_step(run.accelerator, run.model, run.optimizer, batch, run.args.max_grad_norm)
+        run.scheduler.step()  # follows the global step, whether or not the update was applied
+        run.count_step(result)
+        run.after_step(result, lr)
+    return had_batches
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> PretrainState:
+    """Run (or resume) pretraining; returns the final state."""
+    check_args(data_args, args)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.use_cpu,
+                              log_with=args.report_to or None, project_dir=args.output_dir)
+    setup_logging(accelerator.is_main_process)
+    resume_from = resolve_resume(args)
+    if resume_from is None and accelerator.is_main_process:
+        start_fresh(args)
+    accelerator.wait_for_everyone()
+
+    # Model: identical initialisation on every process, then per-rank seeds for masking and drop path.
+    config = build_pretraining_config(model_args, data_args.max_length)
+    set_seed(args.seed)
+    model = build_model(model_args, config)
+    set_seed(args.seed + accelerator.process_index)
+    checkpointed = configure_gradient_checkpointing(model, model_args.gradient_checkpointing_fraction)
+    if accelerator.num_processes > 1 and model_args.sync_batchnorm and config.projector_norm == "batch_norm":
+        if accelerator.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            logger.warning("SyncBatchNorm needs CUDA: the projector BatchNorms use per-process statistics here.")
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
+                                eps=args.adam_epsilon)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    data = build_training_data(accelerator, data_args, args, config)
+    total_steps, warmup_steps = schedule_lengths(args, data.steps_per_epoch)
+    # Not `prepare`d: Accelerate would step it once per process; registered so that checkpoints hold it.
+    scheduler = warmup_cosine_schedule(optimizer, warmup_steps, total_steps, args.min_lr)
+    accelerator.register_for_checkpointing(scheduler)
+
+    probe = None
+    if accelerator.is_main_process and data_args.probe_size > 1 and args.effective_rank_steps > 0:
+        probe = probe_features(data.source, data.transform, data_args.probe_size)
+
+    state = PretrainState(total_steps, data.steps_per_epoch, accelerator.num_processes,
+                          args.per_device_train_batch_size)
+    output_dir = Path(args.output_dir)
+    log_path = output_dir / "log.jsonl"
+    if resume_from is not None:
+        load_checkpoint(accelerator, resume_from, state, log_path)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "pretrain_args.json").write_text(json.dumps(
+            {"model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
+             "training": dataclasses.asdict(args)}, indent=2))
+    if args.report_to:
+        accelerator.init_trackers(args.run_name, config=_flat_config(model_args, data_args, args))
+
+    run = PretrainRun(accelerator, model, optimizer, scheduler, data, args, state, probe, log_path)
+    logger.info(
+        "Pretraining %.2fM parameters on %s clips: %d process(es) x %d = %d per step, %s steps per epoch, %d steps "
+        "(%d warm-up); gradient checkpointing on %d of %d blocks; mixed precision %s.",
+        sum(p.numel() for p in accelerator.unwrap_model(model).parameters()) / 1e6,
+        len(data.source) if data.dataset is not None else "streamed", accelerator.num_processes,
+        args.per_device_train_batch_size, run.global_batch, data.steps_per_epoch, total_steps, warmup_steps,
+        sum(checkpointed), len(checkpointed), args.mixed_precision,
+    )
+    if probe is not None and state.global_step == 0:
+        run.log({"step": 0, **probe_effective_rank(accelerator, model, probe)})
+    if accelerator.is_main_process and not args.disable_tqdm:
+        from tqdm.auto import tqdm
+
+        run.progress = tqdm(total=total_steps, initial=state.global_step, desc="pretrain", dynamic_ncols=True)
+
+    resumed_at = state.global_step if resume_from is not None else None
+    model.train()
+    while state.global_step < total_steps:
+        if state.steps_per_epoch is not None and state.step_in_epoch >= state.steps_per_epoch:
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+        if not train_one_epoch(run):
+            raise ValueError(f"{data_args.dataset} produced no complete batch of {args.per_device_train_batch_size} "
+                             "clips in an epoch (empty after filtering, or every clip unreadable).")
+        if state.global_step < total_steps:
+            state.epoch, state.step_in_epoch, state.stream_consumed = state.epoch + 1, 0, 0
+
+    if run.progress is not None:
+        run.progress.close()
+    if resumed_at != state.global_step:  # the final checkpoint, unless this run resumed from it
+        save_checkpoint(accelerator, model, data.feature_extractor, args.output_dir, state, args.save_total_limit)
+    if accelerator.is_main_process:
+        export_encoder(accelerator, model, data.feature_extractor, output_dir)
+        state.write(output_dir / STATE_FILE)
+        logger.info("Done: %d steps, %d skipped non-finite, %d unreadable clip loads; encoder saved to %s.",
+                    state.global_step, state.nonfinite_steps, state.failed_loads, args.output_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return state
 
 
 def _flat_config(*parts) -> dict:
@@ -704,259 +978,7 @@ def _flat_config(*parts) -> dict:
     return flat
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> dict:
-    """Run (or resume) pretraining; returns the final trainer state."""
-    check_args(model_args, data_args, args)
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        cpu=args.use_cpu,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=args.output_dir,
-    )
-    if not logging.getLogger().handlers:  # a script run; leave an embedding application's logging alone
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
-    resume_from = resolve_resume(args)
-    if resume_from is None and accelerator.is_main_process:  # a fresh start: nothing of an earlier run may mix in
-        if args.overwrite_output_dir:
-            shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)
-            for export in Path(args.output_dir).glob("encoder_step_*"):
-                shutil.rmtree(export, ignore_errors=True)
-        (Path(args.output_dir) / "log.jsonl").unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-
-    # Model: identical initialisation on every process, then per-rank seeds for masking and drop path.
-    config = build_config(model_args)
-    set_seed(args.seed)
-    model = build_model(model_args, config)
-    set_seed(args.seed + accelerator.process_index)
-    checkpointed = configure_gradient_checkpointing(model, model_args.gradient_checkpointing_fraction)
-    if accelerator.num_processes > 1 and model_args.sync_batchnorm and config.projector_norm == "batch_norm":
-        if accelerator.device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            logger.warning("SyncBatchNorm needs CUDA: the projector BatchNorms use per-process statistics here.")
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, args.weight_decay), lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-    )
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    # Data
-    with accelerator.main_process_first():
-        raw = open_training_data(data_args, data_args.max_train_samples)
-        feature_extractor = build_feature_extractor(data_args, config, raw)
-    transform = TwoViewTransform(
-        feature_extractor, data_args.augmentation, data_args.roll_magnitude, data_args.time_stretch_max_rate,
-        data_args.stretch_method,
-    )
-    global_batch = args.per_device_train_batch_size * accelerator.num_processes
-    if isinstance(raw, IterableDataset):
-        from datasets.distributed import split_dataset_by_node
-
-        stream = StreamBatches(
-            split_dataset_by_node(raw, accelerator.process_index, accelerator.num_processes), transform, args.seed,
-            args.per_device_train_batch_size, data_args.dataloader_num_workers, data_args.shuffle_buffer_size,
-            data_args.max_load_retries,
-        )
-        steps_per_epoch = None
-        train_set = None
-    else:
-        if len(raw) < global_batch:
-            raise ValueError(
-                f"{data_args.dataset} has {len(raw)} clips, fewer than one global batch ({global_batch} = "
-                f"{args.per_device_train_batch_size} per process x {accelerator.num_processes}); with drop_last no "
-                "step could run. Lower --per_device_train_batch_size."
-            )
-        train_set = TwoViewDataset(raw, transform, args.seed, data_args.max_load_retries)
-        steps_per_epoch = len(train_set) // global_batch
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
-    if args.warmup_steps is not None:
-        warmup_steps = args.warmup_steps
-    elif steps_per_epoch is not None:
-        warmup_steps = int(round(args.warmup_epochs * steps_per_epoch))
-    else:
-        raise ValueError("Set --warmup_steps for a streamed dataset.")
-    warmup_steps = min(warmup_steps, total_steps)
-
-    probe = None
-    if accelerator.is_main_process and data_args.probe_size > 1 and args.effective_rank_steps > 0:
-        probe = probe_features(raw, transform, data_args.probe_size)
-
-    state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "stream_consumed": 0, "failed_loads": 0,
-             "failed_files": [], "nonfinite_steps": 0, "consecutive_nonfinite": 0, "samples_seen": 0,
-             "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "world_size": accelerator.num_processes,
-             "per_device_train_batch_size": args.per_device_train_batch_size}
-    log_path = Path(args.output_dir) / "log.jsonl"
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from / "state"))
-        saved = json.loads((resume_from / "trainer_state.json").read_text())
-        if saved.get("world_size") != accelerator.num_processes or \
-                saved.get("per_device_train_batch_size") != args.per_device_train_batch_size:
-            raise ValueError(
-                f"{resume_from} was written by {saved.get('world_size')} process(es) x "
-                f"{saved.get('per_device_train_batch_size')} clips; resuming needs the same layout to continue exactly."
-            )
-        state.update({k: v for k, v in saved.items() if k in state and k not in ("total_steps", "steps_per_epoch")})
-        logger.info("Resumed from %s at step %d (epoch %d, batch %d of the epoch).", resume_from,
-                    state["global_step"], state["epoch"], state["step_in_epoch"])
-        if accelerator.is_main_process and log_path.is_file():  # drop log lines of steps the killed run redid
-            kept = [line for line in log_path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= state["global_step"]]
-            log_path.write_text("".join(line + "\n" for line in kept))
-
-    if accelerator.is_main_process:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.output_dir) / "pretrain_args.json").write_text(json.dumps(
-            {"model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
-             "training": dataclasses.asdict(args)}, indent=2))
-    if args.report_to != "none":
-        accelerator.init_trackers(args.run_name, config=_flat_config(model_args, data_args, args))
-
-    unwrapped = accelerator.unwrap_model(model)
-    logger.info(
-        "Pretraining %.2fM parameters on %s clips: %d process(es) x %d = %d per step, %s steps per epoch, %d steps "
-        "(%d warm-up); gradient checkpointing on %d of %d blocks; mixed precision %s.",
-        sum(p.numel() for p in unwrapped.parameters()) / 1e6, len(raw) if train_set is not None else "streamed",
-        accelerator.num_processes, args.per_device_train_batch_size, global_batch, steps_per_epoch, total_steps,
-        warmup_steps, sum(checkpointed), len(checkpointed), args.mixed_precision,
-    )
-
-    def write_log(entry: dict) -> None:
-        if accelerator.is_main_process:
-            with log_path.open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-        if args.report_to != "none":
-            accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
-
-    if probe is not None and state["global_step"] == 0:
-        write_log({"step": 0, **probe_effective_rank(accelerator, model, probe)})
-
-    progress = None
-    if accelerator.is_main_process and not args.disable_tqdm:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=total_steps, initial=state["global_step"], desc="pretrain", dynamic_ncols=True)
-
-    window = {"loss": [], "contrastive_accuracy": [], "start": time.perf_counter(), "steps": 0}
-    last_saved = state["global_step"] if resume_from is not None else -1
-    model.train()
-    while state["global_step"] < total_steps:
-        if train_set is not None:
-            if state["step_in_epoch"] >= steps_per_epoch:
-                state["epoch"], state["step_in_epoch"] = state["epoch"] + 1, 0
-            batches = epoch_batches(len(train_set), state["epoch"], args.seed, args.per_device_train_batch_size,
-                                    accelerator.num_processes, accelerator.process_index)
-            iterator = iter(map_style_loader(train_set, batches[state["step_in_epoch"]:], state["epoch"],
-                                             data_args.dataloader_num_workers))
-        else:
-            iterator = stream.iterate(state["epoch"], state["stream_consumed"])
-        epoch_had_batches = False
-        while state["global_step"] < total_steps:
-            batch = next(iterator, None)
-            if train_set is None:  # every process must stop together when one stream runs dry
-                has_batch = torch.tensor([0.0 if batch is None else 1.0], device=accelerator.device)
-                if accelerator.num_processes > 1:
-                    has_batch = accelerator.gather(has_batch).min()
-                if not bool(has_batch.item()):
-                    break
-            elif batch is None:
-                break
-            epoch_had_batches = True
-            failures = batch.pop("failures")
-            if accelerator.num_processes > 1:
-                from accelerate.utils import gather_object
-
-                failures = gather_object(failures)
-            for failure in failures:
-                if accelerator.is_main_process:
-                    logger.warning("Skipped unreadable clip %s (%s)", failure["name"], failure["error"])
-                state["failed_loads"] += 1
-                if failure["name"] not in state["failed_files"] and len(state["failed_files"]) < 1000:
-                    state["failed_files"].append(failure["name"])
-            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-
-            lr = learning_rate_at(state["global_step"], args.learning_rate, args.min_learning_rate, warmup_steps,
-                                  total_steps)
-            result = training_step(accelerator, model, optimizer, batch, lr, args.max_grad_norm)
-            state["global_step"] += 1
-            state["step_in_epoch"] += 1
-            state["samples_seen"] += global_batch
-            if train_set is None:
-                state["stream_consumed"] = stream.consumed
-            if result["finite"]:
-                state["consecutive_nonfinite"] = 0
-                window["loss"].append(result["loss"])
-                window["contrastive_accuracy"].append(result["contrastive_accuracy"])
-            else:
-                state["nonfinite_steps"] += 1
-                state["consecutive_nonfinite"] += 1
-                logger.warning("Step %d skipped: non-finite loss or gradient (loss %s, %d in a row, %d in all).",
-                               state["global_step"], result["loss"], state["consecutive_nonfinite"],
-                               state["nonfinite_steps"])
-                if state["consecutive_nonfinite"] >= args.max_consecutive_nonfinite:
-                    raise RuntimeError(
-                        f"Stopping: {state['consecutive_nonfinite']} steps in a row (up to step "
-                        f"{state['global_step']}) had a non-finite loss or gradient. Lower --learning_rate, use "
-                        f"--mixed_precision no, or check the data; the last checkpoint in "
-                        f"{args.output_dir}/checkpoints is from before the problem."
-                    )
-            window["steps"] += 1
-            step = state["global_step"]
-            if progress is not None:
-                elapsed = time.perf_counter() - window["start"]
-                progress.update(1)
-                progress.set_postfix(loss=f"{result['loss']:.4f}", acc=f"{result['contrastive_accuracy']:.3f}",
-                                     lr=f"{lr:.2e}", sps=f"{window['steps'] * global_batch / max(elapsed, 1e-9):.1f}")
-            entry = {}
-            if step % args.logging_steps == 0 or step == total_steps:
-                elapsed = time.perf_counter() - window["start"]
-                entry = {
-                    "step": step, "epoch": state["epoch"] + state["step_in_epoch"] / steps_per_epoch
-                    if steps_per_epoch else state["epoch"],
-                    "loss": float(np.mean(window["loss"])) if window["loss"] else float("nan"),
-                    "contrastive_accuracy": float(np.mean(window["contrastive_accuracy"])) if window["loss"]
-                    else float("nan"),
-                    "lr": lr, "grad_norm": result["grad_norm"],
-                    "samples_per_second": window["steps"] * global_batch / max(elapsed, 1e-9),
-                    "failed_loads": state["failed_loads"], "nonfinite_steps": state["nonfinite_steps"],
-                }
-                window = {"loss": [], "contrastive_accuracy": [], "start": time.perf_counter(), "steps": 0}
-            if probe is not None and (step % args.effective_rank_steps == 0 or step == total_steps):
-                entry = {"step": step, **entry, **probe_effective_rank(accelerator, model, probe)}
-            if entry:
-                write_log(entry)
-                if progress is None and accelerator.is_main_process:
-                    logger.info(json.dumps(entry))
-            if args.save_steps > 0 and step % args.save_steps == 0 and step < total_steps:
-                save_checkpoint(accelerator, model, feature_extractor, args.output_dir, state, args.save_total_limit)
-                last_saved = step
-            if args.export_steps > 0 and step % args.export_steps == 0 and accelerator.is_main_process:
-                export_encoder(accelerator, model, feature_extractor, Path(args.output_dir) / f"encoder_step_{step}")
-        if state["global_step"] >= total_steps:
-            break
-        if not epoch_had_batches:
-            raise ValueError(f"{data_args.dataset} produced no complete batch of {args.per_device_train_batch_size} "
-                             "clips in an epoch (empty after filtering, or every clip unreadable).")
-        state["epoch"], state["step_in_epoch"], state["stream_consumed"] = state["epoch"] + 1, 0, 0
-
-    if progress is not None:
-        progress.close()
-    if last_saved != state["global_step"]:
-        save_checkpoint(accelerator, model, feature_extractor, args.output_dir, state, args.save_total_limit)
-    if accelerator.is_main_process:
-        export_encoder(accelerator, model, feature_extractor, Path(args.output_dir))
-        (Path(args.output_dir) / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        logger.info("Done: %d steps, %d skipped non-finite, %d unreadable clip loads; encoder saved to %s.",
-                    state["global_step"], state["nonfinite_steps"], state["failed_loads"], args.output_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return state
-
-
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> PretrainState:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
