@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from audiomosaic_training import finetune, probe
+from audiomosaic_training import classification, probe
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
 
-    model_args = finetune.ModelArguments(
+    model_args = classification.ModelArguments(
         model_name_or_path=args.model,
         config_overrides=None if args.model else "hidden_size=192,num_hidden_layers=4,num_attention_heads=3,"
                                                  "intermediate_size=768",
     )
-    data_args = finetune.DataArguments(
+    data_args = classification.DataArguments(
         dataset=args.dataset, audio_column=args.audio_column, label_column=args.label_column,
         fold_column=args.fold_column, train_folds=args.train_folds, eval_folds=args.eval_folds,
         max_length=args.max_length, feature_extractor_preset=args.preset, max_train_samples=args.max_train_samples,
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
                                       blr=args.blr, seed=args.seed, warmup_epochs=min(1.0, args.epochs / 5))
     torch.manual_seed(args.seed)
     device = torch.device("cpu")
-    prepared = finetune.prepare(model_args, data_args, args.seed)
+    prepared = classification.prepare(model_args, data_args, args.seed)
     head_args = copy.copy(model_args)
     head_args.freeze_encoder = True
-    base = finetune.build_model(head_args, prepared.labels, "single_label_classification", prepared.max_length)
+    base = classification.build_model(head_args, prepared.labels, "single_label_classification", prepared.max_length)
     factory = probe.ProbeFactory(base, args.seed)
     print(f"{len(prepared.train_targets)} train / {len(prepared.eval_targets)} test clips, "
           f"{sum(p.numel() for p in base.audiomosaic.parameters()) / 1e6:.2f}M-parameter encoder, "

@@ -14,13 +14,9 @@ from safetensors.torch import load_file
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
 from modeling_audiomosaic.modeling_audiomosaic import resize_position_embeddings
-from audiomosaic_training import finetune
-from audiomosaic_training.finetune import (
-    AudioClassificationDataset,
-    AudioFeatureCollator,
-    AudioMosaicTrainer,
-    FinetuneTrainingArguments,
-)
+from audiomosaic_training import classification, finetune
+from audiomosaic_training.classification import AudioClassificationDataset, AudioFeatureCollator
+from audiomosaic_training.finetune import AudioMosaicTrainer, FinetuneTrainingArguments
 from audiomosaic_training.models import parse_config_overrides
 from audiomosaic_training.optim import build_optimizer, parameter_groups
 
@@ -142,7 +138,7 @@ def test_every_authors_task_has_a_recipe():
 
 def test_layer_wise_lr_decay_groups():
     config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=128, num_labels=3)
-    model = finetune.AudioMosaicForAudioClassification(config)
+    model = classification.AudioMosaicForAudioClassification(config)
     groups = parameter_groups(model, weight_decay=0.01, layer_decay=0.5)
     by_name = {name: g for g in groups for name in g["param_names"]}
     depth = config.num_hidden_layers
@@ -172,7 +168,7 @@ def test_layer_wise_lr_decay_groups():
 
 def test_trainer_uses_llrd_and_the_schedule_keeps_the_ratios(tmp_path):
     config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=128, num_labels=2)
-    model = finetune.AudioMosaicForAudioClassification(config)
+    model = classification.AudioMosaicForAudioClassification(config)
     args = FinetuneTrainingArguments(output_dir=str(tmp_path), blr=1e-3, per_device_train_batch_size=64,
                                      gradient_accumulation_steps=2, layer_decay=0.75, weight_decay=0.05,
                                      warmup_steps=2, min_lr=1e-6, report_to=[], use_cpu=True)
@@ -197,7 +193,7 @@ def test_weighted_sampler_draws_only_weighted_rows(tmp_path):
     config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=128, num_labels=2)
     args = FinetuneTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     weights = np.array([0.0, 1.0, 0.0, 2.0, 1.0, 0.0])
-    trainer = AudioMosaicTrainer(model=finetune.AudioMosaicForAudioClassification(config), args=args,
+    trainer = AudioMosaicTrainer(model=classification.AudioMosaicForAudioClassification(config), args=args,
                                  train_dataset=list(range(6)), sample_weights=weights, weighted_sample_size=3)
     sampler = trainer.train_sampler()
     assert isinstance(sampler, torch.utils.data.WeightedRandomSampler) and len(sampler) == 3
@@ -213,7 +209,7 @@ def test_only_the_training_loader_drops_the_last_batch(tmp_path):
                                      per_device_train_batch_size=4, per_device_eval_batch_size=4)
     items = [{"input_values": torch.zeros(128, 128), "labels": i % 2} for i in range(10)]
     for drop_last, train_clips in ((True, 8), (False, 10)):  # 10 clips in batches of 4
-        trainer = AudioMosaicTrainer(model=finetune.AudioMosaicForAudioClassification(config), args=args,
+        trainer = AudioMosaicTrainer(model=classification.AudioMosaicForAudioClassification(config), args=args,
                                      train_dataset=items, eval_dataset=items, drop_last=drop_last)
         assert sum(len(b["labels"]) for b in trainer.get_train_dataloader()) == train_clips
         assert sum(len(b["labels"]) for b in trainer.get_eval_dataloader()) == 10
@@ -221,24 +217,24 @@ def test_only_the_training_loader_drops_the_last_batch(tmp_path):
 
 
 def test_sample_weights_file_formats(tmp_path, clips):
-    data_args = finetune.DataArguments(dataset=str(clips))
-    train = finetune.open_audio_dataset(str(clips))
+    data_args = classification.DataArguments(dataset=str(clips))
+    train = classification.open_audio_dataset(str(clips))
     plain = tmp_path / "w.txt"
     plain.write_text("\n".join(str(i) for i in range(len(train))))
-    assert finetune.read_sample_weights(plain, train).tolist() == list(range(len(train)))
+    assert classification.read_sample_weights(plain, train).tolist() == list(range(len(train)))
     keyed = tmp_path / "w.csv"
     # Paths relative to the data root, as in meta.csv (file names alone are not unique in Speech Commands).
     names = ["/".join(Path(p).parts[-3:]) for p in train["audio"]]
     keyed.write_text("filename,weight\n" + "\n".join(f"{n},{i + 1}" for i, n in enumerate(reversed(names))))
-    assert finetune.read_sample_weights(keyed, train).tolist() == list(range(len(train), 0, -1))
+    assert classification.read_sample_weights(keyed, train).tolist() == list(range(len(train), 0, -1))
     partial = tmp_path / "partial.csv"
     partial.write_text("filename,weight\n" + "\n".join(f"{n},1" for n in names[1:]))
     with pytest.raises(ValueError, match="no weight for 1 training clip"):
-        finetune.read_sample_weights(partial, train)
+        classification.read_sample_weights(partial, train)
     short = tmp_path / "short.txt"
     short.write_text("1\n2\n")
     with pytest.raises(ValueError, match="2 weights but the training split has 12"):
-        finetune.read_sample_weights(short, train)
+        classification.read_sample_weights(short, train)
     del data_args
 
 
@@ -248,10 +244,10 @@ def test_sample_weights_file_formats(tmp_path, clips):
 
 
 def _dataset(clips, **kwargs) -> AudioClassificationDataset:
-    data_args = finetune.DataArguments(dataset=str(clips))
-    train = finetune.open_audio_dataset(str(clips))
-    labels = finetune.build_label_set(train, data_args)
-    targets = finetune.encode_targets(train, labels, data_args, "train")
+    data_args = classification.DataArguments(dataset=str(clips))
+    train = classification.open_audio_dataset(str(clips))
+    labels = classification.build_label_set(train, data_args)
+    targets = classification.encode_targets(train, labels, data_args, "train")
     return AudioClassificationDataset(train, targets, len(labels.keys), **kwargs)
 
 
@@ -322,9 +318,9 @@ def test_positional_embeddings_resized_from_a_longer_checkpoint(tmp_path):
     config = AudioMosaicConfig(**parse_config_overrides(TINY), max_length=256)
     AudioMosaicForPreTraining(config).save_pretrained(tmp_path / "ckpt")
     original = load_file(str(tmp_path / "ckpt" / "model.safetensors"))["audiomosaic.embeddings.position_embeddings"]
-    labels = finetune.LabelSet(["a", "b"], ["a", "b"])
-    model_args = finetune.ModelArguments(model_name_or_path=str(tmp_path / "ckpt"))
-    model = finetune.build_model(model_args, labels, "single_label_classification", max_length=128)
+    labels = classification.LabelSet(["a", "b"], ["a", "b"])
+    model_args = classification.ModelArguments(model_name_or_path=str(tmp_path / "ckpt"))
+    model = classification.build_model(model_args, labels, "single_label_classification", max_length=128)
     table = model.audiomosaic.embeddings.position_embeddings
     assert table.shape == (1, 1 + 8 * 8, 32) and model.config.max_length == 128
     assert torch.equal(table.data, resize_position_embeddings(original, 8, 8, "official"))
@@ -336,9 +332,9 @@ def test_positional_embeddings_resized_from_a_longer_checkpoint(tmp_path):
 
 
 def test_freeze_encoder_survives_loading(tiny_checkpoint):
-    labels = finetune.LabelSet(["a", "b", "c"], ["a", "b", "c"])
-    model_args = finetune.ModelArguments(model_name_or_path=str(tiny_checkpoint), freeze_encoder=True)
-    model = finetune.build_model(model_args, labels, "single_label_classification", max_length=128)
+    labels = classification.LabelSet(["a", "b", "c"], ["a", "b", "c"])
+    model_args = classification.ModelArguments(model_name_or_path=str(tiny_checkpoint), freeze_encoder=True)
+    model = classification.build_model(model_args, labels, "single_label_classification", max_length=128)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"audiomosaic.fc_norm.weight", "audiomosaic.fc_norm.bias", "classifier.weight",
                          "classifier.bias"}

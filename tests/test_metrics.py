@@ -94,7 +94,7 @@ def test_eer_matches_the_authors_definition():
 
 
 def test_classification_metrics_of_the_training_scripts():
-    from audiomosaic_training.finetune import classification_metrics
+    from audiomosaic_training.classification import classification_metrics
 
     logits = np.array([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     single = classification_metrics(logits, np.array([0, 1, 1, 0]))

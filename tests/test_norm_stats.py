@@ -60,14 +60,14 @@ def test_max_samples_and_bad_input(synthetic_clips, tmp_path, capsys):
 
 def test_finetune_auto_preset_uses_the_training_split_and_caches(synthetic_clips, tmp_path, monkeypatch):
     pytest.importorskip("datasets")
-    from audiomosaic_training import finetune
+    from audiomosaic_training import classification
 
     monkeypatch.setattr(norm_stats, "DEFAULT_CACHE_DIR", tmp_path / "cache")
-    model_args = finetune.ModelArguments(model_name_or_path=None)
-    data_args = finetune.DataArguments(dataset=str(synthetic_clips / "meta.csv"), audio_column="filename",
+    model_args = classification.ModelArguments(model_name_or_path=None)
+    data_args = classification.DataArguments(dataset=str(synthetic_clips / "meta.csv"), audio_column="filename",
                                        fold_column="fold", train_folds="1,2", eval_folds="5", max_length=128,
                                        feature_extractor_preset="auto")
-    prepared = finetune.prepare(model_args, data_args)
+    prepared = classification.prepare(model_args, data_args)
     train_paths = list(prepared.train_hf["audio"])
     expected = compute_norm_stats(train_paths, 128, progress=False)
     fe = prepared.feature_extractor
@@ -76,7 +76,7 @@ def test_finetune_auto_preset_uses_the_training_split_and_caches(synthetic_clips
     assert len(cached) == 1 and json.loads(cached[0].read_text())["num_clips"] == len(train_paths)
     # A second run reads the cache: a doctored cached value comes back instead of a recomputation.
     cached[0].write_text(json.dumps({**json.loads(cached[0].read_text()), "mean": -1.5}))
-    assert finetune.prepare(model_args, data_args).feature_extractor.mean == -1.5
+    assert classification.prepare(model_args, data_args).feature_extractor.mean == -1.5
 
 
 def test_pretrain_auto_preset(synthetic_clips, tmp_path, monkeypatch):

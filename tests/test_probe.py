@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
 from conftest import write_subset
-from audiomosaic_training import finetune, probe
+from audiomosaic_training import classification, probe
 
 
 RECIPES = Path(probe.__file__).resolve().parent / "recipes"
@@ -67,7 +67,7 @@ def _randomise_probe_parameters(model):
 def test_cached_head_equals_the_full_model(kind):
     torch.manual_seed(0)
     config = AudioMosaicConfig(**TINY, max_length=128, num_labels=5, probe_layer=1)
-    base = finetune.AudioMosaicForAudioClassification(config)
+    base = classification.AudioMosaicForAudioClassification(config)
     model = probe.ProbeFactory(base, seed=0)(kind, 1 if kind == "layer" else None)
     _randomise_probe_parameters(model)
     model.eval()
@@ -102,13 +102,13 @@ def test_cached_and_recomputed_probes_give_the_same_result(clips, checkpoint, tm
 
 @pytest.mark.parametrize("kind", ["weighted_sum", "attentive"])
 def test_cached_training_reaches_the_same_parameters(kind, clips, checkpoint, tmp_path):
-    model_args = finetune.ModelArguments(model_name_or_path=str(checkpoint))
-    data_args = finetune.DataArguments(dataset=str(clips), fold_column="fold", train_folds="1", eval_folds="5",
+    model_args = classification.ModelArguments(model_name_or_path=str(checkpoint))
+    data_args = classification.DataArguments(dataset=str(clips), fold_column="fold", train_folds="1", eval_folds="5",
                                        max_length=128)
     args = probe.ProbeArguments(output_dir=str(tmp_path), num_train_epochs=3, per_device_train_batch_size=4,
                                 learning_rate=0.02, seed=5, weight_decay=0.01)
-    prepared = finetune.prepare(model_args, data_args, 0)
-    base = finetune.build_model(copy.copy(model_args), prepared.labels, "single_label_classification", 128)
+    prepared = classification.prepare(model_args, data_args, 0)
+    base = classification.build_model(copy.copy(model_args), prepared.labels, "single_label_classification", 128)
     factory = probe.ProbeFactory(base, seed=args.seed)
     device = torch.device("cpu")
     cache = probe.cached_features(base.audiomosaic, prepared, data_args, "train", 8, device)
@@ -185,10 +185,10 @@ def test_bad_probe_input(clips, checkpoint, tmp_path):
 
 def test_features_are_batch_independent(clips, checkpoint):
     """The cache is extracted in batches: each clip's features must not depend on its batch mates."""
-    model_args = finetune.ModelArguments(model_name_or_path=str(checkpoint))
-    data_args = finetune.DataArguments(dataset=str(clips), fold_column="fold", eval_folds="5", max_length=128)
-    prepared = finetune.prepare(model_args, data_args, 0)
-    base = finetune.build_model(model_args, prepared.labels, "single_label_classification", 128)
+    model_args = classification.ModelArguments(model_name_or_path=str(checkpoint))
+    data_args = classification.DataArguments(dataset=str(clips), fold_column="fold", eval_folds="5", max_length=128)
+    prepared = classification.prepare(model_args, data_args, 0)
+    base = classification.build_model(model_args, prepared.labels, "single_label_classification", 128)
     dataset = prepared.dataset(data_args, "eval")
     big = probe.extract_layer_features(
         base.audiomosaic, DataLoader(dataset, batch_size=9, collate_fn=prepared.collator(data_args)), "cpu")

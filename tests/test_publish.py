@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 import modeling_audiomosaic  # noqa: F401  (registers the Auto classes for the pipeline)
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
 from conftest import write_subset
-from audiomosaic_training import finetune, publish
+from audiomosaic_training import classification, finetune, publish
 
 
 WORDS = ["low", "mid", "high"]
@@ -84,7 +84,7 @@ def test_pipeline_serves_the_folder(run_dir, synthetic_clips):
     assert [p["label"] for p in predictions] and {p["label"] for p in predictions} == set(WORDS)
     assert predictions[0]["score"] >= predictions[-1]["score"]
     # The pipeline gives the scores the model gives.
-    model = finetune.AudioMosaicForAudioClassification.from_pretrained(run_dir).eval()
+    model = classification.AudioMosaicForAudioClassification.from_pretrained(run_dir).eval()
     fe = AudioMosaicFeatureExtractor.from_pretrained(run_dir)
     assert model.config.problem_type == "single_label_classification"  # trained with cross-entropy -> softmax
     with torch.no_grad():

@@ -139,3 +139,16 @@ def open_train_split(data_args, seed: int = 0, streaming: bool = False,
     if isinstance(dataset, Dataset) and len(dataset) == 0:
         raise ValueError(f"The train split of {data_args.dataset} is empty.")
     return subsample(dataset, data_args.max_train_samples, seed)
+
+
+def cut_batches(order: list[int], batch_size: int, drop_last: bool, num_processes: int = 1,
+                process_index: int = 0) -> list[list[int]]:
+    """This process's batches of an epoch's `order`: global batches of `batch_size * num_processes`, each split
+    contiguously by process. The last incomplete global batch is dropped with `drop_last`, else kept (single process
+    only: processes must get equal batches)."""
+    if not drop_last and num_processes > 1:
+        raise ValueError("Keeping an incomplete last batch needs a single process.")
+    global_batch = batch_size * num_processes
+    start = process_index * batch_size
+    count = len(order) // global_batch if drop_last else -(-len(order) // global_batch)
+    return [order[b * global_batch + start: b * global_batch + start + batch_size] for b in range(count)]

@@ -68,7 +68,7 @@ from modeling_audiomosaic.norm_stats import AUTO_PRESET
 
 from .arguments import AudioDataArguments, parse_args_with_recipe
 from .augment import AUGMENTATIONS, TwoViewTransform, sample_seed
-from .data import open_train_split
+from .data import cut_batches, open_train_split
 from .logger import setup_logging
 from .models import build_config, build_feature_extractor, parse_config_overrides
 from .optim import build_optimizer, warmup_cosine_schedule
@@ -356,12 +356,7 @@ def epoch_batches(num_samples: int, epoch: int, seed: int, per_device_batch: int
     `per_device_batch * num_processes` (the last incomplete one dropped), each split contiguously by process."""
     generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0x5EED))
     order = torch.randperm(num_samples, generator=generator).tolist()
-    global_batch = per_device_batch * num_processes
-    start = process_index * per_device_batch
-    return [
-        order[b * global_batch + start : b * global_batch + start + per_device_batch]
-        for b in range(num_samples // global_batch)
-    ]
+    return cut_batches(order, per_device_batch, True, num_processes, process_index)
 
 
 def _worker_init(_):

@@ -53,7 +53,7 @@ from modeling_audiomosaic.cli import resolve_device
 from modeling_audiomosaic.modeling_audiomosaic import masked_mean
 
 from .arguments import parse_args_with_recipe
-from .finetune import (
+from .classification import (
     DataArguments,
     ModelArguments,
     PreparedRun,
@@ -63,6 +63,7 @@ from .finetune import (
     prepare,
     read_sample_weights,
 )
+from .data import cut_batches
 from .logger import setup_logging
 from .optim import build_optimizer, scaled_learning_rate, warmup_cosine_schedule
 
@@ -264,10 +265,7 @@ def epoch_batches(num_examples: int, batch_size: int, drop_last: bool, generator
         order = torch.randperm(num_examples, generator=generator).tolist()
     else:
         order = torch.multinomial(weights, epoch_size or num_examples, replacement=False, generator=generator).tolist()
-    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-    if drop_last and batches and len(batches[-1]) < batch_size:
-        batches.pop()
-    return batches
+    return cut_batches(order, batch_size, drop_last)
 
 
 def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun, data_args: DataArguments,
