@@ -91,14 +91,15 @@ def rename_deprecated_keys(recipe: dict, source: str) -> dict:
     return renamed
 
 
-def parse_args_with_recipe(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
-    """Parse `argv` into instances of `dataclass_types`, taking defaults from `--recipe FILE` when given."""
+def parse_args_with_recipe(dataclass_types: tuple, argv: list[str] | None = None, prog: str | None = None) -> tuple:
+    """Parse `argv` into instances of `dataclass_types`, taking defaults from `--recipe FILE` when given; `prog` is
+    the command named in `--help` and errors (e.g. "audiomosaic finetune")."""
     argv = rename_deprecated_options(list(sys.argv[1:] if argv is None else argv))
     recipe_parser = argparse.ArgumentParser(add_help=False)
     recipe_parser.add_argument("--recipe", default=None)
     known, remaining = recipe_parser.parse_known_args(argv)
 
-    parser = HfArgumentParser(dataclass_types)
+    parser = HfArgumentParser(dataclass_types, prog=prog)
     parser.add_argument("--recipe", default=None, help="YAML file whose keys set the defaults of these arguments")
     if known.recipe:
         recipe = rename_deprecated_keys(read_recipe(known.recipe), known.recipe)

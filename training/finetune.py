@@ -286,7 +286,8 @@ def _copy_training_args(training_args: FinetuneTrainingArguments, output_dir: Pa
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, FinetuneTrainingArguments]:
-    return parse_args_with_recipe((ModelArguments, DataArguments, FinetuneTrainingArguments), argv)
+    return parse_args_with_recipe((ModelArguments, DataArguments, FinetuneTrainingArguments), argv,
+                                  prog="audiomosaic finetune")
 
 
 def recipe_from_argv(argv: list[str] | None) -> str | None:

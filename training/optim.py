@@ -30,9 +30,9 @@ def parameter_groups(
     """AdamW groups of the trainable parameters (frozen ones, like the projector's last BatchNorm bias, are left out).
 
     No weight decay for 1-D tensors (biases, norms), the cls token and the positional embeddings (timm's
-    `param_groups_weight_decay`), unless `weight_decay_on_all_params` (the authors' probe classes pass no groups). Layer-wise decay
-    (the authors' `param_groups_lrd`): `lr_scale` = layer_decay^(depth + 1 - layer_id). Parameters sharing an
-    (lr_scale, weight_decay) pair share a group; groups carry `param_names` for inspection.
+    `param_groups_weight_decay`), unless `weight_decay_on_all_params` (the authors' probe classes pass no groups).
+    Layer-wise decay (the authors' `param_groups_lrd`): `lr_scale` = layer_decay^(depth + 1 - layer_id). Parameters
+    sharing an (lr_scale, weight_decay) pair share a group; groups carry `param_names` for inspection.
     """
     depth = model.config.num_hidden_layers
     groups: dict[tuple[float, float], dict] = {}

@@ -13,10 +13,10 @@ overrides the recipe.
 
 What a run does (official spec §3-§6 unless said otherwise):
 
-* data: any source `audiomosaic_training.data.open_audio_dataset` opens (audiofolder folder, CSV/JSON/Parquet list of paths,
-  `save_to_disk` folder, Hub id, `--streaming`), decoded with soundfile in DataLoader workers. Each clip is loaded once
-  and made into two views by `audiomosaic_training.augment.TwoViewTransform` (roll/magnitude, audiomentations chain, mean removal,
-  Kaldi fbank, pad/truncate, normalise). Each sample's augmentation seed is derived from (seed, epoch, index), so the
+* data: any source `audiomosaic_training.data.open_audio_dataset` opens (audiofolder folder, CSV/JSON/Parquet list
+  of paths, `save_to_disk` folder, Hub id, `--streaming`), decoded with soundfile in DataLoader workers. Each clip is
+  loaded once and made into two views by `audiomosaic_training.augment.TwoViewTransform` (roll/magnitude,
+  audiomentations chain, mean removal, Kaldi fbank, pad/truncate, normalise). Each sample's augmentation seed is derived from (seed, epoch, index), so the
   views do not depend on workers or on where a run was resumed. An unreadable clip is logged and replaced by the next
   index (map-style) or dropped (streaming); failures are counted in the logs and a run whose clips keep failing stops.
 * batches: a seeded permutation per epoch; every global batch of `per_device_train_batch_size x processes` clips is
@@ -224,7 +224,8 @@ class PretrainingArguments:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, PretrainingArguments]:
-    return parse_args_with_recipe((ModelArguments, DataArguments, PretrainingArguments), argv)
+    return parse_args_with_recipe((ModelArguments, DataArguments, PretrainingArguments), argv,
+                                  prog="audiomosaic pretrain")
 
 
 def check_args(data_args: DataArguments, args: PretrainingArguments) -> None:

@@ -573,7 +573,8 @@ def results_table(summary: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ProbeArguments]:
-    return parse_args_with_recipe((ModelArguments, DataArguments, ProbeArguments), argv)
+    return parse_args_with_recipe((ModelArguments, DataArguments, ProbeArguments), argv,
+                                  prog="audiomosaic probe")
 
 
 def main(argv: list[str] | None = None) -> dict:
