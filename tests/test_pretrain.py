@@ -353,7 +353,7 @@ def test_non_finite_loss_skips_the_step(accelerator):
 
 
 def test_repeated_non_finite_losses_stop_the_run(clip_list, tmp_path, monkeypatch, accelerator):
-    def always_nan(accelerator, model, batch):
+    def always_nan(accelerator, model, batch, timer=None):
         return {"loss": float("nan"), "contrastive_accuracy": 0.0, "finite": False}
 
     monkeypatch.setattr(pretrain, "compute_gradients", always_nan)

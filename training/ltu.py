@@ -259,9 +259,9 @@ def save_stage(model: torch.nn.Module, processor: AudioMosaicLtuProcessor, outpu
 
 
 def main(argv: list[str] | None = None) -> dict:
+    setup_logging()
     model_args, data_args, training_args = parse_args_with_recipe(
         (ModelArguments, DataArguments, TrainingArguments), argv, prog="audiomosaic train-ltu")
-    setup_logging()
     set_seed(training_args.seed)
     training_args.remove_unused_columns = False  # the collator reads the raw columns
 

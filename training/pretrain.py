@@ -206,8 +206,15 @@ class PretrainingArguments:
         default=10, metadata={"help": "Stop after this many steps in a row with a non-finite loss or gradient."}
     )
     use_cpu: bool = False
-    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads in the main process."})
+    torch_threads: int | None = field(
+        default=None, metadata={"help": "torch.set_num_threads in the main process (on CPU, default: the cores left "
+                                        "after one per DataLoader worker)."}
+    )
     disable_tqdm: bool = False
+    synchronize_step_times: bool = field(
+        default=False, metadata={"help": "Wait for CUDA at each step phase so the logged data-wait / forward / "
+                                         "backward / optimizer seconds are exact (a little slower)."}
+    )
 
     def __post_init__(self):
         if isinstance(self.report_to, str):  # a recipe's `report_to: tensorboard`, as TrainingArguments accepts
@@ -463,6 +470,32 @@ def probe_features(dataset: Dataset | IterableDataset, transform: TwoViewTransfo
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class StepTimer:
+    """Wall time of each phase of the training steps (data wait, forward, backward, optimizer), summed until read.
+    With `synchronize`, CUDA work is waited for at every mark so that it is charged to the phase that queued it."""
+
+    PHASES = ("data_wait", "forward", "backward", "optimizer")
+
+    def __init__(self, device: torch.device, synchronize: bool = False):
+        self.synchronize = synchronize and device.type == "cuda"
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.last = time.perf_counter()
+
+    def start(self) -> None:
+        self.last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        if self.synchronize:
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[phase] += now - self.last
+        self.last = now
+
+
 class StepResult(TypedDict):
     loss: float  # global-batch mean
     contrastive_accuracy: float
@@ -470,11 +503,14 @@ class StepResult(TypedDict):
     grad_norm: float
 
 
-def compute_gradients(accelerator: Accelerator, model: AudioMosaicForPreTraining, batch: dict) -> dict:
+def compute_gradients(accelerator: Accelerator, model: AudioMosaicForPreTraining, batch: dict,
+                      timer: StepTimer | None = None) -> dict:
     """Forward both views, and backward unless the loss is non-finite on some process. Returns the global-batch mean
     loss and contrastive accuracy (as floats) and whether the step is usable (`finite`, the same on every process)."""
     with accelerator.autocast():
         output = model(input_values=batch["input_values"], input_values_view1=batch["input_values_view1"])
+    if timer is not None:
+        timer.mark("forward")
     loss = output.loss
     finite = torch.isfinite(loss.detach()).float().reshape(1)
     if accelerator.num_processes > 1:
@@ -482,6 +518,8 @@ def compute_gradients(accelerator: Accelerator, model: AudioMosaicForPreTraining
     finite = bool(finite.item())
     if finite:
         accelerator.backward(loss)
+    if timer is not None:
+        timer.mark("backward")
     stats = torch.stack([loss.detach().float(), output.contrastive_accuracy.detach().float()])
     stats = accelerator.reduce(stats, "mean") if accelerator.num_processes > 1 else stats
     return {"loss": float(stats[0]), "contrastive_accuracy": float(stats[1]), "finite": finite}
@@ -506,15 +544,17 @@ def apply_update(accelerator: Accelerator, model: AudioMosaicForPreTraining, opt
 
 
 def training_step(accelerator: Accelerator, model: AudioMosaicForPreTraining, optimizer: torch.optim.Optimizer,
-                  batch: dict, max_grad_norm: float = 0.0) -> StepResult:
+                  batch: dict, max_grad_norm: float = 0.0, timer: StepTimer | None = None) -> StepResult:
     """One optimizer step on `batch` at the optimizer's current learning rate (the schedule is stepped by the
     caller, applied or not, so that it follows the global step)."""
-    result = compute_gradients(accelerator, model, batch)
+    result = compute_gradients(accelerator, model, batch, timer)
     grad_norm, applied = float("nan"), False
     if result["finite"]:
         grad_norm, applied = apply_update(accelerator, model, optimizer, max_grad_norm)
     else:
         optimizer.zero_grad(set_to_none=True)
+    if timer is not None:
+        timer.mark("optimizer")
     return StepResult(loss=result["loss"], contrastive_accuracy=result["contrastive_accuracy"], applied=applied,
                       grad_norm=grad_norm)
 
@@ -730,13 +770,15 @@ def schedule_lengths(args: PretrainingArguments, steps_per_epoch: int | None) ->
 
 
 class MetricsWindow:
-    """Loss, contrastive accuracy and throughput over the steps since the last log line."""
+    """Loss, contrastive accuracy, throughput and where the time went over the steps since the last log line."""
 
-    def __init__(self):
+    def __init__(self, timer: StepTimer):
+        self.timer = timer
         self.reset()
 
     def reset(self) -> None:
         self.losses, self.accuracies, self.steps, self.start = [], [], 0, time.perf_counter()
+        self.timer.reset()
 
     def add(self, result: StepResult) -> None:
         self.steps += 1
@@ -748,9 +790,10 @@ class MetricsWindow:
         return self.steps * global_batch / max(time.perf_counter() - self.start, 1e-9)
 
     def summary(self, global_batch: int) -> dict:
+        seconds_per_step = {f"{phase}_seconds": total / max(self.steps, 1) for phase, total in self.timer.seconds.items()}
         return {"loss": float(np.mean(self.losses)) if self.losses else float("nan"),
                 "contrastive_accuracy": float(np.mean(self.accuracies)) if self.accuracies else float("nan"),
-                "samples_per_second": self.samples_per_second(global_batch)}
+                "samples_per_second": self.samples_per_second(global_batch), **seconds_per_step}
 
 
 @dataclass
@@ -767,7 +810,11 @@ class PretrainRun:
     probe: torch.Tensor | None
     log_path: Path
     progress: object | None = None  # tqdm bar on the main process
-    window: MetricsWindow = field(default_factory=MetricsWindow)
+    window: MetricsWindow | None = None
+
+    def __post_init__(self):
+        if self.window is None:
+            self.window = MetricsWindow(StepTimer(self.accelerator.device, self.args.synchronize_step_times))
 
     @property
     def global_batch(self) -> int:
@@ -858,15 +905,18 @@ def train_one_epoch(run: PretrainRun) -> bool:
     batch."""
     had_batches = False
     batches = run.data.epoch(run.state, run.args, run.accelerator)
+    timer = run.window.timer
     while run.state.global_step < run.state.total_steps:
+        timer.start()
         batch = next_batch(run, batches)
         if batch is None:
             break
         had_batches = True
         run.record_failures(batch.pop("failures"))
         batch = {k: v.to(run.accelerator.device, non_blocking=True) for k, v in batch.items()}
+        timer.mark("data_wait")
         lr = run.scheduler.get_last_lr()[0]
-        result = training_step(run.accelerator, run.model, run.optimizer, batch, run.args.max_grad_norm)
+        result = training_step(run.accelerator, run.model, run.optimizer, batch, run.args.max_grad_norm, timer)
         run.scheduler.step()  # follows the global step, whether or not the update was applied
         run.count_step(result)
         run.after_step(result, lr)
@@ -878,6 +928,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     check_args(data_args, args)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    elif args.use_cpu or not torch.cuda.is_available():
+        # The DataLoader workers (one thread each) and the model's threads share the cores: no oversubscription.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, cores - args.dataloader_num_workers))
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.use_cpu,
                               log_with=args.report_to or None, project_dir=args.output_dir)
     setup_logging(accelerator.is_main_process)
@@ -978,6 +1032,7 @@ def main(argv: list[str] | None = None) -> PretrainState:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
+    setup_logging()  # before parsing: deprecation warnings of renamed arguments
     return train(*parse_args(argv))
 
 

@@ -40,6 +40,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -268,8 +269,15 @@ def epoch_batches(num_examples: int, batch_size: int, drop_last: bool, generator
     return cut_batches(order, batch_size, drop_last)
 
 
+class ProbeTrainStats(TypedDict):
+    train_seconds: float
+    steps: int
+    final_loss: float
+    learning_rate: float
+
+
 def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun, data_args: DataArguments,
-                args: ProbeArguments, device: torch.device, train_cache: dict | None = None) -> dict:
+                args: ProbeArguments, device: torch.device, train_cache: dict | None = None) -> ProbeTrainStats:
     """Train `model`'s head (its encoder frozen, in eval mode) on cached features when `train_cache` is given, else
     on audio through the full model; returns training statistics."""
     model.to(device)
@@ -328,8 +336,8 @@ def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun,
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
-    return {"train_seconds": time.perf_counter() - start, "steps": len(losses), "final_loss": losses[-1],
-            "learning_rate": lr}
+    return ProbeTrainStats(train_seconds=time.perf_counter() - start, steps=len(losses), final_loss=losses[-1],
+                           learning_rate=lr)
 
 
 @torch.no_grad()
