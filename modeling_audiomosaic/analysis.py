@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .modeling_audiomosaic import grid_keep_indices, random_order
+from .modeling_audiomosaic import PATCH_MASKINGS, patch_keep_indices
 
 
-MASKINGS = ("none", "unstructured", "time", "frequency", "time_frequency")
+MASKINGS = PATCH_MASKINGS
 
 
 def effective_rank(features, eps: float = 1e-7, center: bool = False) -> float:
@@ -79,21 +79,10 @@ def masking_keep_indices(
 ) -> torch.Tensor | None:
     """Time-major indices (t * Fp + f) of the patch tokens a `masking` keeps; `None` keeps all. Draws from the
     global torch RNG (seed it for reproducible masks)."""
-    device = torch.device(device)
-    if masking == "none":
-        return None
-    if masking == "time":
-        return grid_keep_indices(batch_size, num_time_patches, num_freq_patches, time_ratio, None, device)
-    if masking == "frequency":
-        return grid_keep_indices(batch_size, num_time_patches, num_freq_patches, None, freq_ratio, device)
-    if masking == "time_frequency":
-        return grid_keep_indices(batch_size, num_time_patches, num_freq_patches, time_ratio, freq_ratio, device)
-    if masking == "unstructured":
-        num_tokens = num_time_patches * num_freq_patches
-        keep = kept_token_count(masking, num_time_patches, num_freq_patches, time_ratio, freq_ratio,
-                                unstructured_ratio)
-        return random_order(batch_size, num_tokens, device)[:, :keep]
-    raise ValueError(f"Unknown masking {masking!r}; choose from {MASKINGS}.")
+    num_unstructured = kept_token_count(masking, num_time_patches, num_freq_patches, time_ratio, freq_ratio,
+                                        unstructured_ratio)
+    return patch_keep_indices(masking, batch_size, num_time_patches, num_freq_patches, time_ratio, freq_ratio,
+                              num_unstructured, torch.device(device))
 
 
 def _encoder(model):
@@ -107,13 +96,10 @@ def pooled_representations(model, input_values: torch.Tensor, masking: str = "no
     tokens) (the encoder's `pooler_output`), or the un-normalised mean with `use_fc_norm=False`."""
     encoder = _encoder(model)
     encoder.eval()
-    config = encoder.config
     if input_values.ndim == 4:
         input_values = input_values.squeeze(1)
-    num_time_patches = -(-input_values.shape[1] // config.patch_size)
-    keep = masking_keep_indices(masking, input_values.shape[0], num_time_patches,
-                                config.num_mel_bins // config.patch_size, device=input_values.device,
-                                **masking_kwargs)
+    keep = masking_keep_indices(masking, input_values.shape[0], *encoder.patch_grid(input_values.shape[1]),
+                                device=input_values.device, **masking_kwargs)
     out = encoder(input_values, keep_patch_indices=keep)
     if use_fc_norm:
         return out.pooler_output
@@ -145,12 +131,10 @@ def effective_rank_analysis(
     torch.manual_seed(seed)
     features = {m: [] for m in maskings}
     kept = {}
-    config = encoder.config
     try:
         for batch in batches:
             batch = batch.to(device)
-            num_time_patches = -(-batch.shape[1] // config.patch_size)
-            num_freq_patches = config.num_mel_bins // config.patch_size
+            num_time_patches, num_freq_patches = encoder.patch_grid(batch.shape[1])
             for masking in maskings:
                 kwargs = {"time_ratio": time_ratio, "freq_ratio": freq_ratio, "unstructured_ratio": unstructured_ratio}
                 features[masking].append(

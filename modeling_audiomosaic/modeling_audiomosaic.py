@@ -123,20 +123,44 @@ def grid_keep_indices(
     return (row_ids[:, :, None] * cols + col_ids[:, None, :]).reshape(batch_size, -1)
 
 
+PATCH_MASKINGS = ("none", "unstructured", "time", "frequency", "time_frequency")
+
+
+def patch_keep_indices(
+    masking: str,
+    batch_size: int,
+    rows: int,
+    cols: int,
+    time_ratio: float,
+    freq_ratio: float,
+    num_unstructured: int,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Flat indices (row * cols + col) of the tokens `masking` keeps on a (rows, cols) grid whose rows are the time
+    units: `"none"` keeps every token (`None`); `"time"` / `"frequency"` drop `time_ratio` of the rows /
+    `freq_ratio` of the columns and `"time_frequency"` both (see [`grid_keep_indices`]); `"unstructured"` keeps
+    `num_unstructured` random tokens. The one masking vocabulary of pretraining views, fine-tuning masking and
+    `analysis.py`."""
+    if masking not in PATCH_MASKINGS:
+        raise ValueError(f"Unknown masking {masking!r}; choose from {PATCH_MASKINGS}.")
+    if masking == "none":
+        return None
+    if masking == "unstructured":
+        return random_order(batch_size, rows * cols, device)[:, :num_unstructured]
+    row_ratio = time_ratio if masking in ("time", "time_frequency") else None
+    col_ratio = freq_ratio if masking in ("frequency", "time_frequency") else None
+    return grid_keep_indices(batch_size, rows, cols, row_ratio, col_ratio, device)
+
+
 def pretraining_view_keep_indices(config: AudioMosaicConfig, view: int, num_time_patches: int, batch_size: int,
                                   device: torch.device) -> torch.Tensor | None:
     """Patch tokens kept by pretraining view 0 (time-masked) or view 1 (frequency-masked) under
     `config.pretraining_masking`; `None` keeps every token."""
     strategy = config.pretraining_masking
     num_freq_patches = config.num_mel_bins // config.patch_size
-    if strategy == "none":
-        return None
-    if strategy == "unstructured":
-        num_tokens = num_time_patches * num_freq_patches
-        keep = int(num_tokens * (1 - config.mask_ratio_unstructured))
-        return random_order(batch_size, num_tokens, device)[:, :keep]
-    axis = {"official": ("time", "frequency"), "paper": ("time", "frequency"), "time": ("time", "time"),
-            "frequency": ("frequency", "frequency")}[strategy][view]
+    masking = {"official": ("time", "frequency"), "paper": ("time", "frequency"), "time": ("time", "time"),
+               "frequency": ("frequency", "frequency"), "unstructured": ("unstructured", "unstructured"),
+               "none": ("none", "none")}[strategy][view]
     if strategy == "official":
         # The authors' PatchEmbed records patch_hw = (F/16, T/16) while tokens are time-major, so their maskers view
         # the tokens as an (Fp, Tp) grid: a "time" row is a chunk of Tp/Fp consecutive time rows with all their
@@ -144,9 +168,9 @@ def pretraining_view_keep_indices(config: AudioMosaicConfig, view: int, num_time
         rows, cols = num_freq_patches, num_time_patches
     else:
         rows, cols = num_time_patches, num_freq_patches
-    if axis == "time":
-        return grid_keep_indices(batch_size, rows, cols, config.mask_ratio_time, None, device)
-    return grid_keep_indices(batch_size, rows, cols, None, config.mask_ratio_freq, device)
+    num_unstructured = int(rows * cols * (1 - config.mask_ratio_unstructured))
+    return patch_keep_indices(masking, batch_size, rows, cols, config.mask_ratio_time, config.mask_ratio_freq,
+                              num_unstructured, device)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -427,6 +451,10 @@ class AudioMosaicModel(AudioMosaicPreTrainedModel):
             )
         return input_values
 
+    def patch_grid(self, num_frames: int) -> tuple[int, int]:
+        """(time, frequency) patch counts of an input of `num_frames` frames (a partial last time row is padded)."""
+        return math.ceil(num_frames / self.config.patch_size), self.embeddings.num_freq_patches
+
     def _patch_mask(self, attention_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Frame mask (B, T) -> patch-token mask (B, Tp * Fp): a time row of patches is real if any frame is."""
         if attention_mask.shape[1] < num_frames:
@@ -639,7 +667,7 @@ class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
         keep = None
         if self.training:
             input_values = self.audiomosaic._check_input(input_values)
-            num_time_patches = math.ceil(input_values.shape[1] / self.config.patch_size)
+            num_time_patches, _ = self.audiomosaic.patch_grid(input_values.shape[1])
             keep = pretraining_view_keep_indices(
                 self.config, view, num_time_patches, input_values.shape[0], input_values.device
             )
@@ -698,12 +726,100 @@ class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class AudioMosaicAttentiveProbe(nn.Module):
-    """The authors' attentive probe: every layer entry gets its own LayerNorm and is token-averaged; a learned query
-    attends over the layers (keys and values are bias-free linear maps)."""
+def pooled_blocks(encoder: AudioMosaicModel, encoded: AudioMosaicModelOutput) -> torch.Tensor:
+    """(B, depth, D): `encoder.pool` of every block output (`encoded` needs `hidden_states`)."""
+    return torch.stack([encoder.pool(hidden, encoded.token_mask) for hidden in encoded.hidden_states[1:]], dim=1)
+
+
+def standardized_block_means(encoder: AudioMosaicModel, encoded: AudioMosaicModelOutput) -> torch.Tensor:
+    """(B, depth, D): token mean (padding excluded) of every block output standardised per token, i.e. passed through
+    a LayerNorm without its affine map (`encoded` needs `hidden_states`)."""
+    eps = encoder.config.layer_norm_eps
+    return torch.stack(
+        [masked_mean(F.layer_norm(hidden, hidden.shape[-1:], eps=eps), encoded.token_mask)
+         for hidden in encoded.hidden_states[1:]],
+        dim=1,
+    )
+
+
+# What a head reads (its `reads`), computed from the encoder output. The per-block inputs are all a probe over layers
+# needs, so a frozen encoder's features can be cached once and fed to the same head modules (training/probe.py).
+HEAD_INPUTS: dict[str, Callable[[AudioMosaicModel, AudioMosaicModelOutput], torch.Tensor]] = {
+    "pooled": lambda encoder, encoded: encoder.pool(encoded.last_hidden_state, encoded.token_mask),  # (B, D)
+    "pooled_blocks": pooled_blocks,  # (B, depth, D)
+    "standardized_block_means": standardized_block_means,  # (B, depth, D)
+    "tokens": lambda encoder, encoded: encoded.last_hidden_state,  # (B, 1 + L, D), cls first
+}
+BLOCK_HEAD_INPUTS = ("pooled_blocks", "standardized_block_means")
+
+
+def with_final_output(blocks: torch.Tensor) -> torch.Tensor:
+    """(B, depth, D) -> the (B, depth + 1, D) entries the authors' probes read: every block plus the final output,
+    which is the last block again because the released encoder has no final norm (kept for checkpoint
+    compatibility)."""
+    return torch.cat([blocks, blocks[:, -1:]], dim=1)
+
+
+class AudioMosaicHead(nn.Module):
+    """Base of the classification heads. `reads` names the [`HEAD_INPUTS`] entry the head takes; a head returns the
+    feature that `fc_norm` -> dropout -> `classifier` turn into logits, unless it sets `num_outputs` (it then returns
+    the logits itself). `training_patch_masking`: the fine-tuning patch masking (`mask_time_prob`, `mask_freq_prob`)
+    applies, as in the authors' classifier; their probes and AASIST never mask."""
+
+    reads: str = "pooled"
+    num_outputs: int | None = None
+    training_patch_masking: bool = False
 
     def __init__(self, config: AudioMosaicConfig):
         super().__init__()
+
+
+class AudioMosaicPooledHead(AudioMosaicHead):
+    """`classifier_type="linear"`, the authors' fine-tuning classifier: takes the pooled last block (B, D) as it is."""
+
+    training_patch_masking = True
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled
+
+
+class AudioMosaicLayerProbe(AudioMosaicHead):
+    """`classifier_type="layer_probe"`: takes every block pooled (B, depth, D), returns block `config.probe_layer`."""
+
+    reads = "pooled_blocks"
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__(config)
+        self.config = config
+
+    def forward(self, pooled_blocks: torch.Tensor) -> torch.Tensor:
+        return pooled_blocks[:, self.config.probe_layer]
+
+
+class AudioMosaicWeightedSumProbe(AudioMosaicHead):
+    """`classifier_type="weighted_sum_probe"`: takes every block pooled (B, depth, D) and the mixing logits
+    `layer_weights` (depth + 1,), returns the softmax-weighted sum of the depth + 1 entries (pooling is linear, so
+    this is the pooled weighted sum of the blocks). The logits are a parameter of the model, not of this module: the
+    authors' checkpoints store them at the root as `layer_weights` (like Wav2Vec2's weighted layer sum)."""
+
+    reads = "pooled_blocks"
+
+    def forward(self, pooled_blocks: torch.Tensor, layer_weights: torch.Tensor) -> torch.Tensor:
+        return (with_final_output(pooled_blocks) * layer_weights.softmax(dim=0)[:, None]).sum(dim=1)
+
+
+class AudioMosaicAttentiveProbe(AudioMosaicHead):
+    """`classifier_type="attentive_probe"`, the authors' attentive probe: every layer entry gets its own LayerNorm
+    and is token-averaged; a learned query attends over the layers (keys and values are bias-free linear maps).
+
+    Takes every block's standardised token mean (B, depth, D) (`standardized_block_means`) and applies each
+    LayerNorm's affine map after the mean: mean_t(LN_k(h_t)) = gamma_k * mean_t(standardise(h_t)) + beta_k, since
+    only the affine map is learned. The full model and cached features therefore run the same code."""
+
+    reads = "standardized_block_means"
+
+    def __init__(self, config: AudioMosaicConfig):
+        super().__init__(config)
         self.num_heads = config.attentive_probe_heads
         self.head_dim = config.hidden_size // self.num_heads
         num_entries = config.num_hidden_layers + 1
@@ -714,41 +830,68 @@ class AudioMosaicAttentiveProbe(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
-    def forward(self, layer_outputs: list[torch.Tensor], token_mask: torch.Tensor | None) -> torch.Tensor:
-        pooled = torch.stack(
-            [masked_mean(norm(hidden), token_mask) for norm, hidden in zip(self.layer_norms, layer_outputs)], dim=1
-        )  # (B, layers, D)
-        batch_size, num_layers, _ = pooled.shape
-        keys = self.key(pooled).view(batch_size, num_layers, self.num_heads, self.head_dim).transpose(1, 2)
-        values = self.value(pooled).view(batch_size, num_layers, self.num_heads, self.head_dim).transpose(1, 2)
+    def forward(self, standardized_block_means: torch.Tensor) -> torch.Tensor:
+        gamma = torch.stack([norm.weight for norm in self.layer_norms])
+        beta = torch.stack([norm.bias for norm in self.layer_norms])
+        layer_means = with_final_output(standardized_block_means) * gamma + beta  # (B, layers, D)
+        batch_size, num_layers, _ = layer_means.shape
+        keys = self.key(layer_means).view(batch_size, num_layers, self.num_heads, self.head_dim).transpose(1, 2)
+        values = self.value(layer_means).view(batch_size, num_layers, self.num_heads, self.head_dim).transpose(1, 2)
         weights = (self.query @ keys.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
         return (weights @ values).reshape(batch_size, -1)
 
 
+# `config.classifier_type` -> head. The model registers the head under that name, which is its checkpoint prefix
+# (`attentive_probe.*`, `aasist.*`; the others have no parameters of their own).
+CLASSIFIER_HEADS: dict[str, type[nn.Module]] = {
+    "linear": AudioMosaicPooledHead,
+    "layer_probe": AudioMosaicLayerProbe,
+    "weighted_sum_probe": AudioMosaicWeightedSumProbe,
+    "attentive_probe": AudioMosaicAttentiveProbe,
+    "aasist": AudioMosaicAASISTHead,
+}
+
+
 class AudioMosaicForAudioClassification(AudioMosaicPreTrainedModel):
-    """AudioMosaic with a classification head chosen by `config.classifier_type`: the authors' fine-tuning head
-    (pool -> `fc_norm` -> dropout -> linear), their three probes (one layer, softmax-weighted sum of layers,
-    attentive over layers) or the AASIST back-end for deepfake detection. With `config.freeze_encoder` only the head
-    (and `fc_norm`, as in the authors' probes) trains and the encoder stays in eval mode."""
+    """AudioMosaic with a classification head chosen by `config.classifier_type` from [`CLASSIFIER_HEADS`]: the
+    authors' fine-tuning head (pool -> `fc_norm` -> dropout -> linear), their three probes (one layer,
+    softmax-weighted sum of layers, attentive over layers) or the AASIST back-end for deepfake detection. With
+    `config.freeze_encoder` only the head (and `fc_norm`, as in the authors' probes) trains and the encoder stays in
+    eval mode."""
 
     def __init__(self, config: AudioMosaicConfig):
         super().__init__(config)
-        if config.classifier_type == "aasist" and config.num_labels != 2:
-            raise ValueError(f"The AASIST head has exactly 2 outputs; got `num_labels={config.num_labels}`.")
+        if config.classifier_type not in CLASSIFIER_HEADS:
+            raise ValueError(
+                f"Unknown classifier_type {config.classifier_type!r}; choose from {sorted(CLASSIFIER_HEADS)}."
+            )
+        head_class = CLASSIFIER_HEADS[config.classifier_type]
+        if head_class.num_outputs is not None and config.num_labels != head_class.num_outputs:
+            raise ValueError(
+                f"The {config.classifier_type!r} head has exactly {head_class.num_outputs} outputs; got "
+                f"`num_labels={config.num_labels}`."
+            )
         self.audiomosaic = AudioMosaicModel(config)
-        kind = config.classifier_type
-        # The authors' probes read depth + 1 entries: every block output plus the final output, which is the last
-        # block again because the released encoder has no final norm. Kept for checkpoint compatibility.
+        self.head_name = config.classifier_type
+        self.add_module(self.head_name, head_class(config))
+        # The weighted-sum probe's mixing logits sit at the root, under the authors' checkpoint key.
         self.layer_weights = (
-            nn.Parameter(torch.zeros(config.num_hidden_layers + 1)) if kind == "weighted_sum_probe" else None
+            nn.Parameter(torch.zeros(config.num_hidden_layers + 1))
+            if head_class is AudioMosaicWeightedSumProbe
+            else None
         )
-        self.attentive_probe = AudioMosaicAttentiveProbe(config) if kind == "attentive_probe" else None
-        self.aasist = AudioMosaicAASISTHead(config.hidden_size) if kind == "aasist" else None
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if kind != "aasist" else None
+        self.classifier = (
+            nn.Linear(config.hidden_size, config.num_labels) if head_class.num_outputs is None else None
+        )
         if config.freeze_encoder:
             self.freeze_encoder()
         self.post_init()
+
+    @property
+    def head(self) -> nn.Module:
+        """The classification head, registered under its `classifier_type`."""
+        return getattr(self, self.head_name)
 
     def freeze_encoder(self) -> None:
         """Train only the head and `fc_norm` (the authors' linear probe); the encoder is kept in eval mode."""
@@ -767,35 +910,44 @@ class AudioMosaicForAudioClassification(AudioMosaicPreTrainedModel):
         """Fine-tuning patch masking (the authors' `random_masking_2d`) on the true (time, frequency) grid, for any
         input length: drop a fraction of time rows, then of frequency columns."""
         config = self.config
-        if not (self.training and not config.freeze_encoder and config.classifier_type == "linear"):
+        if not (self.training and not config.freeze_encoder and self.head.training_patch_masking):
             return None
         if config.mask_time_prob == 0 and config.mask_freq_prob == 0:
             return None
         input_values = self.audiomosaic._check_input(input_values)
-        return grid_keep_indices(
-            input_values.shape[0],
-            math.ceil(input_values.shape[1] / config.patch_size),
-            config.num_mel_bins // config.patch_size,
-            config.mask_time_prob,
-            config.mask_freq_prob,
-            input_values.device,
-        )
+        num_time_patches, num_freq_patches = self.audiomosaic.patch_grid(input_values.shape[1])
+        return patch_keep_indices("time_frequency", input_values.shape[0], num_time_patches, num_freq_patches,
+                                  config.mask_time_prob, config.mask_freq_prob, 0, input_values.device)
+
+    def head_input(self, encoded: AudioMosaicModelOutput) -> torch.Tensor:
+        """What the head reads (`self.head.reads`, see [`HEAD_INPUTS`]), from the encoder output."""
+        return HEAD_INPUTS[self.head.reads](self.audiomosaic, encoded)
+
+    def head_output(self, head_input: torch.Tensor) -> torch.Tensor:
+        """The head applied to its input: a feature for `fc_norm`, or the logits of a head with `num_outputs`."""
+        if self.layer_weights is not None:
+            return self.head(head_input, self.layer_weights)
+        return self.head(head_input)
 
     def head_features(self, encoded: AudioMosaicModelOutput) -> torch.Tensor:
-        """The head's input: `fc_norm` of the representation the configured head reads."""
-        kind = self.config.classifier_type
-        encoder = self.audiomosaic
-        if kind == "linear":
-            return encoded.pooler_output
-        blocks = list(encoded.hidden_states[1:])
-        if kind == "layer_probe":
-            return encoder.fc_norm(encoder.pool(blocks[self.config.probe_layer], encoded.token_mask))
-        entries = blocks + [blocks[-1]]
-        if kind == "weighted_sum_probe":
-            weights = self.layer_weights.softmax(dim=0)
-            mixed = sum(weight * hidden for weight, hidden in zip(weights, entries))
-            return encoder.fc_norm(encoder.pool(mixed, encoded.token_mask))
-        return encoder.fc_norm(self.attentive_probe(entries, encoded.token_mask))
+        """`fc_norm` of the head's feature: what the linear classifier reads (heads without `num_outputs`)."""
+        return self.audiomosaic.fc_norm(self.head_output(self.head_input(encoded)))
+
+    def head_logits(self, head_input: torch.Tensor) -> torch.Tensor:
+        """Logits from the head's input: from `head_input(encoder output)` in `forward`, or from features cached
+        for a frozen encoder (training/probe.py), through the same modules."""
+        output = self.head_output(head_input)
+        if self.classifier is None:
+            return output
+        return self.classifier(self.dropout(self.audiomosaic.fc_norm(output)))
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of `logits`: cross-entropy weighted by `config.class_weights` for class indices, else
+        transformers' loss for `config.problem_type` (binary cross-entropy for multi-hot targets)."""
+        if self.config.class_weights is not None and labels.ndim == 1:
+            weight = torch.tensor(self.config.class_weights, dtype=logits.dtype, device=logits.device)
+            return F.cross_entropy(logits, labels.long(), weight=weight)
+        return self.loss_function(labels, logits, self.config)
 
     def forward(
         self,
@@ -814,27 +966,17 @@ class AudioMosaicForAudioClassification(AudioMosaicPreTrainedModel):
         cross-entropy, or multi-hot floats `(batch_size, num_labels)` for multi-label BCE (`config.problem_type`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        needs_layers = self.config.classifier_type in ("layer_probe", "weighted_sum_probe", "attentive_probe")
         encoded = self.audiomosaic(
             input_values,
             attention_mask=attention_mask,
             keep_patch_indices=self._training_keep_indices(input_values),
-            output_hidden_states=needs_layers or output_hidden_states,
+            output_hidden_states=self.head.reads in BLOCK_HEAD_INPUTS or output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
         )
-        if self.aasist is not None:
-            logits = self.aasist(encoded.last_hidden_state)
-        else:
-            logits = self.classifier(self.dropout(self.head_features(encoded)))
+        logits = self.head_logits(self.head_input(encoded))
 
-        loss = None
-        if labels is not None:
-            if self.config.class_weights is not None and labels.ndim == 1:
-                weight = torch.tensor(self.config.class_weights, dtype=logits.dtype, device=logits.device)
-                loss = F.cross_entropy(logits, labels.long(), weight=weight)
-            else:
-                loss = self.loss_function(labels, logits, self.config)
+        loss = self.classification_loss(logits, labels) if labels is not None else None
 
         output = SequenceClassifierOutput(
             loss=loss,

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .configuration_audiomosaic import AudioMosaicConfig
+
 
 # AASIST back-end of AudioMosaic's ``AudioMosaicAASIST`` as a stand-alone head.
 #
@@ -210,14 +212,21 @@ class AudioMosaicResidualBlock(nn.Module):
 
 
 class AudioMosaicAASISTHead(nn.Module):
-    """AudioMosaicAASIST back-end: tokens (B, 1+L, hidden_size) -> logits (B, 2).
+    """AudioMosaicAASIST back-end (`classifier_type="aasist"`): takes the last block's tokens (B, 1+L, hidden_size),
+    returns logits (B, 2). The head interface of `modeling_audiomosaic.AudioMosaicHead`: it reads ``"tokens"``,
+    produces the logits itself (``num_outputs``) and never sees patch masking.
 
     Parameters and buffers are those of the authors' state dict (minus the unused ``head``/``fc_norm``), registered in
     the same order, under PEP 8 names: ``convert_official.KEY_RENAMES`` maps the upstream ones.
     """
 
-    def __init__(self, hidden_size: int) -> None:
+    reads = "tokens"
+    num_outputs = NUM_OUTPUTS
+    training_patch_masking = False
+
+    def __init__(self, config: AudioMosaicConfig) -> None:
         super().__init__()
+        hidden_size = config.hidden_size
         gat_dim, hs_gal_dim = GAT_DIMS
         encoder_dim = ENCODER_CHANNELS[-1][1]
         num_spectral_nodes = TOKEN_PROJECTION_DIM // FIRST_POOL  # 42, fixed by token_projection's width

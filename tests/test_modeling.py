@@ -15,7 +15,14 @@ from modeling_audiomosaic import (
     AudioMosaicModel,
     contrastive_loss,
 )
-from modeling_audiomosaic.modeling_audiomosaic import grid_keep_indices, pretraining_view_keep_indices
+from modeling_audiomosaic.analysis import masking_keep_indices
+from modeling_audiomosaic.configuration_audiomosaic import CLASSIFIER_TYPES
+from modeling_audiomosaic.modeling_audiomosaic import (
+    CLASSIFIER_HEADS,
+    grid_keep_indices,
+    masked_mean,
+    pretraining_view_keep_indices,
+)
 
 
 def tiny_config(**overrides) -> AudioMosaicConfig:
@@ -248,6 +255,101 @@ def test_training_patch_masking_for_any_length():
 def test_aasist_requires_two_labels():
     with pytest.raises(ValueError, match="2 outputs"):
         AudioMosaicForAudioClassification(tiny_config(classifier_type="aasist", num_labels=3))
+
+
+def test_unknown_classifier_type_lists_the_registered_heads():
+    assert set(CLASSIFIER_HEADS) == set(CLASSIFIER_TYPES)  # the config accepts exactly the registered heads
+    config = tiny_config()
+    config.classifier_type = "mlp"  # an attribute set after validation, as a script might
+    with pytest.raises(ValueError, match="Unknown classifier_type 'mlp'") as error:
+        AudioMosaicForAudioClassification(config)
+    assert all(repr(name) in str(error.value) for name in CLASSIFIER_HEADS)
+
+
+# Non-encoder state-dict keys of each head type: the layout of converted checkpoints and saved folders.
+HEAD_KEYS = {
+    "linear": {"classifier.weight", "classifier.bias"},
+    "layer_probe": {"classifier.weight", "classifier.bias"},
+    "weighted_sum_probe": {"classifier.weight", "classifier.bias", "layer_weights"},
+    "attentive_probe": {"classifier.weight", "classifier.bias", "attentive_probe.query", "attentive_probe.key.weight",
+                        "attentive_probe.value.weight"}
+    | {f"attentive_probe.layer_norms.{i}.{p}" for i in range(3) for p in ("weight", "bias")},
+}
+
+
+@pytest.mark.parametrize("kind", CLASSIFIER_TYPES)
+def test_head_state_dict_keys(kind):
+    model = AudioMosaicForAudioClassification(tiny_config(classifier_type=kind, num_labels=2))
+    keys = {key for key in model.state_dict() if not key.startswith("audiomosaic.")}
+    if kind == "aasist":
+        assert keys and all(key.startswith("aasist.") for key in keys)
+        assert "aasist.token_projection.weight" in keys and "aasist.master1" in keys
+    else:
+        assert keys == HEAD_KEYS[kind]
+
+
+@pytest.mark.parametrize("kind", CLASSIFIER_TYPES)
+def test_each_head_module_receives_its_encoder_output(kind):
+    """The head registered for `classifier_type` gets the encoder output it reads (padding excluded from every mean)
+    and its output becomes the logits."""
+    torch.manual_seed(0)
+    model = AudioMosaicForAudioClassification(tiny_config(classifier_type=kind, num_labels=2, probe_layer=0)).eval()
+    assert isinstance(model.head, CLASSIFIER_HEADS[kind]) and model.head is getattr(model, kind)
+    received, produced = [], []
+
+    def record(module, args, output):
+        received.append(args)
+        produced.append(output)
+
+    model.head.register_forward_hook(record)
+    x = torch.randn(2, 100, 128)
+    mask = torch.ones(2, 100, dtype=torch.long)
+    mask[1, 40:] = 0
+    with torch.no_grad():
+        logits = model(x, attention_mask=mask).logits
+        encoded = model.audiomosaic(x, attention_mask=mask, output_hidden_states=True)
+    token_mask = encoded.token_mask
+    blocks = encoded.hidden_states[1:]
+    expected = {
+        "linear": masked_mean(encoded.last_hidden_state, token_mask),
+        "layer_probe": torch.stack([masked_mean(h, token_mask) for h in blocks], dim=1),
+        "weighted_sum_probe": torch.stack([masked_mean(h, token_mask) for h in blocks], dim=1),
+        "attentive_probe": torch.stack(
+            [masked_mean(torch.nn.functional.layer_norm(h, (32,), eps=1e-6), token_mask) for h in blocks], dim=1),
+        "aasist": encoded.last_hidden_state,
+    }[kind]
+    assert token_mask is not None and len(received) == 1
+    torch.testing.assert_close(received[0][0], expected)
+    if kind == "weighted_sum_probe":
+        assert received[0][1] is model.layer_weights
+    if kind == "aasist":
+        torch.testing.assert_close(logits, produced[0])
+    else:
+        with torch.no_grad():
+            torch.testing.assert_close(logits, model.classifier(model.audiomosaic.fc_norm(produced[0])))
+
+
+def test_model_and_analysis_draw_masks_from_one_vocabulary():
+    """Pretraining views, fine-tuning masking and analysis.py's maskings are the same function: same seed, same
+    tokens."""
+    device = torch.device("cpu")
+    config = tiny_config(pretraining_masking="paper", mask_ratio_unstructured=0.5)
+    pairs = [
+        (lambda: pretraining_view_keep_indices(config, 0, 16, 2, device),
+         lambda: masking_keep_indices("time", 2, 16, 8, time_ratio=0.6)),
+        (lambda: pretraining_view_keep_indices(config, 1, 16, 2, device),
+         lambda: masking_keep_indices("frequency", 2, 16, 8, freq_ratio=0.4)),
+        (lambda: pretraining_view_keep_indices(tiny_config(pretraining_masking="unstructured"), 0, 16, 2, device),
+         lambda: masking_keep_indices("unstructured", 2, 16, 8, unstructured_ratio=0.5)),
+    ]
+    classifier = AudioMosaicForAudioClassification(tiny_config(mask_time_prob=0.25, mask_freq_prob=0.5)).train()
+    pairs.append((lambda: classifier._training_keep_indices(torch.zeros(2, 256, 128)),
+                  lambda: masking_keep_indices("time_frequency", 2, 16, 8, time_ratio=0.25, freq_ratio=0.5)))
+    for model_draw, analysis_draw in pairs:
+        torch.manual_seed(5)
+        drawn = model_draw()
+        torch.manual_seed(5)
+        assert torch.equal(drawn, analysis_draw())
 
 
 def test_auto_classes_and_saved_auto_map(tmp_path):

@@ -83,6 +83,36 @@ def test_cached_head_equals_the_full_model(kind):
     torch.testing.assert_close(cached, expected, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_path_runs_the_model_head_modules(kind):
+    """The cached path feeds cached features to the model's own head modules: the logits are the full model's, bit
+    for bit, and the head module is what computes them (no second copy of the probe arithmetic)."""
+    torch.manual_seed(0)
+    config = AudioMosaicConfig(**TINY, max_length=128, num_labels=5, probe_layer=1)
+    model = probe.ProbeFactory(classification.AudioMosaicForAudioClassification(config), seed=0)(kind)
+    _randomise_probe_parameters(model)
+    model.eval()
+    inputs = torch.randn(4, 100, 128)
+    mask = torch.ones(4, 100, dtype=torch.long)
+    mask[:2, 50:] = 0
+    cache = probe.extract_layer_features(model.audiomosaic, [{"input_values": inputs, "attention_mask": mask}],
+                                         torch.device("cpu"))
+    calls = []
+    model.head.register_forward_hook(lambda module, args, output: calls.append(args[0].shape))
+    with torch.no_grad():
+        expected = model(inputs, attention_mask=mask).logits
+        cached = probe.cached_head_logits(model, cache["pooled"], cache["standardized"])
+    assert torch.equal(cached, expected)
+    assert calls[0] == calls[1] == ((4, 32) if kind == "linear" else (4, 3, 32))
+
+
+def test_cached_path_refuses_a_token_head():
+    config = AudioMosaicConfig(**TINY, max_length=128, num_labels=2, classifier_type="aasist")
+    model = classification.AudioMosaicForAudioClassification(config)
+    with pytest.raises(ValueError, match="'aasist' has no cached probe"):
+        probe.cached_head_logits(model, torch.zeros(1, 3, 32), torch.zeros(1, 3, 32))
+
+
 def test_cached_and_recomputed_probes_give_the_same_result(clips, checkpoint, tmp_path):
     cached = probe.main(base_argv(clips, checkpoint, tmp_path / "cached", "--probes", "all"))
     recomputed = probe.main(base_argv(clips, checkpoint, tmp_path / "full", "--probes", "all",

@@ -44,14 +44,13 @@ from typing import TypedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from transformers import set_seed
 
 from modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicModel
 from modeling_audiomosaic.cli import resolve_device
-from modeling_audiomosaic.modeling_audiomosaic import masked_mean
+from modeling_audiomosaic.modeling_audiomosaic import pooled_blocks, standardized_block_means
 
 from .arguments import parse_args_with_recipe
 from .classification import (
@@ -60,7 +59,6 @@ from .classification import (
     PreparedRun,
     build_model,
     classification_metrics,
-    parse_class_weights,
     prepare,
     read_sample_weights,
 )
@@ -137,10 +135,10 @@ class ProbeArguments:
 @torch.no_grad()
 def extract_layer_features(encoder: AudioMosaicModel, loader: DataLoader, device: torch.device,
                            description: str = "features") -> dict[str, torch.Tensor]:
-    """Per-block pooled features of every clip: `pooled` (N, depth, D) = `encoder.pool(block_k)` and
-    `standardized` (N, depth, D) = token mean of the affine-free LayerNorm of block_k (for the attentive probe)."""
+    """Per-block pooled features of every clip, the inputs of the probe heads: `pooled` (N, depth, D) =
+    `pooled_blocks` (`encoder.pool(block_k)`) and `standardized` (N, depth, D) = `standardized_block_means` (token
+    mean of the affine-free LayerNorm of block_k, for the attentive probe)."""
     encoder.eval()
-    eps = encoder.config.layer_norm_eps
     pooled, standardized = [], []
     try:
         from tqdm.auto import tqdm
@@ -152,11 +150,8 @@ def extract_layer_features(encoder: AudioMosaicModel, loader: DataLoader, device
         inputs = batch["input_values"].to(device)
         mask = batch.get("attention_mask")
         out = encoder(inputs, attention_mask=None if mask is None else mask.to(device), output_hidden_states=True)
-        blocks = out.hidden_states[1:]
-        pooled.append(torch.stack([encoder.pool(h, out.token_mask) for h in blocks], dim=1).cpu())
-        standardized.append(torch.stack(
-            [masked_mean(F.layer_norm(h, h.shape[-1:], eps=eps), out.token_mask) for h in blocks], dim=1
-        ).cpu())
+        pooled.append(pooled_blocks(encoder, out).cpu())
+        standardized.append(standardized_block_means(encoder, out).cpu())
     return {"pooled": torch.cat(pooled), "standardized": torch.cat(standardized)}
 
 
@@ -198,46 +193,18 @@ def cached_features(encoder: AudioMosaicModel, prepared: PreparedRun, data_args:
 
 def cached_head_logits(model: AudioMosaicForAudioClassification, pooled: torch.Tensor,
                        standardized: torch.Tensor) -> torch.Tensor:
-    """The head of `model` applied to cached per-block features (B, depth, D); equals `model(inputs).logits` for a
-    frozen encoder in eval mode (up to float rounding)."""
-    config = model.config
-    encoder = model.audiomosaic
-    kind = config.classifier_type
-    if kind == "linear":
-        features = pooled[:, -1]
-    elif kind == "layer_probe":
-        features = pooled[:, config.probe_layer]
-    elif kind == "weighted_sum_probe":
-        # The authors' probes read depth + 1 entries: every block and the final output (= the last block again).
-        entries = torch.cat([pooled, pooled[:, -1:]], dim=1)
-        weights = model.layer_weights.softmax(dim=0)
-        features = sum(weights[i] * entries[:, i] for i in range(entries.shape[1]))
-    elif kind == "attentive_probe":
-        probe = model.attentive_probe
-        entries = torch.cat([standardized, standardized[:, -1:]], dim=1)
-        gamma = torch.stack([norm.weight for norm in probe.layer_norms])
-        beta = torch.stack([norm.bias for norm in probe.layer_norms])
-        layer_means = entries * gamma + beta  # = token mean of LayerNorm_k(block_k)
-        batch_size, num_layers, _ = layer_means.shape
-        keys = probe.key(layer_means).view(batch_size, num_layers, probe.num_heads, probe.head_dim).transpose(1, 2)
-        values = probe.value(layer_means).view(batch_size, num_layers, probe.num_heads, probe.head_dim).transpose(1, 2)
-        attention = (probe.query @ keys.transpose(-2, -1) * probe.head_dim**-0.5).softmax(dim=-1)
-        features = (attention @ values).reshape(batch_size, -1)
-    else:
-        raise ValueError(f"classifier_type {kind!r} has no cached probe (it reads every token).")
-    return model.classifier(model.dropout(encoder.fc_norm(features)))
+    """`model`'s head applied to cached per-block features (B, depth, D) through the same modules as its forward;
+    equals `model(inputs).logits` for a frozen encoder in eval mode."""
+    head_inputs = {"pooled": pooled[:, -1], "pooled_blocks": pooled, "standardized_block_means": standardized}
+    if model.head.reads not in head_inputs:
+        raise ValueError(f"classifier_type {model.config.classifier_type!r} has no cached probe (it reads every "
+                         "token).")
+    return model.head_logits(head_inputs[model.head.reads])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def probe_loss(logits: torch.Tensor, labels: torch.Tensor, class_weights: list[float] | None) -> torch.Tensor:
-    if labels.dtype.is_floating_point:
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-    weight = torch.tensor(class_weights, dtype=logits.dtype, device=logits.device) if class_weights else None
-    return F.cross_entropy(logits, labels, weight=weight)
 
 
 def _labels_tensor(prepared: PreparedRun, split: str) -> torch.Tensor:
@@ -301,7 +268,6 @@ def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun,
     total_steps = per_epoch * args.num_train_epochs
     scheduler = warmup_cosine_schedule(optimizer, int(round(args.warmup_epochs * per_epoch)), total_steps,
                                        args.min_lr)
-    class_weights = parse_class_weights(model.config.class_weights)
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)  # head dropout
     if train_cache is not None:
@@ -330,7 +296,7 @@ def train_probe(model: AudioMosaicForAudioClassification, prepared: PreparedRun,
             else:
                 logits = model(batch["input_values"].to(device)).logits
                 labels = batch["labels"].to(device)
-            loss = probe_loss(logits, labels, class_weights)
+            loss = model.classification_loss(logits, labels)
             loss.backward()
             optimizer.step()
             scheduler.step()
