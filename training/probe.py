@@ -45,6 +45,7 @@ from typing import TypedDict
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from transformers import set_seed
 
@@ -140,13 +141,7 @@ def extract_layer_features(encoder: AudioMosaicModel, loader: DataLoader, device
     mean of the affine-free LayerNorm of block_k, for the attentive probe)."""
     encoder.eval()
     pooled, standardized = [], []
-    try:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc=f"Extracting {description}", leave=False)
-    except ImportError:  # pragma: no cover
-        pass
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"Extracting {description}", leave=False):
         inputs = batch["input_values"].to(device)
         mask = batch.get("attention_mask")
         out = encoder(inputs, attention_mask=None if mask is None else mask.to(device), output_hidden_states=True)
