@@ -11,6 +11,12 @@ activations, plus allocator slack; each configuration runs in its own process so
     python benchmarks/bench_pretrain.py --part model --device cpu --batch_size 2
     python benchmarks/bench_pretrain.py --part gpu_table --device cuda    # base, ckpt 70 %, bf16, batch 64/128/256
     python benchmarks/bench_pretrain.py --part data                       # two-view pipeline, samples/s per core
+    python benchmarks/bench_pretrain.py --part profile                    # real runs: waveform vs spectral backend
+
+Profile (`--part profile`): `audiomosaic pretrain` end to end on ESC-50-length clips (5 s, 512 frames: 5 Speech
+Commands clips concatenated, so no extra data is needed), 192-wide 6-block encoder, batch `--batch_size` (default 32)
+for `--steps` steps, once per augmentation backend in the same invocation; prints samples/s, the ratio to the
+waveform backend, and where each step's time goes (data wait, forward, backward, optimizer; from `log.jsonl`).
 
 The model parts need torch, transformers, this package and the training script's imports (`pip install -e .[train]`).
 """
@@ -25,8 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-
 
 from audiomosaic_training.optim import build_optimizer
 from audiomosaic_training.pretrain import configure_gradient_checkpointing
@@ -192,9 +198,82 @@ def bench_data(args) -> list[dict]:
     return rows
 
 
+def write_long_clips(data_dir: Path, output_dir: Path, count: int, seconds: int = 5) -> Path:
+    """`count` clips of `seconds` s, each `seconds` consecutive Speech Commands clips, and a CSV listing them."""
+    import csv
+
+    import numpy as np
+    import soundfile
+
+    from modeling_audiomosaic import decode_audio
+
+    meta = data_dir / "speechcommands_test" / "meta.csv"
+    if not meta.is_file():
+        raise SystemExit(f"{meta} not found: pass --data_dir")
+    with open(meta) as handle:
+        paths = [str(meta.parent / row["filename"]) for row in csv.DictReader(handle)]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        parts = [decode_audio(paths[(i * seconds + j) % len(paths)], 16000)[:16000] for j in range(seconds)]
+        names.append(f"clip_{i:04d}.flac")
+        soundfile.write(output_dir / names[-1], np.concatenate(parts), 16000)
+    listing = output_dir / "clips.csv"
+    listing.write_text("audio\n" + "\n".join(names) + "\n")
+    return listing
+
+
+PROFILE_PHASES = ("data_wait_seconds", "forward_seconds", "backward_seconds", "optimizer_seconds")
+
+
+def bench_profile(args) -> list[dict]:
+    """End-to-end pretraining steps per augmentation backend, same data, model and settings, one after the other."""
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="bench_profile_"))
+    clips = write_long_clips(Path(args.data_dir), work / "clips", count=max(args.clips, 2 * args.batch_size))
+    rows = []
+    for backend in args.backends.split(","):
+        output_dir = work / backend
+        command = [
+            sys.executable, "-m", "audiomosaic_training.pretrain", "--dataset", str(clips), "--output_dir",
+            str(output_dir), "--recipe", "pretrain_small_cpu", "--hidden_size", "192", "--num_hidden_layers", "6",
+            "--max_length", "512", "--feature_extractor_preset", "esc50", "--augmentation", "official",
+            "--augmentation_backend", backend, "--per_device_train_batch_size", str(args.batch_size),
+            "--max_steps", str(args.steps + 1), "--warmup_steps", "1", "--logging_steps", "1", "--save_steps", "0",
+            "--probe_size", "0", "--dataloader_num_workers", str(args.workers), "--disable_tqdm",
+            "--torch_threads", str(args.threads),
+        ]
+        if args.device.startswith("cuda"):
+            command += ["--use_cpu", "false", "--synchronize_step_times"]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        entries = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+        steady = [e for e in entries if "loss" in e][1:]  # the first step includes the workers' start-up
+        row = {"backend": backend, "steps": len(steady), "batch_size": args.batch_size, "wall_seconds": wall,
+               "samples_per_second": float(np.mean([e["samples_per_second"] for e in steady]))}
+        row.update({phase: float(np.mean([e[phase] for e in steady])) for phase in PROFILE_PHASES})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    reference = rows[0]["samples_per_second"]
+    for row in rows:
+        row["speed_up"] = row["samples_per_second"] / reference
+    print(f"{args.workers} DataLoader worker(s), {args.threads} model thread(s), device {args.device}")
+    print(table(rows, [("backend", "backend", "{}"), ("samples/s", "samples_per_second", "{:.2f}"),
+                       (f"× {rows[0]['backend']}", "speed_up", "{:.2f}"),
+                       ("data wait (s/step)", "data_wait_seconds", "{:.2f}"), ("forward", "forward_seconds", "{:.2f}"),
+                       ("backward", "backward_seconds", "{:.2f}"), ("optimizer", "optimizer_seconds", "{:.3f}")]))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("model", "gpu_table", "data"), default="model")
+    parser.add_argument("--part", choices=("model", "gpu_table", "data", "profile"), default="model")
+    parser.add_argument("--backends", default="waveform,spectral",
+                        help="profile: augmentation backends, the reference first")
+    parser.add_argument("--workers", type=int, default=1, help="profile: DataLoader workers")
+    parser.add_argument("--threads", type=int, default=1, help="profile: model threads in the main process")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--widths", default="tiny,small,base")
     parser.add_argument("--batch_size", type=int, default=None, help="model part: 2 on CPU, 64 on CUDA by default")
@@ -205,15 +284,16 @@ def main():
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
-    args.batch_size = args.batch_size or (64 if cuda else 2)
+    args.batch_size = args.batch_size or (64 if cuda else 32 if args.part == "profile" else 2)
     if args.batch_size < 2:
         raise SystemExit("--batch_size must be at least 2 (the projector BatchNorm needs two samples).")
-    args.steps = args.steps or (10 if cuda else 1)
+    args.steps = args.steps or (10 if cuda or args.part == "profile" else 1)
     if args.part == "gpu_table" and not cuda:
         raise SystemExit("--part gpu_table needs --device cuda")
     if args.device == "cpu":
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    rows = {"model": bench_model, "gpu_table": bench_gpu_table, "data": bench_data}[args.part](args)
+    parts = {"model": bench_model, "gpu_table": bench_gpu_table, "data": bench_data, "profile": bench_profile}
+    rows = parts[args.part](args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
