@@ -219,5 +219,5 @@ class TwoViewTransform:
 
 
 __all__ = ["AUGMENTATIONS", "TIME_STRETCH_MIN_RATE", "TRANSFORM_PROBABILITIES", "TwoViewTransform",
-           "build_augmentation", "centred_clip", "recipe_transforms", "roll_and_scale", "sample_seed", "seeded_global_rngs",
-           "time_stretch_max_rate_for"]
+           "build_augmentation", "centred_clip", "recipe_transforms", "roll_and_scale", "sample_seed",
+           "seeded_global_rngs", "time_stretch_max_rate_for"]

@@ -10,13 +10,13 @@ or CUDA. For one view of a mean-removed clip, in the order of the audiomentation
 - TimeStretch (rate r, length kept): output frame j is the Kaldi frame of the rolled clip centred at r times its
   own centre, i.e. the magnitude a phase vocoder resynthesises there; sped-up clips end in silent frames as the
   zero-padded waveform does (approximate: a frame shows the source's 25 ms, not 25 r ms, around that time);
-- AddGaussianSNR: white noise of the chain's standard deviation (from the RMS of the stretched, zero-padded clip)
-  added per FFT bin, by default as a random draw with the exact per-bin distribution of |S + N|^2 given |S|
-  (`noise="expected"` adds its expected power instead);
+- AddGaussianSNR: white Gaussian noise of the chain's standard deviation (from the RMS of the stretched, zero-padded
+  clip) added to the frames before the FFT, framed like the output (exact: noise follows the stretch in the chain);
 - Gain, HighPassFilter, BandStopFilter: the power factor and the squared magnitude response of the same
   Butterworth filters (scipy's bilinear design), folded into a per-view Mel bank (exact in steady state);
 - PitchShift (ratio a = 2^(semitones / 12)): the Mel bank is read at a * f, so a partial at f lands where the
-  shifted partial would (exact for tones; content pushed above Nyquist is dropped as by resampling).
+  shifted partial would (approximate: its window main lobe is scaled by a too, which can move a tone's peak by one
+  Mel bin); content pushed above Nyquist is dropped as by resampling.
 
 The power spectrum of each view is computed by the feature extractor's own code (`power_spectrum`) and the Mel
 product is one batched matmul, so the cost is about that of computing the features of both views. Randomness is
@@ -24,6 +24,7 @@ explicit as in [`TwoViewTransform`]: a clip's views depend only on its seed and 
 worker or the device (noise is drawn on CPU).
 """
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -50,14 +51,13 @@ BANDSTOP_CENTRE_HZ_RANGE = (200.0, 4000.0)  # idem
 BANDSTOP_BANDWIDTH_FRACTION_RANGE = (0.5, 1.99)  # bandwidth = fraction * centre
 BUTTERWORTH_ORDER_RANGE = (2, 4)  # roll-off 12-24 dB/octave in steps of 6 dB, i.e. the order of `scipy.signal.butter`
 PITCH_SEMITONES_RANGE = (-4.0, 4.0)
-NOISE_MODES = ("sampled", "expected")
 # Columns of each transform in a view's uniform draws: whether it applies, then one per random parameter.
 _UNIFORM_COLUMNS = {"polarity": 0, "stretch": 1, "snr": 3, "gain": 5, "highpass": 7, "bandstop": 10, "pitch": 14}
 _NUM_UNIFORMS = 16
 # Contiguous groups of Mel filters multiplied separately (as the feature extractor does).
 _MEL_GROUPS = 8
 # Frames per block of views on CPU: keeps the intermediates of a block in cache (as the feature extractor does).
-_CPU_BLOCK_FRAMES = 2048
+_CPU_BLOCK_FRAMES = 4096
 
 
 @dataclass
@@ -91,11 +91,11 @@ class ViewParameters:
         return ViewParameters(**{field.name: getattr(self, field.name)[index] for field in fields(self)})
 
 
-def _hz_to_mel(hz: float) -> float:
+def _hz_to_mel(hz: float | np.ndarray) -> float | np.ndarray:
     return 2595.0 * np.log10(1.0 + hz / 700.0)
 
 
-def _mel_to_hz(mel: float) -> float:
+def _mel_to_hz(mel: float | np.ndarray) -> float | np.ndarray:
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
@@ -150,8 +150,6 @@ class SpectralTwoViewTransform:
         augmentation: a recipe name of [`build_augmentation`].
         roll_magnitude: apply the roll/magnitude augmentation first.
         time_stretch_max_rate: see [`build_augmentation`].
-        noise: `"sampled"` (default) draws the Gaussian noise's power per FFT bin from its exact distribution given
-            the clean magnitude; `"expected"` adds its mean instead (deterministic, smoother than real noise).
     """
 
     def __init__(
@@ -160,10 +158,7 @@ class SpectralTwoViewTransform:
         augmentation: str = "official",
         roll_magnitude: bool = True,
         time_stretch_max_rate: float | None = None,
-        noise: str = "sampled",
     ):
-        if noise not in NOISE_MODES:
-            raise ValueError(f"Unknown noise mode {noise!r}; expected one of {NOISE_MODES}.")
         self.feature_extractor = feature_extractor
         self.sampling_rate = feature_extractor.sampling_rate
         self.augmentation = augmentation
@@ -171,25 +166,42 @@ class SpectralTwoViewTransform:
         self.transforms = recipe_transforms(augmentation)
         self.probabilities = {name: TRANSFORM_PROBABILITIES[name] for name in self.transforms}
         self.time_stretch_max_rate = time_stretch_max_rate_for(augmentation, time_stretch_max_rate)
-        self.noise = noise
         self.min_samples = int(self.sampling_rate * 0.025)
-        self._noise_profiles: dict[torch.device, torch.Tensor] = {}
         self._groups: list[tuple[int, int, int, int]] | None = None
 
     def __call__(
-        self, waveforms: list[np.ndarray] | list[torch.Tensor], seeds: list[int], device: str | torch.device | None = None
+        self,
+        waveforms: list[np.ndarray] | list[torch.Tensor],
+        seeds: list[int],
+        device: str | torch.device | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(view 0, view 1), each (batch, max_length, num_mel_bins) on `device` (default CPU), from mono clips.
 
         `seeds[i]` is clip i's seed (`sample_seed(run seed, epoch, index)`), as `TwoViewTransform(waveform, seed)`.
         """
+        device = torch.device("cpu") if device is None else torch.device(device)
+        views, parameters = self.draw(waveforms, seeds)
+        if self.augmentation == "none" and not self.roll_magnitude:
+            # Nothing to augment: the features themselves, as TwoViewTransform.features.
+            features = self.feature_extractor(
+                views[0::2], sampling_rate=self.sampling_rate, padding="max_length", truncation=True,
+                return_tensors="pt", device=device,
+            )["input_values"]
+            return features, features.clone()
+        features = self.render(views, parameters, device)
+        return features[0::2], features[1::2]
+
+    def draw(
+        self, waveforms: list[np.ndarray] | list[torch.Tensor], seeds: list[int]
+    ) -> tuple[list[np.ndarray], ViewParameters]:
+        """The view waveforms (mean removed, rolled and scaled) and chain parameters of every clip's two views, in
+        the order (clip 0 view 0, clip 0 view 1, clip 1 view 0, ...)."""
         if len(waveforms) == 0:
             raise ValueError("Empty batch: expected at least one waveform.")
         if len(seeds) != len(waveforms):
             raise ValueError(f"Got {len(waveforms)} waveforms but {len(seeds)} seeds; expected one seed per waveform.")
-        device = torch.device("cpu") if device is None else torch.device(device)
-        clips = []
-        for i, waveform in enumerate(waveforms):
+        views, uniforms, noise_seeds = [], [], []
+        for i, (waveform, seed) in enumerate(zip(waveforms, seeds, strict=True)):
             if isinstance(waveform, torch.Tensor):
                 waveform = waveform.detach().cpu().numpy()
             try:
@@ -198,26 +210,13 @@ class SpectralTwoViewTransform:
                 raise ValueError(f"waveform {i}: {error}") from None
             if not np.isfinite(clip.sum()):
                 raise ValueError(f"waveform {i} contains non-finite samples; expected finite audio.")
-            clips.append(clip)
-        if self.augmentation == "none" and not self.roll_magnitude:
-            features = self.feature_extractor(
-                clips, sampling_rate=self.sampling_rate, padding="max_length", truncation=True, return_tensors="pt",
-                device=device,
-            )["input_values"]
-            return features, features.clone()
-
-        views, uniforms, noise_seeds = [], [], []
-        for clip, seed in zip(clips, seeds, strict=True):
             # As TwoViewTransform: one generator per view, roll/magnitude first (the same draws), then the chain.
             for view_seed in np.random.SeedSequence(int(seed)).generate_state(2, np.uint64).tolist():
                 rng = np.random.default_rng(view_seed)
                 views.append(roll_and_scale(clip, rng) if self.roll_magnitude else clip)
                 uniforms.append(rng.random(_NUM_UNIFORMS))
                 noise_seeds.append(int(rng.integers(2**63)))
-        parameters = self.chain_parameters(np.stack(uniforms), np.array(noise_seeds, dtype=np.uint64))
-        # Views are rendered clip by clip: (clip 0 view 0, clip 0 view 1, clip 1 view 0, ...).
-        features = self.render(views, parameters, device)
-        return features[0::2], features[1::2]
+        return views, self.chain_parameters(np.stack(uniforms), np.array(noise_seeds, dtype=np.uint64))
 
     def chain_parameters(self, uniforms: np.ndarray, noise_seeds: np.ndarray) -> ViewParameters:
         """Chain parameters of views from their uniform draws (views, 16): a transform of the recipe applies when
@@ -240,8 +239,9 @@ class SpectralTwoViewTransform:
         centre = _mel_to_hz(draw("bandstop", 2, *map(_hz_to_mel, BANDSTOP_CENTRE_HZ_RANGE)))
         bandwidth = centre * draw("bandstop", 3, *BANDSTOP_BANDWIDTH_FRACTION_RANGE)
         band_stopped = applied("bandstop")
+        rate = draw("stretch", 1, TIME_STRETCH_MIN_RATE, self.time_stretch_max_rate)
         return ViewParameters(
-            rate=np.where(applied("stretch"), draw("stretch", 1, TIME_STRETCH_MIN_RATE, self.time_stretch_max_rate), 1.0),
+            rate=np.where(applied("stretch"), rate, 1.0),
             snr_db=np.where(applied("snr"), draw("snr", 1, *SNR_DB_RANGE), np.inf),
             gain_db=np.where(applied("gain"), draw("gain", 1, *GAIN_DB_RANGE), 0.0),
             highpass_hz=np.where(applied("highpass"), np.minimum(cutoff, nyquist), 0.0),
@@ -253,9 +253,12 @@ class SpectralTwoViewTransform:
             noise_seed=noise_seeds,
         )
 
-    def render(self, views: list[np.ndarray], parameters: ViewParameters, device: torch.device) -> torch.Tensor:
+    def render(
+        self, views: list[np.ndarray], parameters: ViewParameters, device: str | torch.device = "cpu"
+    ) -> torch.Tensor:
         """Normalised log-Mel features (views, max_length, num_mel_bins) of mean-removed (and rolled) view waveforms
-        under the spectral chain `parameters`."""
+        under the spectral chain `parameters` (one entry per view)."""
+        device = torch.device(device)
         extractor = self.feature_extractor
         max_length = extractor.max_length
         constants = _kaldi_constants(extractor.num_mel_bins, self.sampling_rate, device)
@@ -265,8 +268,12 @@ class SpectralTwoViewTransform:
         half = constants.window_length / 2
         centres = np.arange(max_length) * constants.window_shift + half
         starts = np.rint(parameters.rate[:, None] * centres - half).astype(np.int64)
-        # Frames starting at or past the end of the clip are silent (the stretched clip is zero-padded).
-        computed = (np.arange(max_length) < num_frames[:, None]) & (starts < lengths[:, None])
+        real = np.arange(max_length) < num_frames[:, None]
+        noise_std = self._noise_std(views, parameters)
+        # Frames starting at or past the end of the clip are silent (the stretched clip is zero-padded): they only
+        # need a spectrum when noise is added, and then read the silence after the clip.
+        computed = real & ((starts < lengths[:, None]) | (noise_std > 0)[:, None])
+        starts = np.minimum(starts, lengths[:, None])
         pad = torch.tensor(extractor.padding_value, dtype=torch.float32)
         if extractor.do_normalize:
             pad = (pad - extractor.mean) / (2 * extractor.std)
@@ -275,13 +282,13 @@ class SpectralTwoViewTransform:
         features = torch.empty(len(views), max_length, extractor.num_mel_bins, device=device)
         for first in range(0, len(views), block):
             part = slice(first, first + block)
-            power = self._power(views[part], starts[part], computed[part], constants, device)
-            power = self._add_noise(power, views[part], parameters[part], num_frames[part], device)
+            noise = (noise_std[part], parameters.noise_seed[part])
+            power = self._power(views[part], starts[part], computed[part], noise, constants, device)
             banks = self._mel_banks(parameters[part], constants, device)
             out = features[part]
             # Each group of Mel filters only multiplies the FFT bins it can reach at any pitch shift (about a quarter
             # of the dense product); the groups are fixed, so every view's product has the same shapes in any batch.
-            for start, end, low, high in self._mel_groups(constants, device):
+            for start, end, low, high in self._mel_groups(constants):
                 out[:, :, start:end] = torch.bmm(power[:, :, low:high], banks[:, low:high, start:end])
             out.clamp_min_(_LOG_FLOOR).log_()
             if extractor.do_normalize:
@@ -291,28 +298,51 @@ class SpectralTwoViewTransform:
         return features
 
     def _power(
-        self, views: list[np.ndarray], starts: np.ndarray, computed: np.ndarray, constants: _KaldiConstants,
-        device: torch.device
+        self, views: list[np.ndarray], starts: np.ndarray, computed: np.ndarray, noise: tuple[np.ndarray, np.ndarray],
+        constants: _KaldiConstants, device: torch.device,
     ) -> torch.Tensor:
-        """Kaldi power spectra (views, max_length, bins) of the frames at `starts` (zero where not `computed`)."""
-        window_length = constants.window_length
+        """Kaldi power spectra (views, max_length, bins) of the frames at `starts` (zero where not `computed`), with
+        `noise` = (std, seed) per view: white Gaussian noise on the output frame grid added to the frames."""
+        window_length, shift = constants.window_length, constants.window_shift
         # Each view sits between window_length zeros, so that frames reaching before or past the clip read silence.
-        slots = [np.zeros(window_length, np.float32)]
-        offsets = []
+        slots, offsets, offset = [np.zeros(window_length, np.float32)], [], window_length
         for view in views:
-            offsets.append(sum(slot.shape[0] for slot in slots))
+            offsets.append(offset)
             slots += [view, np.zeros(window_length, np.float32)]
+            offset += view.shape[0] + window_length
         buffer = torch.from_numpy(np.concatenate(slots)).to(device)
         every_frame = buffer.as_strided((buffer.shape[0] - window_length + 1, window_length), (1, 1))
-        index = torch.from_numpy((np.array(offsets)[:, None] + starts)[computed]).to(device)
+        frames = every_frame[torch.from_numpy((np.array(offsets)[:, None] + starts)[computed]).to(device)]
+        # A noisy view computes all its real frames: noise frames are framed like the output (overlapping), drawn
+        # on CPU so that every device adds the same noise.
+        first_rows = np.cumsum(computed.sum(axis=1)) - computed.sum(axis=1)
+        for i in np.flatnonzero(noise[0] > 0):
+            count = int(computed[i].sum())
+            generator = torch.Generator().manual_seed(int(noise[1][i]))
+            samples = torch.randn((count - 1) * shift + window_length, generator=generator).mul_(float(noise[0][i]))
+            frames[first_rows[i] : first_rows[i] + count] += samples.as_strided((count, window_length), (shift, 1)).to(
+                device
+            )
         bins = constants.fft_length // 2
         power = torch.zeros(len(views) * starts.shape[1], bins, device=device)
-        if index.numel():
+        if frames.shape[0]:
             rows = torch.from_numpy(np.flatnonzero(computed)).to(device)
-            power.index_copy_(0, rows, self.feature_extractor.power_spectrum(every_frame[index]))
+            power.index_copy_(0, rows, self.feature_extractor.power_spectrum(frames))
         return power.view(len(views), starts.shape[1], bins)
 
-    def _mel_groups(self, constants: _KaldiConstants, device: torch.device) -> list[tuple[int, int, int, int]]:
+    def _noise_std(self, views: list[np.ndarray], parameters: ViewParameters) -> np.ndarray:
+        """AddGaussianSNR's noise std per view (0 without noise): RMS of the stretched, zero-padded clip divided by
+        10^(snr / 20)."""
+        std = np.zeros(len(views))
+        for i in np.flatnonzero(np.isfinite(parameters.snr_db)):
+            view, rate = views[i], parameters.rate[i]
+            # The stretched clip holds the first min(N, N r) source samples, each lasting 1 / r samples.
+            kept = view[: min(view.shape[0], round(view.shape[0] * rate))]
+            mean_square = float(np.einsum("i,i->", kept, kept, dtype=np.float64)) / (view.shape[0] * rate)
+            std[i] = math.sqrt(mean_square) / 10.0 ** (parameters.snr_db[i] / 20.0)
+        return std
+
+    def _mel_groups(self, constants: _KaldiConstants) -> list[tuple[int, int, int, int]]:
         """(first filter, end filter, first bin, end bin) of contiguous groups of Mel filters: the bins any of the
         group's filters covers at the recipe's extreme pitch shifts (the support moves monotonically in between)."""
         if self._groups is None:
@@ -328,48 +358,13 @@ class SpectralTwoViewTransform:
                 self._groups.append((start, end, low, high))
         return self._groups
 
-    def _noise_profile(self, device: torch.device) -> torch.Tensor:
-        """Expected power per FFT bin (bins,) of unit-variance white noise through the Kaldi frame processing: the
-        steps are linear, so it is the summed power of the unit impulses."""
-        if device not in self._noise_profiles:
-            window_length = _kaldi_constants(self.feature_extractor.num_mel_bins, self.sampling_rate, device).window_length
-            impulses = torch.eye(window_length, device=device)
-            self._noise_profiles[device] = self.feature_extractor.power_spectrum(impulses).sum(dim=0)
-        return self._noise_profiles[device]
-
-    def _add_noise(
-        self, power: torch.Tensor, views: list[np.ndarray], parameters: ViewParameters, num_frames: np.ndarray,
-        device: torch.device,
-    ) -> torch.Tensor:
-        """AddGaussianSNR after the stretch: noise std = RMS of the stretched, zero-padded clip / 10^(snr / 20)."""
-        noisy = np.flatnonzero(np.isfinite(parameters.snr_db))
-        if noisy.size == 0:
-            return power
-        profile = self._noise_profile(device)
-        for i in noisy:
-            view, rate = views[i], parameters.rate[i]
-            # The stretched clip holds the first min(N, N r) source samples, each lasting 1 / r samples.
-            kept = view[: min(view.shape[0], round(view.shape[0] * rate))]
-            energy = float(np.einsum("i,i->", kept, kept, dtype=np.float64))
-            variance = energy / (view.shape[0] * rate) / 10.0 ** (parameters.snr_db[i] / 10.0)
-            noise_power = profile * variance  # (bins,)
-            frames = int(num_frames[i])
-            if self.noise == "expected":
-                power[i, :frames] += noise_power
-                continue
-            # |S + N|^2 with N complex Gaussian of variance q per bin: by symmetry only |S| matters, so it is
-            # (|S| + a)^2 + b^2 with a, b ~ N(0, q / 2) drawn on CPU (identical on every device).
-            generator = torch.Generator().manual_seed(int(parameters.noise_seed[i]))
-            draws = torch.randn(2, frames, power.shape[-1], generator=generator).to(device)
-            draws *= (noise_power / 2).sqrt()
-            power[i, :frames] = (power[i, :frames].sqrt() + draws[0]).square_() + draws[1].square_()
-        return power
-
     def _mel_banks(self, parameters: ViewParameters, constants: _KaldiConstants, device: torch.device) -> torch.Tensor:
         """Per-view Mel banks (views, bins, num_mel_bins): gain and filter power responses on the source bins, Mel
         filters read at the pitch-shifted frequency."""
+        def as_tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(values, dtype=np.float64)).to(device)
+
         bins = constants.fft_length // 2
-        as_tensor = lambda values: torch.from_numpy(np.asarray(values, dtype=np.float64)).to(device)
         frequencies = torch.arange(bins, dtype=torch.float64, device=device) * self.sampling_rate / constants.fft_length
         response = (10.0 ** (as_tensor(parameters.gain_db) / 10.0))[:, None]
         response = response * butterworth_power_response(
@@ -387,5 +382,4 @@ class SpectralTwoViewTransform:
         return bank.mul_(response.float()[..., None])
 
 
-__all__ = ["NOISE_MODES", "SpectralTwoViewTransform", "ViewParameters", "butterworth_power_response",
-           "warped_mel_bank"]
+__all__ = ["SpectralTwoViewTransform", "ViewParameters", "butterworth_power_response", "warped_mel_bank"]
