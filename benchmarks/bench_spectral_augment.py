@@ -8,6 +8,9 @@ are made by the waveform reference and by the spectral path; per Mel band, the m
 log-Mel values (real frames only) are compared, and the 1-Wasserstein distance between the two value distributions
 is averaged over bands. The noise floor is the same distance between two waveform-reference runs with other seeds.
 
+`--part bias`: the mean offset (spectral - waveform) of the two approximate transforms at fixed parameters (time
+stretch rates 0.75 and 1.25, pitch shifts of -4 and +4 semitones), with audiomentations' two methods.
+
 (b) `--part throughput`: two-view data path (decoded mono waveform in, two normalised views out) in samples/s on one
 thread: `TwoViewTransform` clip by clip vs `SpectralTwoViewTransform` on batches of `--batch_size`, same clips and
 seeds, same process, recipe `official`, alternating passes (median).
@@ -30,8 +33,8 @@ import torch
 from scipy.stats import wasserstein_distance
 from tqdm import tqdm
 
-from audiomosaic_training.augment import TwoViewTransform, sample_seed
-from audiomosaic_training.spectral_augment import SpectralTwoViewTransform
+from audiomosaic_training.augment import TwoViewTransform, centred_clip, sample_seed
+from audiomosaic_training.spectral_augment import SpectralTwoViewTransform, ViewParameters
 from modeling_audiomosaic import AudioMosaicFeatureExtractor, load_audio
 
 
@@ -108,6 +111,32 @@ def distribution(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor
               f"| {floor[1]:.4f} / {ours[1]:.4f} |")
 
 
+def bias(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor) -> None:
+    """Mean (spectral - waveform) for fixed stretch rates and pitch shifts, with both audiomentations methods."""
+    clips = [centred_clip(clip, 400) for clip in clips]
+    num_frames = torch.tensor([min(1 + (len(clip) - 400) // 160, extractor.max_length) for clip in clips])
+    real = torch.arange(extractor.max_length) < num_frames[:, None]
+    spectral = SpectralTwoViewTransform(extractor)
+    print("\n| fixed parameter | mean (spectral - waveform), signalsmith | idem, librosa phase vocoder |")
+    print("|---|---|---|")
+    cases = [("rate", rate) for rate in (0.75, 1.25)] + [("semitones", semitones) for semitones in (-4.0, 4.0)]
+    for name, value in tqdm(cases, desc="bias"):
+        parameters = ViewParameters.identity(len(clips))
+        getattr(parameters, name)[:] = value
+        ours = spectral.render(clips, parameters)
+        gaps = []
+        for method in ("signalsmith_stretch", "librosa_phase_vocoder"):
+            if name == "rate":
+                transform = am.TimeStretch(min_rate=value, max_rate=value, method=method, p=1.0)
+            else:
+                transform = am.PitchShift(min_semitones=value, max_semitones=value, method=method, p=1.0)
+            waveforms = [transform(clip, extractor.sampling_rate) for clip in clips]
+            reference = extractor(waveforms, sampling_rate=extractor.sampling_rate, truncation=True,
+                                  return_tensors="pt")["input_values"]
+            gaps.append((ours - reference)[real].mean().item())
+        print(f"| {name} {value:g} | {gaps[0]:+.4f} | {gaps[1]:+.4f} |")
+
+
 def throughput(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, batch: int, repeats: int) -> None:
     """Alternate `repeats` timed passes of each path over the clips (the machine may be shared); report medians."""
     reference = TwoViewTransform(extractor, augmentation="official")
@@ -138,7 +167,7 @@ def throughput(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("distribution", "throughput", "all"), default="all")
+    parser.add_argument("--part", choices=("distribution", "bias", "throughput", "all"), default="all")
     parser.add_argument("--clips", type=int, default=200, help="Speech Commands test clips")
     parser.add_argument("--drum_clips", type=int, default=56, help="drum-kit hits")
     parser.add_argument("--max_length", type=int, default=128, help="frames per view")
@@ -153,6 +182,8 @@ def main() -> None:
     clips = [np.concatenate(clips[i : i + args.concatenate]) for i in range(0, len(clips), args.concatenate)]
     if args.part in ("distribution", "all"):
         distribution(clips, extractor, args.batch_size)
+    if args.part in ("bias", "all"):
+        bias(clips, extractor)
     if args.part in ("throughput", "all"):
         throughput(clips, extractor, args.batch_size, args.repeats)
 
