@@ -14,9 +14,10 @@ or CUDA. For one view of a mean-removed clip, in the order of the audiomentation
   clip) added to the frames before the FFT, framed like the output (exact: noise follows the stretch in the chain);
 - Gain, HighPassFilter, BandStopFilter: the power factor and the squared magnitude response of the same
   Butterworth filters (scipy's bilinear design), folded into a per-view Mel bank (exact in steady state);
-- PitchShift (ratio a = 2^(semitones / 12)): the Mel bank is read at a * f, so a partial at f lands where the
-  shifted partial would (approximate: its window main lobe is scaled by a too, which can move a tone's peak by one
-  Mel bin); content pushed above Nyquist is dropped as by resampling.
+- PitchShift (ratio a = 2^(semitones / 12)): the Mel bank is read at a * f and the Kaldi pre-emphasis gain moved
+  from f to a * f, so a partial at f lands where the shifted partial would, at its level (approximate: its window
+  main lobe is scaled by a too, which can move a tone's peak by one Mel bin); content pushed above Nyquist is
+  dropped as by resampling.
 
 The power spectrum of each view is computed by the feature extractor's own code (`power_spectrum`) and the Mel
 product is one batched matmul, so the cost is about that of computing the features of both views. Randomness is
@@ -31,7 +32,13 @@ import numpy as np
 import torch
 
 from modeling_audiomosaic import AudioMosaicFeatureExtractor
-from modeling_audiomosaic.feature_extraction_audiomosaic import _LOG_FLOOR, _LOW_FREQ, _kaldi_constants, _KaldiConstants
+from modeling_audiomosaic.feature_extraction_audiomosaic import (
+    _LOG_FLOOR,
+    _LOW_FREQ,
+    _PREEMPHASIS,
+    _kaldi_constants,
+    _KaldiConstants,
+)
 
 from .augment import (
     TIME_STRETCH_MIN_RATE,
@@ -120,6 +127,11 @@ def butterworth_power_response(
         ratio = w * (high - low) / (low * high - w**2)  # inf at the centre sqrt(low * high)
     response = 1.0 / (1.0 + ratio.abs() ** (2 * order[:, None]))
     return torch.where(order[:, None] > 0, response, torch.ones_like(response))
+
+
+def _preemphasis_power(hz: torch.Tensor, sampling_rate: int) -> torch.Tensor:
+    """|1 - c e^(-i w)|^2 of Kaldi's pre-emphasis y[n] = x[n] - c x[n - 1] at frequencies `hz`."""
+    return 1.0 + _PREEMPHASIS**2 - 2.0 * _PREEMPHASIS * torch.cos(2.0 * torch.pi * hz / sampling_rate)
 
 
 def warped_mel_bank(semitones: torch.Tensor, num_mel_bins: int, fft_length: int, sampling_rate: int) -> torch.Tensor:
@@ -374,6 +386,12 @@ class SpectralTwoViewTransform:
         response = response * butterworth_power_response(
             frequencies, as_tensor(parameters.bandstop_order), self.sampling_rate,
             band=(as_tensor(parameters.bandstop_low_hz), as_tensor(parameters.bandstop_high_hz)),
+        )
+        # The power spectrum holds Kaldi's pre-emphasis at the source frequency; a shifted partial is pre-emphasised
+        # at its new frequency (a factor ~ratio^2 below 1 kHz).
+        shifted = frequencies * 2.0 ** (as_tensor(parameters.semitones) / 12.0)[:, None]
+        response = response * _preemphasis_power(shifted, self.sampling_rate) / _preemphasis_power(
+            frequencies, self.sampling_rate
         )
         bank = warped_mel_bank(
             as_tensor(parameters.semitones), self.feature_extractor.num_mel_bins, constants.fft_length,
