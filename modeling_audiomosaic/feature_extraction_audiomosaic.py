@@ -170,15 +170,15 @@ class _Scratch(NamedTuple):
     mel: torch.Tensor
 
 
-def _log_mel_block(frames: torch.Tensor, out: torch.Tensor, constants: _KaldiConstants, scratch: _Scratch) -> None:
-    """Kaldi log-Mel energies of `frames` (..., window_length) written into the contiguous `out` (..., num_mel_bins).
+def _power_spectrum_block(frames: torch.Tensor, constants: _KaldiConstants, scratch: _Scratch) -> torch.Tensor:
+    """Kaldi power spectrum of `frames` (..., window_length) in `scratch.power[:n]` (n frames, fft_length // 2).
 
     The time-domain steps repeat torchaudio's operations in the same order so that the windowed frames are
     bit-identical to `kaldi.fbank`'s: the power of weak FFT bins is computed from a difference of large numbers,
     so any reordering there moves low-energy log-Mel values by up to a few 1e-4. After the FFT, rounding
     differences only change values relatively (~1e-7), so cheaper formulations are used there.
     """
-    n = out.numel() // out.shape[-1]
+    n = frames.numel() // frames.shape[-1]
     fft_length = constants.fft_length
     centred = scratch.centred[:n]
     torch.sub(frames, frames.mean(dim=-1, keepdim=True), out=centred.view(frames.shape))
@@ -192,7 +192,13 @@ def _log_mel_block(frames: torch.Tensor, out: torch.Tensor, constants: _KaldiCon
     # The tail of `padded` beyond window_length stays zero: that is the zero-padding to fft_length.
     spectrum = torch.view_as_real(torch.fft.rfft(padded)).flatten(1).square_()
     # Interleaved (re^2, im^2) pairs summed through strided views: much faster than a sum over a size-2 dim.
-    torch.add(spectrum[:, 0:fft_length:2], spectrum[:, 1:fft_length:2], out=scratch.power[:n])
+    return torch.add(spectrum[:, 0:fft_length:2], spectrum[:, 1:fft_length:2], out=scratch.power[:n])
+
+
+def _log_mel_block(frames: torch.Tensor, out: torch.Tensor, constants: _KaldiConstants, scratch: _Scratch) -> None:
+    """Kaldi log-Mel energies of `frames` (..., window_length) written into the contiguous `out` (..., num_mel_bins)."""
+    n = out.numel() // out.shape[-1]
+    _power_spectrum_block(frames, constants, scratch)
     # The product always runs over every scratch row (rows past n are stale but finite): BLAS picks different
     # kernels for small row counts, and a fixed shape keeps each frame's result independent of how many frames
     # share its block, i.e. of the rest of the batch.
@@ -373,6 +379,35 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
         return cls(**{**PRESETS[name], **kwargs})
+
+    def power_spectrum(self, frames: torch.Tensor) -> torch.Tensor:
+        """Kaldi power spectrum (num_frames, fft_length // 2) of waveform frames (num_frames, window_length).
+
+        The steps of the features before the Mel bank (per-frame DC removal, pre-emphasis, Hann window, |rfft|^2;
+        the Nyquist bin, which the bank does not weigh, is left out), with the same operations, on the frames'
+        device. Spectral-domain augmentation (`audiomosaic_training.spectral_augment`) uses it to filter and warp the
+        spectrum before its own Mel product; the features themselves do not go through this method.
+        """
+        constants = _kaldi_constants(self.num_mel_bins, self.sampling_rate, frames.device)
+        if frames.dim() != 2 or frames.shape[1] != constants.window_length or frames.dtype != torch.float32:
+            raise ValueError(
+                f"`frames` must be a float32 tensor (num_frames, {constants.window_length}), got "
+                f"{frames.dtype} {tuple(frames.shape)}."
+            )
+        chunk = _CPU_CHUNK_FRAMES if frames.device.type == "cpu" else _GPU_CHUNK_FRAMES
+        rows = min(chunk, frames.shape[0])
+        scratch = _Scratch(
+            centred=frames.new_empty(rows, constants.window_length),
+            scaled=frames.new_empty(rows, constants.window_length),
+            padded=frames.new_zeros(rows, constants.fft_length),
+            power=frames.new_empty(rows, constants.fft_length // 2),
+            mel=frames.new_empty(0),  # no Mel product here
+        )
+        power = frames.new_empty(frames.shape[0], constants.fft_length // 2)
+        for start in range(0, frames.shape[0], chunk):
+            block = frames[start : start + chunk]
+            power[start : start + chunk] = _power_spectrum_block(block, constants, scratch)
+        return power
 
     def __call__(
         self,

@@ -48,6 +48,11 @@ _RECIPE_TRANSFORMS = {
     "aug2": ("polarity", "stretch"),
     "none": (),
 }
+# TimeStretch's min rate and each transform's probability (paper Table 8); every other parameter is the library default.
+TIME_STRETCH_MIN_RATE = 0.7
+TRANSFORM_PROBABILITIES = {
+    "polarity": 0.5, "stretch": 0.7, "snr": 0.5, "gain": 0.3, "highpass": 0.3, "bandstop": 0.5, "pitch": 0.6,
+}
 
 
 def build_augmentation(
@@ -59,9 +64,7 @@ def build_augmentation(
 
     `time_stretch_max_rate` overrides the recipe's TimeStretch max rate (1.3 for `official`, 1.25 for `paper`).
     """
-    if name not in _RECIPE_TRANSFORMS:
-        raise ValueError(f"Unknown augmentation {name!r}; expected one of {AUGMENTATIONS}.")
-    transforms = _RECIPE_TRANSFORMS[name]
+    transforms = recipe_transforms(name)
     if not transforms:
         return None
     try:
@@ -71,18 +74,35 @@ def build_augmentation(
             f"Augmentation {name!r} needs audiomentations (`pip install audiomentations`); use --augmentation none "
             "to pretrain with roll/magnitude only."
         ) from error
-    max_rate = time_stretch_max_rate if time_stretch_max_rate is not None else (1.25 if name == "paper" else 1.3)
+    max_rate = time_stretch_max_rate_for(name, time_stretch_max_rate)
     method = {} if stretch_method is None else {"method": stretch_method}
     factories = {
-        "polarity": lambda: am.PolarityInversion(p=0.5),
-        "stretch": lambda: am.TimeStretch(min_rate=0.7, max_rate=max_rate, p=0.7, **method),
-        "snr": lambda: am.AddGaussianSNR(p=0.5),
-        "gain": lambda: am.Gain(p=0.3),
-        "highpass": lambda: am.HighPassFilter(p=0.3),
-        "bandstop": lambda: am.BandStopFilter(p=0.5),
-        "pitch": lambda: am.PitchShift(p=0.6, **method),
+        "polarity": lambda p: am.PolarityInversion(p=p),
+        "stretch": lambda p: am.TimeStretch(min_rate=TIME_STRETCH_MIN_RATE, max_rate=max_rate, p=p, **method),
+        "snr": lambda p: am.AddGaussianSNR(p=p),
+        "gain": lambda p: am.Gain(p=p),
+        "highpass": lambda p: am.HighPassFilter(p=p),
+        "bandstop": lambda p: am.BandStopFilter(p=p),
+        "pitch": lambda p: am.PitchShift(p=p, **method),
     }
-    return am.Compose([factories[key]() for key in transforms])
+    return am.Compose([factories[key](TRANSFORM_PROBABILITIES[key]) for key in transforms])
+
+
+def recipe_transforms(name: str) -> tuple[str, ...]:
+    """The transform keys of recipe `name`, in the authors' order (keys of `TRANSFORM_PROBABILITIES`)."""
+    if name not in _RECIPE_TRANSFORMS:
+        raise ValueError(f"Unknown augmentation {name!r}; expected one of {AUGMENTATIONS}.")
+    return _RECIPE_TRANSFORMS[name]
+
+
+def time_stretch_max_rate_for(name: str, time_stretch_max_rate: float | None = None) -> float:
+    """TimeStretch max rate of recipe `name` (1.25 for `paper`, else 1.3) unless `time_stretch_max_rate` is given."""
+    max_rate = time_stretch_max_rate if time_stretch_max_rate is not None else (1.25 if name == "paper" else 1.3)
+    if not TIME_STRETCH_MIN_RATE <= max_rate <= 10:
+        raise ValueError(
+            f"time_stretch_max_rate must be in [{TIME_STRETCH_MIN_RATE}, 10] (audiomentations' limit), got {max_rate}."
+        )
+    return max_rate
 
 
 @contextlib.contextmanager
@@ -122,6 +142,17 @@ def spec_augment_mask(features: torch.Tensor, max_width: int, dim: int, value: f
     shape = [1] * features.dim()
     shape[dim] = length
     return features.masked_fill(band.view(shape), value)
+
+
+def centred_clip(waveform: np.ndarray, min_samples: int) -> np.ndarray:
+    """A mono float32 clip zero-padded at the end to `min_samples` (one 25 ms frame), with its mean removed once as
+    in the authors' loader."""
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.ndim != 1 or waveform.size == 0:
+        raise ValueError(f"expected a non-empty mono waveform, got shape {waveform.shape}")
+    if waveform.shape[0] < min_samples:
+        waveform = np.pad(waveform, (0, min_samples - waveform.shape[0]))
+    return waveform - waveform.mean()
 
 
 def sample_seed(*keys: int) -> int:
@@ -171,12 +202,7 @@ class TwoViewTransform:
 
     def __call__(self, waveform: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(view 0, view 1) features of shape (max_length, num_mel_bins) from a mono float32 waveform."""
-        waveform = np.asarray(waveform, dtype=np.float32)
-        if waveform.ndim != 1 or waveform.size == 0:
-            raise ValueError(f"expected a non-empty mono waveform, got shape {waveform.shape}")
-        if waveform.shape[0] < self.min_samples:
-            waveform = np.pad(waveform, (0, self.min_samples - waveform.shape[0]))
-        waveform = waveform - waveform.mean()  # the authors' loader removes the mean once before the views
+        waveform = centred_clip(waveform, self.min_samples)
         seed0, seed1 = np.random.SeedSequence(seed).generate_state(2, np.uint64).tolist()
         views = [self.view(waveform, seed0), self.view(waveform, seed1)]
         features = self.feature_extractor(
@@ -186,14 +212,12 @@ class TwoViewTransform:
 
     def features(self, waveform: np.ndarray) -> torch.Tensor:
         """Un-augmented features (max_length, num_mel_bins), e.g. for the effective-rank probe batch."""
-        waveform = np.asarray(waveform, dtype=np.float32)
-        if waveform.shape[0] < self.min_samples:
-            waveform = np.pad(waveform, (0, self.min_samples - waveform.shape[0]))
-        waveform = waveform - waveform.mean()  # as in __call__, so that un-augmented views equal these features
+        waveform = centred_clip(waveform, self.min_samples)  # as in __call__: un-augmented views equal these features
         return self.feature_extractor(
             waveform, sampling_rate=self.sampling_rate, padding="max_length", truncation=True, return_tensors="pt"
         )["input_values"][0]
 
 
-__all__ = ["AUGMENTATIONS", "TwoViewTransform", "build_augmentation", "roll_and_scale", "sample_seed",
-           "seeded_global_rngs"]
+__all__ = ["AUGMENTATIONS", "TIME_STRETCH_MIN_RATE", "TRANSFORM_PROBABILITIES", "TwoViewTransform",
+           "build_augmentation", "centred_clip", "recipe_transforms", "roll_and_scale", "sample_seed",
+           "seeded_global_rngs", "time_stretch_max_rate_for"]
