@@ -307,27 +307,66 @@ def test_epoch_batches_split_each_global_batch_over_processes():
     assert pretrain.epoch_batches(50, 4, 7, 8, 1, 0) != single
 
 
-def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path):
+@pytest.mark.parametrize("backend", ["waveform", "spectral"])
+def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path, backend):
     rng = np.random.default_rng(0)
     for i in range(3):
         soundfile.write(tmp_path / f"good{i}.flac", rng.normal(0, 0.1, 8000).astype(np.float32), 16000)
     (tmp_path / "bad.flac").write_bytes(b"not audio at all")
     files = ["good0.flac", "bad.flac", "good1.flac", "good2.flac"]
     (tmp_path / "list.csv").write_text("audio\n" + "\n".join(files) + "\n")
-    raw = open_train_split(pretrain.DataArguments(dataset=str(tmp_path / "list.csv")))
-    transform = TwoViewTransform(AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=64), "aug2")
-    dataset = pretrain.TwoViewDataset(raw, transform, seed=0, max_retries=3)
+    data_args = pretrain.DataArguments(dataset=str(tmp_path / "list.csv"), augmentation="aug2",
+                                       augmentation_backend=backend)
+    raw = open_train_split(data_args)
+    extractor = AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=64)
+    views = pretrain.build_views(data_args, extractor, torch.device("cpu"))
+    dataset = pretrain.TwoViewDataset(raw, views, 16000, seed=0, max_retries=3)
     item = dataset[(0, 1)]
     assert item["index"] == 2 and len(item["failures"]) == 1 and item["failures"][0]["name"].endswith("bad.flac")
-    batch = pretrain.collate_views([dataset[(0, i)] for i in range(4)])
-    assert batch["input_values"].shape == (4, 64, 128) and len(batch["failures"]) == 1
+    batch = dataset.collate([dataset[(0, i)] for i in range(4)])
+    assert batch["input_values"].shape == batch["input_values_view1"].shape == (4, 64, 128)
+    assert len(batch["failures"]) == 1
     # The known-bad file is not decoded again but still counted; a source with nothing readable stops.
     assert len(dataset[(1, 1)]["failures"]) == 1
     (tmp_path / "bad.csv").write_text("audio\nbad.flac\nbad.flac\n")
     broken = pretrain.TwoViewDataset(open_train_split(pretrain.DataArguments(
-        dataset=str(tmp_path / "bad.csv"))), transform, seed=0, max_retries=3)
+        dataset=str(tmp_path / "bad.csv"))), views, 16000, seed=0, max_retries=3)
     with pytest.raises(RuntimeError, match="3 clips in a row could not be read"):
         broken[(0, 0)]
+
+
+def test_spectral_views_are_made_where_the_model_trains():
+    """On CPU the worker that collates a batch renders its views; for a GPU run the batch carries the waveforms and
+    the views are rendered on the device, the same views up to float rounding."""
+    data_args = pretrain.DataArguments(dataset="x", augmentation="official", augmentation_backend="spectral")
+    extractor = AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=64)
+    rng = np.random.default_rng(1)
+    items = [{"waveform": rng.normal(0, 0.1, 8000 + 800 * i).astype(np.float32), "seed": i} for i in range(3)]
+    on_cpu = pretrain.build_views(data_args, extractor, torch.device("cpu"))
+    rendered = on_cpu.collate(items)
+    assert rendered["input_values"].shape == (3, 64, 128) and not torch.equal(rendered["input_values"],
+                                                                                rendered["input_values_view1"])
+    deferred = pretrain.build_views(data_args, extractor, torch.device("meta")).collate(items)
+    assert set(deferred) == {"waveforms", "seeds"}
+    late = on_cpu.to_device(deferred, torch.device("cpu"))
+    assert torch.equal(late["input_values"], rendered["input_values"])
+    with pytest.raises(ValueError, match="--augmentation_backend must be one of"):
+        pretrain.DataArguments(dataset="x", augmentation_backend="fft")
+    with pytest.raises(ValueError, match="non-finite"):
+        on_cpu.item(np.array([0.0, np.nan] * 400, dtype=np.float32), 0)
+
+
+def test_spectral_backend_run_is_reproducible_across_worker_counts(clip_list, tmp_path, fresh_accelerate_state):
+    """The spectral views depend on the clip seeds only: 0 or 1 DataLoader worker, the same weights after 3 steps."""
+    weights = []
+    for workers in (0, 1):
+        state = pretrain.main(["--recipe", "pretrain_tiny_cpu", "--dataset", str(clip_list), "--output_dir",
+                               str(tmp_path / str(workers)), "--augmentation", "official", "--augmentation_backend",
+                               "spectral", "--max_steps", "3", "--dataloader_num_workers", str(workers),
+                               "--disable_tqdm", "--probe_size", "0", "--torch_threads", "1"])
+        assert state.global_step == 3 and state.nonfinite_steps == 0
+        weights.append(load_file(tmp_path / str(workers) / "model.safetensors"))
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -364,11 +403,12 @@ def test_repeated_non_finite_losses_stop_the_run(clip_list, tmp_path, monkeypatc
         pretrain.main(argv)
 
 
-def test_streamed_source_runs(clip_list, tmp_path, accelerator):
+@pytest.mark.parametrize("backend", ["waveform", "spectral"])
+def test_streamed_source_runs(clip_list, tmp_path, accelerator, backend):
     state = pretrain.main(["--recipe", str(RECIPES / "pretrain_tiny_cpu.yaml"), "--dataset", str(clip_list),
                            "--output_dir", str(tmp_path / "run"), "--streaming", "--max_steps", "4",
                            "--warmup_steps", "1", "--shuffle_buffer_size", "8", "--dataloader_num_workers", "0",
-                           "--disable_tqdm", "--save_steps", "2"])
+                           "--disable_tqdm", "--save_steps", "2", "--augmentation_backend", backend])
     # 24 clips in batches of 8: the stream runs dry after 3 steps and the 4th comes from the next epoch.
     assert state.global_step == 4 and state.epoch == 1
     assert (tmp_path / "run" / "model.safetensors").is_file()

@@ -50,6 +50,8 @@ _RECIPE_TRANSFORMS = {
 }
 # TimeStretch's min rate and each transform's probability (paper Table 8); every other parameter is the library default.
 TIME_STRETCH_MIN_RATE = 0.7
+# A clip needs one 25 ms frame; shorter ones are zero-padded (at the end, like the log-Mel padding).
+MIN_CLIP_SECONDS = 0.025
 TRANSFORM_PROBABILITIES = {
     "polarity": 0.5, "stretch": 0.7, "snr": 0.5, "gain": 0.3, "highpass": 0.3, "bandstop": 0.5, "pitch": 0.6,
 }
@@ -184,8 +186,7 @@ class TwoViewTransform:
         self.augmentation = augmentation
         self.roll_magnitude = roll_magnitude
         self.compose = build_augmentation(augmentation, time_stretch_max_rate, stretch_method)
-        # A clip needs one 25 ms frame; shorter ones are zero-padded (at the end, like the log-Mel padding).
-        self.min_samples = int(self.sampling_rate * 0.025)
+        self.min_samples = int(self.sampling_rate * MIN_CLIP_SECONDS)
 
     def view(self, waveform: np.ndarray, seed: int) -> np.ndarray:
         """One augmented waveform (before the filterbank)."""
@@ -212,12 +213,19 @@ class TwoViewTransform:
 
     def features(self, waveform: np.ndarray) -> torch.Tensor:
         """Un-augmented features (max_length, num_mel_bins), e.g. for the effective-rank probe batch."""
-        waveform = centred_clip(waveform, self.min_samples)  # as in __call__: un-augmented views equal these features
-        return self.feature_extractor(
-            waveform, sampling_rate=self.sampling_rate, padding="max_length", truncation=True, return_tensors="pt"
-        )["input_values"][0]
+        return unaugmented_features(self.feature_extractor, waveform)
+
+
+def unaugmented_features(feature_extractor: AudioMosaicFeatureExtractor, waveform: np.ndarray) -> torch.Tensor:
+    """A clip's features (max_length, num_mel_bins) prepared as the views are (padded to one frame, mean removed), so
+    that un-augmented views equal them."""
+    waveform = centred_clip(waveform, int(feature_extractor.sampling_rate * MIN_CLIP_SECONDS))
+    return feature_extractor(
+        waveform, sampling_rate=feature_extractor.sampling_rate, padding="max_length", truncation=True,
+        return_tensors="pt",
+    )["input_values"][0]
 
 
 __all__ = ["AUGMENTATIONS", "TIME_STRETCH_MIN_RATE", "TRANSFORM_PROBABILITIES", "TwoViewTransform",
            "build_augmentation", "centred_clip", "recipe_transforms", "roll_and_scale", "sample_seed",
-           "seeded_global_rngs", "time_stretch_max_rate_for"]
+           "seeded_global_rngs", "time_stretch_max_rate_for", "unaugmented_features"]

@@ -15,9 +15,12 @@ What a run does (official spec §3-§6 unless said otherwise):
 
 * data: any source `audiomosaic_training.data.open_audio_dataset` opens (audiofolder folder, CSV/JSON/Parquet list
   of paths, `save_to_disk` folder, Hub id, `--streaming`), decoded with soundfile in DataLoader workers. Each clip is
-  loaded once and made into two views by `audiomosaic_training.augment.TwoViewTransform` (roll/magnitude,
-  audiomentations chain, mean removal, Kaldi fbank, pad/truncate, normalise). Each sample's augmentation seed is derived from (seed, epoch, index), so the
-  views do not depend on workers or on where a run was resumed. An unreadable clip is logged and replaced by the next
+  loaded once and made into two views, with `--augmentation_backend waveform` (the authors' pipeline) by
+  `audiomosaic_training.augment.TwoViewTransform` in the workers (roll/magnitude, audiomentations chain, mean removal,
+  Kaldi fbank, pad/truncate, normalise), with `spectral` by `audiomosaic_training.spectral_augment.
+  SpectralTwoViewTransform` for a whole batch (in the worker that collates it on CPU, on the GPU when training there).
+  Each sample's augmentation seed is derived from (seed, epoch, index), so the views do not depend on workers, on the
+  batch or on where a run was resumed. An unreadable clip is logged and replaced by the next
   index (map-style) or dropped (streaming); failures are counted in the logs and a run whose clips keep failing stops.
 * batches: a seeded permutation per epoch; every global batch of `per_device_train_batch_size x processes` clips is
   split contiguously over the processes; the last incomplete batch is dropped (`drop_last`).
@@ -67,11 +70,12 @@ from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
 from modeling_audiomosaic.norm_stats import AUTO_PRESET
 
 from .arguments import AudioDataArguments, parse_args_with_recipe
-from .augment import AUGMENTATIONS, TwoViewTransform, sample_seed
+from .augment import AUGMENTATIONS, TwoViewTransform, centred_clip, sample_seed, unaugmented_features
 from .data import cut_batches, open_train_split
 from .logger import setup_logging
 from .models import build_config, build_feature_extractor, parse_config_overrides
 from .optim import build_optimizer, warmup_cosine_schedule
+from .spectral_augment import SpectralTwoViewTransform
 
 
 logger = logging.getLogger("audiomosaic.pretrain")
@@ -79,6 +83,7 @@ logger = logging.getLogger("audiomosaic.pretrain")
 CHECKPOINT_PREFIX = "step_"
 TMP_PREFIX = ".tmp_"
 STATE_FILE = "pretrain_state.json"  # not Trainer's trainer_state.json: a different format
+AUGMENTATION_BACKENDS = ("waveform", "spectral")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -141,7 +146,13 @@ class DataArguments(AudioDataArguments):
     roll_magnitude: bool = field(default=True, metadata={"help": "Roll + Beta(10,10)+0.5 gain before augmentation."})
     streaming: bool = field(default=False, metadata={"help": "Iterate the source lazily (corpora beyond the disk)."})
     shuffle_buffer_size: int = field(default=10000, metadata={"help": "Shuffle buffer of a streamed source."})
-    augmentation: str = field(default="official", metadata={"help": f"Waveform augmentation: one of {AUGMENTATIONS}."})
+    augmentation: str = field(default="official", metadata={"help": f"Augmentation recipe: one of {AUGMENTATIONS}."})
+    augmentation_backend: str = field(
+        default="waveform",
+        metadata={"help": "waveform: audiomentations on each clip in the DataLoader workers (the authors' pipeline); "
+                          "spectral: the same recipe on the power spectrum of a whole batch (in the workers on CPU, "
+                          "on the GPU when training there), ~10x cheaper; see README, Spectral-domain augmentation."},
+    )
     time_stretch_max_rate: float | None = field(
         default=None, metadata={"help": "TimeStretch max rate (official 1.3, paper Table 8: 1.25)."}
     )
@@ -157,6 +168,12 @@ class DataArguments(AudioDataArguments):
         super().__post_init__()
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"--augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}.")
+        if self.augmentation_backend not in AUGMENTATION_BACKENDS:
+            raise ValueError(f"--augmentation_backend must be one of {AUGMENTATION_BACKENDS}, got "
+                             f"{self.augmentation_backend!r}.")
+        if self.augmentation_backend == "spectral" and self.stretch_method is not None:
+            raise ValueError("--stretch_method chooses audiomentations' algorithm: it applies to "
+                             "--augmentation_backend waveform only.")
         if self.feature_extractor_preset == AUTO_PRESET and self.streaming:
             raise ValueError(
                 "--feature_extractor_preset auto needs the whole training split; it cannot be used with --streaming "
@@ -208,7 +225,8 @@ class PretrainingArguments:
     use_cpu: bool = False
     torch_threads: int | None = field(
         default=None, metadata={"help": "torch.set_num_threads in the main process (on CPU, default: the cores left "
-                                        "after one per DataLoader worker)."}
+                                        "after one per DataLoader worker with waveform augmentation, all of them "
+                                        "with spectral)."}
     )
     disable_tqdm: bool = False
     synchronize_step_times: bool = field(
@@ -301,22 +319,87 @@ def audio_name(value: str | dict) -> str:
     return f"<{type(value).__name__}>"
 
 
+class WaveformViews:
+    """The authors' pipeline: each clip's two views made in the DataLoader workers, one clip at a time
+    (`TwoViewTransform`: roll/magnitude, audiomentations chain, Kaldi fbank)."""
+
+    item_keys = ("view0", "view1")
+
+    def __init__(self, transform: TwoViewTransform):
+        self.transform = transform
+
+    def item(self, waveform: np.ndarray, seed: int) -> dict:
+        view0, view1 = self.transform(waveform, seed)
+        return {"view0": view0, "view1": view1}
+
+    def collate(self, items: list[dict]) -> dict:
+        return {"input_values": torch.stack([item["view0"] for item in items]),
+                "input_values_view1": torch.stack([item["view1"] for item in items])}
+
+    def to_device(self, batch: dict, device: torch.device) -> dict:
+        return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+class SpectralViews:
+    """The two views of a whole batch at once from its waveforms (`SpectralTwoViewTransform`): computed by the
+    DataLoader worker that collates the batch when training on CPU, on the training device otherwise."""
+
+    item_keys = ("waveform", "seed")
+
+    def __init__(self, transform: SpectralTwoViewTransform, device: torch.device):
+        self.transform = transform
+        self.in_workers = device.type == "cpu"
+
+    def item(self, waveform: np.ndarray, seed: int) -> dict:
+        # Refuse a bad clip here, where the dataset can replace it, rather than failing its whole batch later.
+        if not np.isfinite(centred_clip(waveform, self.transform.min_samples).sum()):
+            raise ValueError("the clip has non-finite samples")
+        return {"waveform": waveform, "seed": seed}
+
+    def collate(self, items: list[dict]) -> dict:
+        waveforms, seeds = [item["waveform"] for item in items], [item["seed"] for item in items]
+        if not self.in_workers:
+            return {"waveforms": waveforms, "seeds": seeds}
+        view0, view1 = self.transform(waveforms, seeds)
+        return {"input_values": view0, "input_values_view1": view1}
+
+    def to_device(self, batch: dict, device: torch.device) -> dict:
+        if "waveforms" not in batch:
+            return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        view0, view1 = self.transform(batch["waveforms"], batch["seeds"], device)
+        return {"input_values": view0, "input_values_view1": view1}
+
+
+def build_views(data_args: DataArguments, feature_extractor: AudioMosaicFeatureExtractor,
+                device: torch.device) -> WaveformViews | SpectralViews:
+    """How the run makes its two views (`--augmentation_backend`)."""
+    if data_args.augmentation_backend == "spectral":
+        transform = SpectralTwoViewTransform(feature_extractor, data_args.augmentation, data_args.roll_magnitude,
+                                             data_args.time_stretch_max_rate)
+        return SpectralViews(transform, device)
+    return WaveformViews(TwoViewTransform(feature_extractor, data_args.augmentation, data_args.roll_magnitude,
+                                          data_args.time_stretch_max_rate, data_args.stretch_method))
+
+
 class TwoViewDataset(torch.utils.data.Dataset):
     """Map-style two-view dataset over a `datasets.Dataset` whose `audio` column `decode_audio` reads.
 
-    Items are requested as `(epoch, index)`; the augmentation seed is `sample_seed(seed, epoch, index)`. An item that
-    cannot be read is logged and replaced by the next index (a deterministic substitute, so batches keep their size
-    on every process and the run stays reproducible); the failure travels with the batch so the main process counts
-    it. After `max_retries` failures in a row it raises, naming the files.
+    Items are requested as `(epoch, index)`; the augmentation seed is `sample_seed(seed, epoch, index)` and `views`
+    (`WaveformViews` / `SpectralViews`) makes the item. An item that cannot be read is logged and replaced by the
+    next index (a deterministic substitute, so batches keep their size on every process and the run stays
+    reproducible); the failure travels with the batch so the main process counts it. After `max_retries` failures in
+    a row it raises, naming the files.
     """
 
-    def __init__(self, dataset: Dataset, transform: TwoViewTransform, seed: int, max_retries: int = 10):
+    def __init__(self, dataset: Dataset, views: WaveformViews | SpectralViews, sampling_rate: int, seed: int,
+                 max_retries: int = 10):
         self.dataset = dataset.select_columns(["audio"])
         # Plain path strings are cheap to hold in memory; audio dicts (possibly with bytes) stay in Arrow.
         feature = self.dataset.features["audio"]
         is_path = isinstance(feature, Value) and feature.dtype in ("string", "large_string")
         self.paths = self.dataset["audio"] if is_path else None
-        self.transform = transform
+        self.views = views
+        self.sampling_rate = sampling_rate
         self.seed = seed
         self.max_retries = max_retries
         self.known_bad: set[int] = set()  # per worker process: do not decode a bad file twice
@@ -328,7 +411,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
         return self.paths[index] if self.paths is not None else self.dataset[index]["audio"]
 
     def load(self, index: int) -> np.ndarray:
-        return decode_audio(self.audio(index), self.transform.sampling_rate)
+        return decode_audio(self.audio(index), self.sampling_rate)
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
@@ -338,8 +421,8 @@ class TwoViewDataset(torch.utils.data.Dataset):
             try:
                 if current in self.known_bad:
                     raise ValueError("unreadable earlier in this run")
-                view0, view1 = self.transform(self.load(current), sample_seed(self.seed, epoch, current))
-                return {"view0": view0, "view1": view1, "index": current, "failures": failures}
+                item = self.views.item(self.load(current), sample_seed(self.seed, epoch, current))
+                return {**item, "index": current, "failures": failures}
             except Exception as error:  # noqa: BLE001 - any bad clip is skipped, never fatal on its own
                 self.known_bad.add(current)
                 failures.append({"index": current, "name": audio_name(self.audio(current)), "error": str(error)[:300]})
@@ -349,13 +432,8 @@ class TwoViewDataset(torch.utils.data.Dataset):
             f"last errors: {listed}. Check the dataset or raise --max_load_retries."
         )
 
-
-def collate_views(items: list[dict]) -> dict:
-    return {
-        "input_values": torch.stack([item["view0"] for item in items]),
-        "input_values_view1": torch.stack([item["view1"] for item in items]),
-        "failures": [failure for item in items for failure in item["failures"]],
-    }
+    def collate(self, items: list[dict]) -> dict:
+        return {**self.views.collate(items), "failures": [failure for item in items for failure in item["failures"]]}
 
 
 def epoch_batches(num_samples: int, epoch: int, seed: int, per_device_batch: int, num_processes: int,
@@ -375,7 +453,7 @@ def map_style_loader(dataset: TwoViewDataset, batches: list[list[int]], epoch: i
     return DataLoader(
         dataset,
         batch_sampler=[[(epoch, index) for index in batch] for batch in batches],
-        collate_fn=collate_views,
+        collate_fn=dataset.collate,
         num_workers=num_workers,
         worker_init_fn=_worker_init,
         # Its own generator: creating the iterator must not consume the global torch RNG (the masks use it).
@@ -384,38 +462,39 @@ def map_style_loader(dataset: TwoViewDataset, batches: list[list[int]], epoch: i
     )
 
 
-def stream_example(example: dict, transform: TwoViewTransform, seed: int, epoch: int) -> dict:
-    """Map function of a streamed source (runs lazily in the DataLoader workers)."""
+def stream_example(example: dict, views: WaveformViews | SpectralViews, sampling_rate: int, seed: int,
+                   epoch: int) -> dict:
+    """Map function of a streamed source (runs lazily in the DataLoader workers): the item `views` makes, or the
+    reason there is none."""
     value = example["audio"]
     name = audio_name(value)
     bytes_only = isinstance(value, dict) and value.get("bytes") and not value.get("path")
     key = value["bytes"][:4096] if bytes_only else name
     try:
-        view0, view1 = transform(decode_audio(value, transform.sampling_rate),
-                                 sample_seed(seed, epoch, zlib.crc32(key if isinstance(key, bytes) else key.encode())))
-        return {"view0": view0, "view1": view1, "ok": True, "name": name, "error": ""}
+        item = views.item(decode_audio(value, sampling_rate),
+                          sample_seed(seed, epoch, zlib.crc32(key if isinstance(key, bytes) else key.encode())))
+        return {**item, "ok": True, "name": name, "error": ""}
     except Exception as error:  # noqa: BLE001
-        return {"view0": None, "view1": None, "ok": False, "name": name, "error": str(error)[:300]}
+        return {**dict.fromkeys(views.item_keys), "ok": False, "name": name, "error": str(error)[:300]}
 
 
 def collate_stream(items: list[dict]) -> dict:
-    good = [item for item in items if item["ok"]]
     return {
-        "view0": [item["view0"] for item in good],
-        "view1": [item["view1"] for item in good],
+        "items": [item for item in items if item["ok"]],
         "failures": [{"index": -1, "name": item["name"], "error": item["error"]} for item in items if not item["ok"]],
     }
 
 
 class StreamBatches:
     """Fixed-size batches from a streamed source: this process's share (`split_dataset_by_node`), shuffled with a
-    buffer seeded by (seed, epoch), views made lazily in the workers; dropped clips are refilled from the stream.
+    buffer seeded by (seed, epoch), items made lazily in the workers (and, with the spectral backend, the views of a
+    batch in the main process); dropped clips are refilled from the stream.
     Resuming skips the examples the interrupted epoch had consumed (exact with `dataloader_num_workers` 0; with
     workers, datasets hands shards to workers, so the skipped examples are the same number but not always the same)."""
 
-    def __init__(self, dataset: IterableDataset, transform: TwoViewTransform, seed: int, batch_size: int,
-                 num_workers: int, shuffle_buffer_size: int, max_retries: int):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
+    def __init__(self, dataset: IterableDataset, views: WaveformViews | SpectralViews, sampling_rate: int, seed: int,
+                 batch_size: int, num_workers: int, shuffle_buffer_size: int, max_retries: int):
+        self.dataset, self.views, self.sampling_rate, self.seed = dataset, views, sampling_rate, seed
         self.batch_size, self.num_workers, self.buffer = batch_size, num_workers, shuffle_buffer_size
         self.max_retries = max_retries
         self.consumed = 0  # examples of the current epoch consumed (used or failed)
@@ -425,11 +504,12 @@ class StreamBatches:
         stream.set_epoch(epoch)
         if skip_examples:
             stream = stream.skip(skip_examples)
-        stream = stream.map(stream_example, fn_kwargs={"transform": self.transform, "seed": self.seed, "epoch": epoch})
+        stream = stream.map(stream_example, fn_kwargs={"views": self.views, "sampling_rate": self.sampling_rate,
+                                                       "seed": self.seed, "epoch": epoch})
         loader = DataLoader(stream, batch_size=self.batch_size, collate_fn=collate_stream,
                             num_workers=self.num_workers, worker_init_fn=_worker_init, generator=torch.Generator())
         self.consumed = skip_examples
-        view0, view1, failures, failed_in_a_row = [], [], [], 0
+        items, failures, failed_in_a_row = [], [], 0
         for chunk in loader:
             for failure in chunk["failures"]:
                 failures.append(failure)
@@ -437,21 +517,17 @@ class StreamBatches:
                 if failed_in_a_row >= self.max_retries:
                     raise RuntimeError(f"{failed_in_a_row} streamed clips in a row could not be read; last: "
                                        f"{failure['name']}: {failure['error']}")
-            if chunk["view0"]:
+            if chunk["items"]:
                 failed_in_a_row = 0
-            view0.extend(chunk["view0"])
-            view1.extend(chunk["view1"])
-            while len(view0) >= self.batch_size:
+            items.extend(chunk["items"])
+            while len(items) >= self.batch_size:
                 self.consumed += self.batch_size + len(failures)
-                yield {
-                    "input_values": torch.stack(view0[: self.batch_size]),
-                    "input_values_view1": torch.stack(view1[: self.batch_size]),
-                    "failures": failures,
-                }
-                view0, view1, failures = view0[self.batch_size :], view1[self.batch_size :], []
+                yield {**self.views.collate(items[: self.batch_size]), "failures": failures}
+                items, failures = items[self.batch_size :], []
 
 
-def probe_features(dataset: Dataset | IterableDataset, transform: TwoViewTransform, size: int) -> torch.Tensor | None:
+def probe_features(dataset: Dataset | IterableDataset, feature_extractor: AudioMosaicFeatureExtractor,
+                   size: int) -> torch.Tensor | None:
     """Un-augmented features of the first `size` readable clips: the fixed effective-rank probe batch."""
     features = []
     iterator = iter(dataset.select_columns(["audio"]))
@@ -459,7 +535,8 @@ def probe_features(dataset: Dataset | IterableDataset, transform: TwoViewTransfo
         if len(features) >= size:
             break
         try:
-            features.append(transform.features(decode_audio(example["audio"], transform.sampling_rate)))
+            features.append(unaugmented_features(feature_extractor,
+                                                 decode_audio(example["audio"], feature_extractor.sampling_rate)))
         except Exception:  # noqa: BLE001 - bad clips are reported by the training loader
             continue
     return torch.stack(features) if len(features) >= 2 else None
@@ -712,7 +789,7 @@ class TrainingData:
     """The run's clips and how they become batches of two views."""
 
     feature_extractor: AudioMosaicFeatureExtractor
-    transform: TwoViewTransform
+    views: WaveformViews | SpectralViews
     source: Dataset | IterableDataset
     dataset: TwoViewDataset | None  # map-style sources
     stream: StreamBatches | None  # streamed sources
@@ -735,17 +812,17 @@ def build_training_data(accelerator: Accelerator, data_args: DataArguments, args
         feature_extractor = build_feature_extractor(
             data_args, max_length=config.max_length,
             train_audio=source["audio"] if data_args.feature_extractor_preset == AUTO_PRESET else None)
-    transform = TwoViewTransform(feature_extractor, data_args.augmentation, data_args.roll_magnitude,
-                                 data_args.time_stretch_max_rate, data_args.stretch_method)
+    views = build_views(data_args, feature_extractor, accelerator.device)
+    sampling_rate = feature_extractor.sampling_rate
     if isinstance(source, IterableDataset):
         from datasets.distributed import split_dataset_by_node
 
         stream = StreamBatches(
-            split_dataset_by_node(source, accelerator.process_index, accelerator.num_processes), transform, args.seed,
-            args.per_device_train_batch_size, args.dataloader_num_workers, data_args.shuffle_buffer_size,
-            data_args.max_load_retries,
+            split_dataset_by_node(source, accelerator.process_index, accelerator.num_processes), views,
+            sampling_rate, args.seed, args.per_device_train_batch_size, args.dataloader_num_workers,
+            data_args.shuffle_buffer_size, data_args.max_load_retries,
         )
-        return TrainingData(feature_extractor, transform, source, None, stream, None)
+        return TrainingData(feature_extractor, views, source, None, stream, None)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     if len(source) < global_batch:
         raise ValueError(
@@ -753,8 +830,8 @@ def build_training_data(accelerator: Accelerator, data_args: DataArguments, args
             f"{args.per_device_train_batch_size} per process x {accelerator.num_processes}); with drop_last no "
             "step could run. Lower --per_device_train_batch_size."
         )
-    dataset = TwoViewDataset(source, transform, args.seed, data_args.max_load_retries)
-    return TrainingData(feature_extractor, transform, source, dataset, None, len(dataset) // global_batch)
+    dataset = TwoViewDataset(source, views, sampling_rate, args.seed, data_args.max_load_retries)
+    return TrainingData(feature_extractor, views, source, dataset, None, len(dataset) // global_batch)
 
 
 def schedule_lengths(args: PretrainingArguments, steps_per_epoch: int | None) -> tuple[int, int]:
@@ -790,7 +867,8 @@ class MetricsWindow:
         return self.steps * global_batch / max(time.perf_counter() - self.start, 1e-9)
 
     def summary(self, global_batch: int) -> dict:
-        seconds_per_step = {f"{phase}_seconds": total / max(self.steps, 1) for phase, total in self.timer.seconds.items()}
+        seconds_per_step = {f"{phase}_seconds": total / max(self.steps, 1)
+                            for phase, total in self.timer.seconds.items()}
         return {"loss": float(np.mean(self.losses)) if self.losses else float("nan"),
                 "contrastive_accuracy": float(np.mean(self.accuracies)) if self.accuracies else float("nan"),
                 "samples_per_second": self.samples_per_second(global_batch), **seconds_per_step}
@@ -913,7 +991,7 @@ def train_one_epoch(run: PretrainRun) -> bool:
             break
         had_batches = True
         run.record_failures(batch.pop("failures"))
-        batch = {k: v.to(run.accelerator.device, non_blocking=True) for k, v in batch.items()}
+        batch = run.data.views.to_device(batch, run.accelerator.device)
         timer.mark("data_wait")
         lr = run.scheduler.get_last_lr()[0]
         result = training_step(run.accelerator, run.model, run.optimizer, batch, run.args.max_grad_norm, timer)
@@ -929,9 +1007,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     elif args.use_cpu or not torch.cuda.is_available():
-        # The DataLoader workers (one thread each) and the model's threads share the cores: no oversubscription.
+        # Waveform augmentation keeps every DataLoader worker busy (one thread each): the model gets the cores left.
+        # Spectral workers are mostly idle (a batch's views cost a fraction of its step), so the model takes them all.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(max(1, cores - args.dataloader_num_workers))
+        busy_workers = args.dataloader_num_workers if data_args.augmentation_backend == "waveform" else 0
+        torch.set_num_threads(max(1, cores - busy_workers))
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.use_cpu,
                               log_with=args.report_to or None, project_dir=args.output_dir)
     setup_logging(accelerator.is_main_process)
@@ -963,7 +1043,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
 
     probe = None
     if accelerator.is_main_process and data_args.probe_size > 1 and args.effective_rank_steps > 0:
-        probe = probe_features(data.source, data.transform, data_args.probe_size)
+        probe = probe_features(data.source, data.feature_extractor, data_args.probe_size)
 
     state = PretrainState(total_steps, data.steps_per_epoch, accelerator.num_processes,
                           args.per_device_train_batch_size)

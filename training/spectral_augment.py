@@ -41,6 +41,7 @@ from modeling_audiomosaic.feature_extraction_audiomosaic import (
 )
 
 from .augment import (
+    MIN_CLIP_SECONDS,
     TIME_STRETCH_MIN_RATE,
     TRANSFORM_PROBABILITIES,
     centred_clip,
@@ -178,7 +179,7 @@ class SpectralTwoViewTransform:
         self.transforms = recipe_transforms(augmentation)
         self.probabilities = {name: TRANSFORM_PROBABILITIES[name] for name in self.transforms}
         self.time_stretch_max_rate = time_stretch_max_rate_for(augmentation, time_stretch_max_rate)
-        self.min_samples = int(self.sampling_rate * 0.025)
+        self.min_samples = int(self.sampling_rate * MIN_CLIP_SECONDS)
         self._groups: list[tuple[int, int, int, int]] | None = None
 
     def __call__(
