@@ -13,7 +13,7 @@ stretch rates 0.75 and 1.25, pitch shifts of -4 and +4 semitones), with audiomen
 
 (b) `--part throughput`: two-view data path (decoded mono waveform in, two normalised views out) in samples/s on one
 thread: `TwoViewTransform` clip by clip vs `SpectralTwoViewTransform` on batches of `--batch_size`, same clips and
-seeds, same process, recipe `official`, alternating passes (median).
+seeds, same process, recipe `official`, alternating passes (median); for scale, the extractor alone on both views.
 
     python benchmarks/bench_spectral_augment.py --part all --clips 200 --drum_clips 56
     python benchmarks/bench_spectral_augment.py --part throughput --clips 640 --drum_clips 0 --concatenate 10 \
@@ -142,7 +142,7 @@ def throughput(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, 
     reference = TwoViewTransform(extractor, augmentation="official")
     spectral = SpectralTwoViewTransform(extractor, augmentation="official")
     spectral(clips[:batch], list(range(len(clips[:batch]))))  # warm-up (caches, allocator)
-    waveform_seconds, spectral_seconds = [], []
+    waveform_seconds, spectral_seconds, plain_seconds = [], [], []
     for repeat in tqdm(range(repeats), desc="throughput"):
         seeds = [sample_seed(repeat, 0, index) for index in range(len(clips))]
         start = time.perf_counter()
@@ -153,6 +153,11 @@ def throughput(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, 
         for first in range(0, len(clips), batch):
             spectral(clips[first : first + batch], seeds[first : first + batch])
         spectral_seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for first in range(0, len(clips), batch):
+            part = [centred_clip(clip, 400) for clip in clips[first : first + batch]]
+            extractor(part + part, sampling_rate=extractor.sampling_rate, truncation=True, return_tensors="pt")
+        plain_seconds.append(time.perf_counter() - start)
     waveform_rate = len(clips) / np.median(waveform_seconds)
     spectral_rate = len(clips) / np.median(spectral_seconds)
     seconds = np.mean([len(clip) for clip in clips]) / extractor.sampling_rate
@@ -162,6 +167,9 @@ def throughput(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, 
     print(f"| waveform TwoViewTransform (audiomentations {am.__version__}) | {waveform_rate:.1f} | "
           f"{1000 / waveform_rate:.2f} |")
     print(f"| spectral SpectralTwoViewTransform, batch {batch} | {spectral_rate:.1f} | {1000 / spectral_rate:.2f} |")
+    plain_rate = len(clips) / np.median(plain_seconds)
+    print(f"| no augmentation: the extractor on both (identical) views, batch {batch} | {plain_rate:.1f} | "
+          f"{1000 / plain_rate:.2f} |")
     print(f"\nspectral / waveform throughput: {spectral_rate / waveform_rate:.1f}x (median of {repeats} alternating passes)")
 
 
