@@ -71,6 +71,14 @@ def encoder_features(model: AudioMosaicModel, inputs: torch.Tensor, batch_size: 
     return torch.cat([model(inputs[i : i + batch_size]).pooler_output for i in range(0, len(inputs), batch_size)]).numpy()
 
 
+def logmel_mean_std(inputs: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """The hand-made baseline: mean and std of every log-Mel bin over a clip's real frames (2 x num_mel_bins)."""
+    weights = mask.unsqueeze(-1).float()
+    mean = (inputs * weights).sum(1) / weights.sum(1)
+    std = (((inputs - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1)).sqrt()
+    return torch.cat([mean, std], 1).numpy()
+
+
 def probe(train_x, train_y, train_fold, test_x, test_y) -> dict:
     """Standardise, pick C on fold 4 (trained on folds 1-3), refit on folds 1-4, score fold 5."""
     from sklearn.linear_model import LogisticRegression
@@ -169,10 +177,7 @@ def main():
 
     results["b_random_init"] = run_probe(encoder_features(AudioMosaicForPreTraining(config).audiomosaic, inputs),
                                          "b_random_init")
-    weights = mask.unsqueeze(-1).float()
-    mean = (inputs * weights).sum(1) / weights.sum(1)
-    std = (((inputs - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1)).sqrt()
-    results["c_logmel_mean_std"] = run_probe(torch.cat([mean, std], 1).numpy(), "c_logmel_mean_std")
+    results["c_logmel_mean_std"] = run_probe(logmel_mean_std(inputs, mask), "c_logmel_mean_std")
     over_training = {}
     for export in sorted(output_dir.glob("encoder_step_*"), key=lambda p: int(p.name.rsplit("_", 1)[1])):
         step = int(export.name.rsplit("_", 1)[1])

@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""What a fixed CPU budget of pretraining buys: waveform vs spectral augmentation, the released recipe vs a
+small-budget one, on Speech Commands and on the drum kits (issue 10, item 3).
+
+For every dataset (pretraining on folds 1-4 only, labels unused) and every variant:
+
+1. calibration: two short runs (1 and 5 steps) measure the CPU seconds one step costs (process and DataLoader
+   workers, `getrusage`), so that the run's step count (and with it its warm-up + cosine schedule) fits the budget;
+2. pretraining a 192-wide, 6-block encoder (3 heads, projector 512 -> 128) for `budget / cost per step` steps;
+3. probing: standardised multinomial logistic regression on the pooled features (C picked on fold 4 after training on
+   folds 1-3, refit on folds 1-4), tested on the held-out fold 5 (speaker-disjoint for Speech Commands, kit-disjoint
+   for the drums), against the same architecture at its random initialisation and the log-Mel mean + std baseline.
+
+    python examples/budget_study.py --cpu_minutes 25 --output_dir runs/budget
+    python examples/budget_study.py --cpu_minutes 2 --datasets drumkits --variants released_spectral   # a quick look
+
+Prints one markdown table (and writes `budget_study.json` in `--output_dir`). Finished runs are reused.
+"""
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicModel, decode_audio
+from modeling_audiomosaic import AudioMosaicForPreTraining
+from pretrain_and_probe_speechcommands import encoder_features, logmel_mean_std, probe
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 7
+
+# 192-wide, 6-block encoder; everything else from the small CPU recipe (official masking, BatchNorm projector,
+# AdamW 1e-3, wd 0.05, cosine to 1e-6).
+MODEL = {"hidden_size": 192, "num_hidden_layers": 6, "num_attention_heads": 3, "intermediate_size": 768}
+DATASETS = {
+    # name: (folder in --data_dir, frames per clip, normalisation)
+    "speechcommands": ("speechcommands_test", 128, "speechcommands"),
+    "drumkits": ("drumkits", 208, "auto"),
+}
+VARIANTS = {
+    # The small-budget recipe: the Table 9 "aug2" chain (what learns in a few hundred steps, see RESULTS.md) on the
+    # spectral backend, with smaller batches for more updates in the same budget.
+    "small_budget_spectral": {"augmentation": "aug2", "augmentation_backend": "spectral",
+                              "per_device_train_batch_size": 64},
+    # The released augmentation (paper Table 8 chain + roll/magnitude) on each backend.
+    "released_spectral": {"augmentation": "official", "augmentation_backend": "spectral"},
+    "released_waveform": {"augmentation": "official", "augmentation_backend": "waveform"},
+}
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_pretraining_list(data_dir: Path, folder: str, path: Path) -> int:
+    with open(data_dir / folder / "meta.csv") as handle:
+        rows = [str((data_dir / folder / row["filename"]).resolve()) for row in csv.DictReader(handle)
+                if row["fold"] != "5"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("audio\n" + "\n".join(rows) + "\n")
+    return len(rows)
+
+
+def pretrain_command(clips: Path, output_dir: Path, frames: int, preset: str, variant: dict, steps: int,
+                     workers: int) -> list[str]:
+    # Every core busy: waveform augmentation keeps each worker on a core, the spectral workers are mostly idle.
+    cores = len(os.sched_getaffinity(0))
+    threads = max(1, cores - workers) if variant["augmentation_backend"] == "waveform" else cores
+    settings = {"recipe": "pretrain_small_cpu", **MODEL, "max_length": frames, "feature_extractor_preset": preset,
+                "per_device_train_batch_size": 128, **variant, "max_steps": steps,
+                "warmup_steps": max(1, steps // 20), "dataloader_num_workers": workers, "torch_threads": threads,
+                "seed": SEED, "save_steps": 0, "effective_rank_steps": steps, "logging_steps": max(1, steps // 20)}
+    command = [sys.executable, "-m", "audiomosaic_training.pretrain", "--dataset", str(clips),
+               "--output_dir", str(output_dir), "--overwrite_output_dir", "--resume", "no", "--disable_tqdm"]
+    for key, value in settings.items():
+        command += [f"--{key}", str(value)]
+    return command
+
+
+def run_pretraining(command: list[str]) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one pretraining subprocess."""
+    cpu, wall = children_cpu_seconds(), time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return children_cpu_seconds() - cpu, time.perf_counter() - wall
+
+
+def pretrain_within_budget(clips: Path, run_dir: Path, frames: int, preset: str, variant: dict, budget: float,
+                           workers: int) -> dict:
+    """Calibrate the CPU cost of a step, then pretrain as many steps as the budget (CPU seconds) allows."""
+    summary_path = run_dir / "budget_run.json"
+    if summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    costs = {}
+    for steps in (1, 5):
+        command = pretrain_command(clips, run_dir / f"calibration_{steps}", frames, preset, variant, steps, workers)
+        command += ["--probe_size", "0"]
+        costs[steps] = run_pretraining(command)[0]
+    per_step = max((costs[5] - costs[1]) / 4, 1e-3)
+    startup = max(costs[1] - per_step, 0.0)
+    steps = max(int((budget - startup) / per_step), 1)
+    print(f"  {per_step:.2f} CPU-s per step, {startup:.0f} CPU-s start-up -> {steps} steps", flush=True)
+    cpu, wall = run_pretraining(pretrain_command(clips, run_dir, frames, preset, variant, steps, workers))
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    ranked = [entry for entry in log if "effective_rank" in entry]
+    summary = {"steps": steps, "cpu_seconds": cpu, "wall_seconds": wall, "cpu_seconds_per_step": per_step,
+               "samples_per_second": steps * int(variant.get("per_device_train_batch_size", 128)) / wall,
+               "effective_rank_first": ranked[0]["effective_rank"], "effective_rank_last": ranked[-1]["effective_rank"],
+               "final_loss": next(e["loss"] for e in reversed(log) if "loss" in e),
+               "final_contrastive_accuracy": next(e["contrastive_accuracy"] for e in reversed(log) if "loss" in e)}
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def probe_inputs(data_dir: Path, folder: str, frames: int, preset: str, run_dir: Path):
+    with open(data_dir / folder / "meta.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    # The run's own feature extractor (with `auto`, the statistics of its training folds).
+    extractor = AudioMosaicFeatureExtractor.from_pretrained(run_dir)
+    waveforms = [decode_audio(str(data_dir / folder / row["filename"]), 16000) for row in rows]
+    batch = extractor(waveforms, sampling_rate=16000, return_attention_mask=True, truncation=True,
+                      return_tensors="pt")
+    labels = np.array([row["label"] for row in rows])
+    folds = np.array([row["fold"] for row in rows])
+    return batch["input_values"], batch["attention_mask"].bool(), labels, folds
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> float:
+    train, test = folds != "5", folds == "5"
+    return probe(features[train], labels[train], folds[train], features[test], labels[test])["test_accuracy"]
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| dataset | variant | steps in budget | CPU-min | samples/s | effective rank (start → end) | "
+             "probe: pretrained | random init | log-Mel mean/std |", "|---" * 9 + "|"]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['variant']} | {r['steps']} | {r['cpu_seconds'] / 60:.1f} | "
+            f"{r['samples_per_second']:.1f} | {r['effective_rank_first']:.1f} → {r['effective_rank_last']:.1f} | "
+            f"**{100 * r['probe_pretrained']:.1f} %** | {100 * r['probe_random_init']:.1f} % | "
+            f"{100 * r['probe_logmel_mean_std']:.1f} % |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--output_dir", default=str(ROOT / "runs" / "budget"))
+    parser.add_argument("--cpu_minutes", type=float, default=25.0, help="pretraining budget per run (CPU time)")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--dataloader_num_workers", type=int, default=1)
+    args = parser.parse_args()
+    unknown = set(args.datasets.split(",")) - set(DATASETS) | set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown dataset or variant {sorted(unknown)}; datasets {list(DATASETS)}, variants "
+                         f"{list(VARIANTS)}")
+    torch.set_num_threads(2)
+    data_dir, output_dir = Path(args.data_dir), Path(args.output_dir)
+    rows = []
+    for dataset in args.datasets.split(","):
+        folder, frames, preset = DATASETS[dataset]
+        clips = output_dir / dataset / "pretrain_list.csv"
+        print(f"{dataset}: {write_pretraining_list(data_dir, folder, clips)} pretraining clips (folds 1-4)", flush=True)
+        baselines = None
+        for name in args.variants.split(","):
+            run_dir = output_dir / dataset / name
+            print(f"{dataset} / {name}: pretraining for {args.cpu_minutes} CPU-minutes", flush=True)
+            run = pretrain_within_budget(clips, run_dir, frames, preset, VARIANTS[name], 60 * args.cpu_minutes,
+                                         args.dataloader_num_workers)
+            inputs, mask, labels, folds = probe_inputs(data_dir, folder, frames, preset, run_dir)
+            pretrained = probe_accuracy(encoder_features(AudioMosaicModel.from_pretrained(run_dir), inputs), labels,
+                                        folds)
+            if baselines is None:  # the same for every variant: the runs share seed, architecture and data
+                torch.manual_seed(SEED)  # the run's seed: exactly the weights pretraining started from
+                initial = AudioMosaicForPreTraining(AudioMosaicConfig.from_pretrained(run_dir)).audiomosaic
+                baselines = {"probe_random_init": probe_accuracy(encoder_features(initial, inputs), labels, folds),
+                             "probe_logmel_mean_std": probe_accuracy(logmel_mean_std(inputs, mask), labels, folds)}
+            row = {"dataset": dataset, "variant": name, **run, "probe_pretrained": pretrained, **baselines}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    (output_dir / "budget_study.json").write_text(json.dumps(rows, indent=2))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
