@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 import modeling_audiomosaic  # noqa: F401 - registers the Auto classes
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
-from audiomosaic_training import pretrain
+from audiomosaic_training import pretrain, two_view_data
 from audiomosaic_training.data import open_train_split
 from audiomosaic_training.models import build_feature_extractor
 from audiomosaic_training.optim import build_optimizer, parameter_groups, warmup_cosine_schedule
@@ -299,12 +299,12 @@ def test_two_views_are_reproducible_from_the_seed():
 
 
 def test_epoch_batches_split_each_global_batch_over_processes():
-    single = pretrain.epoch_batches(50, epoch=3, seed=7, per_device_batch=8, num_processes=1, process_index=0)
-    ranks = [pretrain.epoch_batches(50, 3, 7, 4, 2, r) for r in range(2)]
+    single = two_view_data.epoch_batches(50, epoch=3, seed=7, per_device_batch=8, num_processes=1, process_index=0)
+    ranks = [two_view_data.epoch_batches(50, 3, 7, 4, 2, r) for r in range(2)]
     assert len(single) == len(ranks[0]) == 6  # drop_last: 50 // 8
     for b in range(6):
         assert ranks[0][b] + ranks[1][b] == single[b]
-    assert pretrain.epoch_batches(50, 4, 7, 8, 1, 0) != single
+    assert two_view_data.epoch_batches(50, 4, 7, 8, 1, 0) != single
 
 
 @pytest.mark.parametrize("backend", ["waveform", "spectral"])
@@ -320,7 +320,7 @@ def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path, backend):
     raw = open_train_split(data_args)
     extractor = AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=64)
     views = pretrain.build_views(data_args, extractor, torch.device("cpu"))
-    dataset = pretrain.TwoViewDataset(raw, views, 16000, seed=0, max_retries=3)
+    dataset = two_view_data.TwoViewDataset(raw, views, 16000, seed=0, max_retries=3)
     item = dataset[(0, 1)]
     assert item["index"] == 2 and len(item["failures"]) == 1 and item["failures"][0]["name"].endswith("bad.flac")
     batch = dataset.collate([dataset[(0, i)] for i in range(4)])
@@ -329,7 +329,7 @@ def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path, backend):
     # The known-bad file is not decoded again but still counted; a source with nothing readable stops.
     assert len(dataset[(1, 1)]["failures"]) == 1
     (tmp_path / "bad.csv").write_text("audio\nbad.flac\nbad.flac\n")
-    broken = pretrain.TwoViewDataset(open_train_split(pretrain.DataArguments(
+    broken = two_view_data.TwoViewDataset(open_train_split(pretrain.DataArguments(
         dataset=str(tmp_path / "bad.csv"))), views, 16000, seed=0, max_retries=3)
     with pytest.raises(RuntimeError, match="3 clips in a row could not be read"):
         broken[(0, 0)]
