@@ -46,14 +46,27 @@ def batch_statistics_tolerance(model, pooler_output: torch.Tensor, reference_poo
     between CPUs (AVX2 vs AVX-512) then move the projections past ATOL. The bound is first-order error propagation:
     ATOL plus the projector's gain (infinity norm of its Jacobian at this input) times the input's actual difference
     from the authors' (their pooled features through our fc_norm). The projector's own arithmetic is checked
-    separately at ATOL on the authors' input.
+    separately on the authors' input (`projector_rounding_tolerance`).
     """
-    projector = copy.deepcopy(model.projector)  # train-mode calls update running statistics: keep the model's intact
     with torch.no_grad():
         reference_input = model.audiomosaic.fc_norm(reference_pooled)
-    jacobian = torch.autograd.functional.jacobian(projector, pooler_output.detach())
-    gain = jacobian.abs().flatten(start_dim=2).sum(dim=-1).max().item()
-    return ATOL + gain * (pooler_output - reference_input).abs().max().item()
+    return ATOL + projector_gain(model, pooler_output) * (pooler_output - reference_input).abs().max().item()
+
+
+def projector_gain(model, projector_input: torch.Tensor) -> float:
+    """Infinity norm of the train-mode projector's Jacobian at `projector_input`: how much it amplifies input
+    errors."""
+    projector = copy.deepcopy(model.projector)  # train-mode calls update running statistics: keep the model's intact
+    jacobian = torch.autograd.functional.jacobian(projector, projector_input.detach())
+    return jacobian.abs().flatten(start_dim=2).sum(dim=-1).max().item()
+
+
+def projector_rounding_tolerance(model, projector_input: torch.Tensor) -> float:
+    """Tolerance for the projector's own arithmetic on a given input: ATOL plus its gain times one float32 rounding
+    of the input's scale. Its first matmul sums in an order that depends on the number of threads and the CPU, and
+    train-mode BatchNorm over 2 clips amplifies those last-bit differences (by ~1000 on the long fixture)."""
+    return ATOL + projector_gain(model, projector_input) * torch.finfo(torch.float32).eps * \
+        projector_input.abs().max().item()
 
 
 def write_release(folder, state_dict, config):
@@ -154,8 +167,10 @@ def test_pretraining_views_masking_and_loss(converted, inputs, fixtures_dir, man
         assert max_error(out.last_hidden_state, reference[f"{branch}.toks"], f"{name}/{branch}.toks") <= ATOL
         assert max_error(out.pooled, reference[f"{branch}.f"], f"{name}/{branch}.f") <= ATOL
         with torch.no_grad():
-            projection_of_reference = model.projector(model.audiomosaic.fc_norm(reference[f"{branch}.f"]))
-        assert max_error(projection_of_reference, reference[f"{branch}.z_trainmode_bn"]) <= ATOL
+            reference_input = model.audiomosaic.fc_norm(reference[f"{branch}.f"])
+            projection_of_reference = model.projector(reference_input)
+        assert max_error(projection_of_reference, reference[f"{branch}.z_trainmode_bn"]) <= \
+            projector_rounding_tolerance(model, reference_input)
         projection_atol = batch_statistics_tolerance(model, out.pooler_output, reference[f"{branch}.f"])
         z_name = f"{name}/{branch}.z_trainmode_bn"
         assert max_error(out.projection, reference[f"{branch}.z_trainmode_bn"], z_name) <= projection_atol

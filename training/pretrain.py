@@ -787,17 +787,31 @@ def train_one_epoch(run: PretrainRun) -> bool:
     return had_batches
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> PretrainState:
-    """Run (or resume) pretraining; returns the final state."""
-    check_args(data_args, args)
+def model_threads(data_args: DataArguments, args: PretrainingArguments) -> int:
+    """Torch threads of the main process: `--torch_threads`, else on CPU the cores the DataLoader workers leave.
+    Waveform augmentation keeps every worker busy (one thread each); spectral workers are mostly idle (a batch's views
+    cost a fraction of its step), so the model takes every core."""
     if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    elif args.use_cpu or not torch.cuda.is_available():
-        # Waveform augmentation keeps every DataLoader worker busy (one thread each): the model gets the cores left.
-        # Spectral workers are mostly idle (a batch's views cost a fraction of its step), so the model takes them all.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        busy_workers = args.dataloader_num_workers if data_args.augmentation_backend == "waveform" else 0
-        torch.set_num_threads(max(1, cores - busy_workers))
+        return args.torch_threads
+    if not (args.use_cpu or not torch.cuda.is_available()):
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    busy_workers = args.dataloader_num_workers if data_args.augmentation_backend == "waveform" else 0
+    return max(1, cores - busy_workers)
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> PretrainState:
+    """Run (or resume) pretraining; returns the final state. The caller's torch thread count is restored after."""
+    check_args(data_args, args)
+    callers_threads = torch.get_num_threads()
+    torch.set_num_threads(model_threads(data_args, args))
+    try:
+        return run_pretraining(model_args, data_args, args)
+    finally:
+        torch.set_num_threads(callers_threads)
+
+
+def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> PretrainState:
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.use_cpu,
                               log_with=args.report_to or None, project_dir=args.output_dir)
     setup_logging(accelerator.is_main_process)
