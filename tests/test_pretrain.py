@@ -120,12 +120,15 @@ TINY_MODEL = ["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attentio
 
 @pytest.mark.parametrize("recipe", sorted(p.stem for p in RECIPES.glob("pretrain_*.yaml")))
 def test_every_pretraining_recipe_runs_one_step(recipe, clip_list, tmp_path, fresh_accelerate_state):
-    """Each shipped recipe as it is (augmentation, precision, checkpointing, schedule) on a tiny encoder: one step."""
+    """Each shipped recipe as it is (augmentation, precision, checkpointing, schedule) on a tiny encoder: one step.
+    The recipes' `torch_threads` holds for the run only."""
+    threads = torch.get_num_threads()
     state = pretrain.main(["--recipe", recipe, "--dataset", str(clip_list), "--output_dir", str(tmp_path), *TINY_MODEL,
                            "--max_steps", "1", "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0",
                            "--disable_tqdm", "--probe_size", "0"])
     assert state.global_step == 1 and state.nonfinite_steps == 0
     assert json.loads((tmp_path / "pretrain_state.json").read_text())["global_step"] == 1
+    assert torch.get_num_threads() == threads
 
 
 def test_command_line_overrides_the_recipe():
