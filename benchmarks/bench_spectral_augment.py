@@ -19,7 +19,7 @@ seeds, same process, recipe `official`, alternating passes (median); for scale, 
     python benchmarks/bench_spectral_augment.py --part throughput --clips 640 --drum_clips 0 --concatenate 10 \
         --max_length 1024    # 64 examples of 10 s, AudioSet length
 
-Needs /work/shared/data (Speech Commands test set and drum kits), audiomentations and scipy.
+Needs ../shared/data next to the repository (Speech Commands test set and drum kits), audiomentations and scipy.
 """
 
 import argparse
