@@ -339,8 +339,8 @@ def test_unreadable_clips_are_replaced_logged_and_bounded(tmp_path, backend):
 
 
 def test_spectral_views_are_made_where_the_model_trains():
-    """On CPU the worker that collates a batch renders its views; for a GPU run the batch carries the waveforms and
-    the views are rendered on the device, the same views up to float rounding."""
+    """On CPU the worker that collates a batch renders its views; for a GPU run the workers only decode: the batch
+    carries one padded waveform tensor with its lengths and seeds, and its views are made on the device."""
     data_args = pretrain.DataArguments(dataset="x", augmentation="official", augmentation_backend="spectral")
     extractor = AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=64)
     rng = np.random.default_rng(1)
@@ -349,10 +349,15 @@ def test_spectral_views_are_made_where_the_model_trains():
     rendered = on_cpu.collate(items)
     assert rendered["input_values"].shape == (3, 64, 128) and not torch.equal(rendered["input_values"],
                                                                                 rendered["input_values_view1"])
-    deferred = pretrain.build_views(data_args, extractor, torch.device("meta")).collate(items)
-    assert set(deferred) == {"waveforms", "seeds"}
-    late = on_cpu.to_device(deferred, torch.device("cpu"))
-    assert torch.equal(late["input_values"], rendered["input_values"])
+    assert on_cpu.make_views(rendered) is rendered
+    on_device = pretrain.build_views(data_args, extractor, torch.device("meta"))
+    deferred = on_device.collate(items)
+    assert set(deferred) == {"waveforms", "lengths", "seeds"}
+    assert deferred["waveforms"].shape == (3, 8000 + 1600) and deferred["lengths"].tolist() == [8000, 8800, 9600]
+    made = on_device.make_views(dict(deferred))
+    expected = on_device.transform.views_from_batch(deferred["waveforms"], deferred["lengths"], deferred["seeds"])
+    assert torch.equal(made["input_values"], expected[0]) and torch.equal(made["input_values_view1"], expected[1])
+    assert made["input_values"].shape == rendered["input_values"].shape
     with pytest.raises(ValueError, match="--augmentation_backend must be one of"):
         pretrain.DataArguments(dataset="x", augmentation_backend="fft")
     with pytest.raises(ValueError, match="non-finite"):

@@ -120,10 +120,16 @@ def seeded_global_rngs(seed: int) -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
+def roll_and_scale_draws(length: int, rng: np.random.Generator) -> tuple[int, float]:
+    """The draws of the authors' "R" augmentation for a clip of `length` samples: a roll offset uniform in
+    [0, length) and a gain Beta(10, 10) + 0.5, in this order."""
+    shift = int(rng.integers(0, length))
+    return shift, rng.beta(10.0, 10.0) + 0.5
+
+
 def roll_and_scale(waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The authors' "R" augmentation: circular roll by a uniform offset in [0, N), gain Beta(10, 10) + 0.5."""
-    shift = int(rng.integers(0, waveform.shape[0]))
-    gain = rng.beta(10.0, 10.0) + 0.5
+    shift, gain = roll_and_scale_draws(waveform.shape[0], rng)
     return (np.roll(waveform, shift) * gain).astype(np.float32, copy=False)
 
 
@@ -227,5 +233,5 @@ def unaugmented_features(feature_extractor: AudioMosaicFeatureExtractor, wavefor
 
 
 __all__ = ["AUGMENTATIONS", "TIME_STRETCH_MIN_RATE", "TRANSFORM_PROBABILITIES", "TwoViewTransform",
-           "build_augmentation", "centred_clip", "recipe_transforms", "roll_and_scale", "sample_seed",
+           "build_augmentation", "centred_clip", "recipe_transforms", "roll_and_scale", "roll_and_scale_draws", "sample_seed",
            "seeded_global_rngs", "time_stretch_max_rate_for", "unaugmented_features"]

@@ -44,6 +44,7 @@ What a run does (official spec §3-§6 unless said otherwise):
 """
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -75,11 +76,12 @@ from .optim import build_optimizer, warmup_cosine_schedule
 from .spectral_augment import SpectralTwoViewTransform
 from .two_view_data import (
     AUGMENTATION_BACKENDS,
+    DeviceBatches,
+    RunBatchSampler,
     SpectralViews,
     StreamBatches,
     TwoViewDataset,
     WaveformViews,
-    epoch_batches,
     map_style_loader,
     probe_features,
 )
@@ -572,7 +574,7 @@ def start_fresh(args: PretrainingArguments) -> None:
 
 @dataclass
 class TrainingData:
-    """The run's clips and how they become batches of two views."""
+    """The run's clips and how they become batches of two views on the training device."""
 
     feature_extractor: AudioMosaicFeatureExtractor
     views: WaveformViews | SpectralViews
@@ -580,15 +582,21 @@ class TrainingData:
     dataset: TwoViewDataset | None  # map-style sources
     stream: StreamBatches | None  # streamed sources
     steps_per_epoch: int | None
+    run_batches: DeviceBatches | None = None  # map-style: the one loader of the whole run, once started
 
     def epoch(self, state: PretrainState, args: PretrainingArguments, accelerator: Accelerator) -> Iterator[dict]:
-        """The batches of `state.epoch` from `state`'s position on."""
+        """The model's inputs, on the device, for the rest of `state.epoch` from `state`'s position on."""
+        device = accelerator.device
         if self.stream is not None:
-            return self.stream.iterate(state.epoch, state.stream_consumed)
-        batches = epoch_batches(len(self.dataset), state.epoch, args.seed, args.per_device_train_batch_size,
-                                accelerator.num_processes, accelerator.process_index)
-        return iter(map_style_loader(self.dataset, batches[state.step_in_epoch:], state.epoch,
-                                     args.dataloader_num_workers))
+            return DeviceBatches(self.stream.iterate(state.epoch, state.stream_consumed), self.views, device)
+        if self.run_batches is None:
+            sampler = RunBatchSampler(len(self.dataset), args.seed, args.per_device_train_batch_size,
+                                      accelerator.num_processes, accelerator.process_index, state.epoch,
+                                      state.step_in_epoch, state.total_steps - state.global_step)
+            loader = map_style_loader(self.dataset, sampler, args.dataloader_num_workers,
+                                      pin_memory=device.type == "cuda")
+            self.run_batches = DeviceBatches(iter(loader), self.views, device)
+        return itertools.islice(self.run_batches, self.steps_per_epoch - state.step_in_epoch)
 
 
 def build_training_data(accelerator: Accelerator, data_args: DataArguments, args: PretrainingArguments,
@@ -777,7 +785,6 @@ def train_one_epoch(run: PretrainRun) -> bool:
             break
         had_batches = True
         run.record_failures(batch.pop("failures"))
-        batch = run.data.views.to_device(batch, run.accelerator.device)
         timer.mark("data_wait")
         lr = run.scheduler.get_last_lr()[0]
         result = training_step(run.accelerator, run.model, run.optimizer, batch, run.args.max_grad_norm, timer)

@@ -5,7 +5,7 @@ core), yet the model only sees the Kaldi log-Mel spectrum. [`SpectralTwoViewTran
 (same transforms, probabilities and parameter distributions) where they are cheap, on a whole batch at once, on CPU
 or CUDA. For one view of a mean-removed clip, in the order of the audiomentations chain:
 
-- roll/magnitude ("R"): the waveform path's own `roll_and_scale`, with the same draws (exact);
+- roll/magnitude ("R"): the waveform path's own draws (`roll_and_scale_draws`), the roll as a gather (exact);
 - PolarityInversion: no effect on the power spectrum (exact);
 - TimeStretch (rate r, length kept): output frame j is the Kaldi frame of the rolled clip centred at r times its
   own centre, i.e. the magnitude a phase vocoder resynthesises there; sped-up clips end in silent frames as the
@@ -22,9 +22,16 @@ or CUDA. For one view of a mean-removed clip, in the order of the audiomentation
 The power spectrum of each view is computed by the feature extractor's own code (`power_spectrum`) and the Mel
 product is one batched matmul, so the cost is about that of computing the features of both views. Randomness is
 explicit as in [`TwoViewTransform`]: a clip's views depend only on its seed and its audio, not on the batch, the
-worker or the device (noise is drawn on CPU).
+worker, the device or the resume point. Two paths draw it:
+
+- `__call__` (the CPU path, in the DataLoader worker that collates a batch): NumPy generators per view, the same
+  roll/magnitude draws as the waveform path, noise from `torch.Generator` on CPU;
+- `views_from_batch` (the device path, for GPU runs): one padded batch tensor on the device, every draw a hash of
+  (clip seed, view, stream, counter) (`counter_uniforms`, `counter_normals`), batched and static in shape, so the
+  training process only queues kernels. Same distributions, other numbers (README, "Pretraining on GPUs").
 """
 
+import functools
 import math
 from dataclasses import dataclass, fields
 
@@ -46,7 +53,7 @@ from .augment import (
     TRANSFORM_PROBABILITIES,
     centred_clip,
     recipe_transforms,
-    roll_and_scale,
+    roll_and_scale_draws,
     time_stretch_max_rate_for,
 )
 
@@ -64,39 +71,113 @@ _UNIFORM_COLUMNS = {"polarity": 0, "stretch": 1, "snr": 3, "gain": 5, "highpass"
 _NUM_UNIFORMS = 16
 # Contiguous groups of Mel filters multiplied separately (as the feature extractor does).
 _MEL_GROUPS = 8
-# Frames per block of views on CPU: keeps the intermediates of a block in cache (as the feature extractor does).
+# Frames per block of views on CPU: keeps the intermediates of a block in cache (as the feature extractor does); on
+# other devices, bounds the memory of a block's frames and noise (~1.5 GB at 10 s, 1024 frames).
 _CPU_BLOCK_FRAMES = 4096
+_DEVICE_BLOCK_FRAMES = 2**18
 
 
 @dataclass
 class ViewParameters:
-    """Spectral-chain parameters of a batch of views, one array entry per view; identity values mean "not applied"
-    (rate 1, snr_db inf, gain_db 0, order 0 for a filter, semitones 0)."""
+    """Spectral-chain parameters of a batch of views, one tensor entry per view (float64, int64 for the shift,
+    orders and noise seeds); identity values mean "not applied" (shift 0, magnitude 1, rate 1, snr_db inf, gain_db 0,
+    order 0 for a filter, semitones 0)."""
 
-    rate: np.ndarray
-    snr_db: np.ndarray
-    gain_db: np.ndarray
-    highpass_hz: np.ndarray
-    highpass_order: np.ndarray
-    bandstop_low_hz: np.ndarray
-    bandstop_high_hz: np.ndarray
-    bandstop_order: np.ndarray
-    semitones: np.ndarray
-    noise_seed: np.ndarray
+    shift: torch.Tensor  # roll (samples) of the view's clip
+    magnitude: torch.Tensor  # the roll/magnitude gain factor
+    rate: torch.Tensor
+    snr_db: torch.Tensor
+    gain_db: torch.Tensor
+    highpass_hz: torch.Tensor
+    highpass_order: torch.Tensor
+    bandstop_low_hz: torch.Tensor
+    bandstop_high_hz: torch.Tensor
+    bandstop_order: torch.Tensor
+    semitones: torch.Tensor
+    noise_seed: torch.Tensor
 
     @classmethod
-    def identity(cls, num_views: int) -> "ViewParameters":
+    def identity(cls, num_views: int, device: str | torch.device = "cpu") -> "ViewParameters":
         """Parameters that apply nothing (the views are then the plain features of the view waveforms)."""
+        def full(value: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+            return torch.full((num_views,), value, dtype=dtype, device=device)
+
         return cls(
-            rate=np.ones(num_views), snr_db=np.full(num_views, np.inf), gain_db=np.zeros(num_views),
-            highpass_hz=np.zeros(num_views), highpass_order=np.zeros(num_views, np.int64),
-            bandstop_low_hz=np.zeros(num_views), bandstop_high_hz=np.zeros(num_views),
-            bandstop_order=np.zeros(num_views, np.int64), semitones=np.zeros(num_views),
-            noise_seed=np.zeros(num_views, np.uint64),
+            shift=full(0, torch.int64), magnitude=full(1.0), rate=full(1.0), snr_db=full(math.inf), gain_db=full(0.0),
+            highpass_hz=full(0.0), highpass_order=full(0, torch.int64), bandstop_low_hz=full(0.0),
+            bandstop_high_hz=full(0.0), bandstop_order=full(0, torch.int64), semitones=full(0.0),
+            noise_seed=full(0, torch.int64),
         )
 
     def __getitem__(self, index: slice) -> "ViewParameters":
         return ViewParameters(**{field.name: getattr(self, field.name)[index] for field in fields(self)})
+
+    def to(self, device: torch.device) -> "ViewParameters":
+        return ViewParameters(**{field.name: getattr(self, field.name).to(device) for field in fields(self)})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Counter-based random stream of the device path
+# ----------------------------------------------------------------------------------------------------------------------
+# Every draw is a hash of (clip seed, view, stream, counter): batched, on any device, and the same for a clip whatever
+# the batch, the worker or the resume point. 32-bit values are held in int64 tensors, so that no operation overflows.
+
+_MASK32 = 0xFFFFFFFF
+# Streams of a view's draws: the chain's uniforms, the roll/magnitude draws, the noise key.
+_NUM_STREAMS = 3
+_STREAM_CHAIN, _STREAM_ROLL, _STREAM_NOISE = range(_NUM_STREAMS)
+# Beta(10, 10) is the 10th smallest of 19 uniforms (an order statistic: exact, and static in shape).
+_BETA_UNIFORMS = 19
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit integer hash with good avalanche (Wellons' "lowbias32") of int64 tensors in [0, 2^32).
+    The products wrap around in int64; their low 32 bits, all that is kept, are exact."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+@functools.lru_cache(maxsize=8)
+def _hashed_counters(count: int, device: torch.device) -> torch.Tensor:
+    return hash32(torch.arange(count, device=device))
+
+
+def stream_keys(seeds: torch.Tensor) -> torch.Tensor:
+    """32-bit keys (clips, 2 views, streams) of every stream of both views of clips with 63-bit seeds (clips,)."""
+    low, high = seeds & _MASK32, (seeds >> 32) & _MASK32
+    view_streams = _hashed_counters(2 * _NUM_STREAMS, seeds.device).view(1, 2, _NUM_STREAMS)
+    return hash32(hash32(hash32(low[:, None, None] ^ view_streams) ^ high[:, None, None]))
+
+
+def counter_bits(keys: torch.Tensor, count: int) -> torch.Tensor:
+    """32-bit draws (keys..., count) in int64: element j of key k is hash32(k ^ hash32(j))."""
+    return hash32(keys[..., None] ^ _hashed_counters(count, keys.device))
+
+
+def counter_uniforms(keys: torch.Tensor, count: int) -> torch.Tensor:
+    """Uniforms in (0, 1) (keys..., count), float64, from `counter_bits`."""
+    return (counter_bits(keys, count) + 0.5) / 2.0**32
+
+
+def counter_normals(keys: torch.Tensor, count: int) -> torch.Tensor:
+    """Standard normal samples (keys..., count), float32: Box-Muller, two samples from each pair of draws."""
+    half = (count + 1) // 2
+    uniforms = (counter_bits(keys, 2 * half).float() + 0.5) * 2.0**-32
+    radius = torch.sqrt(uniforms[..., :half].log_().mul_(-2.0))
+    angle = uniforms[..., half:].mul_(2.0 * math.pi)
+    return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)[..., :count]
+
+
+def pad_clips(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One zero-padded float32 batch (clips, longest) and the lengths (clips,) int64 of a list of mono clips."""
+    lengths = torch.tensor([clip.shape[0] for clip in clips], dtype=torch.int64)
+    batch = torch.zeros(len(clips), int(lengths.max()), dtype=torch.float32)
+    for row, clip in zip(batch, clips, strict=True):
+        row[: clip.shape[0]] = torch.as_tensor(clip)
+    return batch, lengths
 
 
 def _hz_to_mel(hz: float | np.ndarray) -> float | np.ndarray:
@@ -190,30 +271,33 @@ class SpectralTwoViewTransform:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(view 0, view 1), each (batch, max_length, num_mel_bins) on `device` (default CPU), from mono clips.
 
-        `seeds[i]` is clip i's seed (`sample_seed(run seed, epoch, index)`), as `TwoViewTransform(waveform, seed)`.
+        `seeds[i]` is clip i's seed (`sample_seed(run seed, epoch, index)`), as `TwoViewTransform(waveform, seed)`:
+        the draws are NumPy's, the same as the waveform path's for roll/magnitude. `views_from_batch` is the device
+        path (its own counter-based draws, from one padded batch tensor).
         """
         device = torch.device("cpu") if device is None else torch.device(device)
-        views, parameters = self.draw(waveforms, seeds)
+        clips, parameters = self.draw(waveforms, seeds)
         if self.augmentation == "none" and not self.roll_magnitude:
             # Nothing to augment: the features themselves, as TwoViewTransform.features.
             features = self.feature_extractor(
-                views[0::2], sampling_rate=self.sampling_rate, padding="max_length", truncation=True,
+                clips, sampling_rate=self.sampling_rate, padding="max_length", truncation=True,
                 return_tensors="pt", device=device,
             )["input_values"]
             return features, features.clone()
-        features = self.render(views, parameters, device)
+        batch, lengths = pad_clips(clips)
+        features = self.render_clips(batch.to(device), lengths.to(device), parameters.to(device), views_per_clip=2)
         return features[0::2], features[1::2]
 
     def draw(
         self, waveforms: list[np.ndarray] | list[torch.Tensor], seeds: list[int]
     ) -> tuple[list[np.ndarray], ViewParameters]:
-        """The view waveforms (mean removed, rolled and scaled) and chain parameters of every clip's two views, in
-        the order (clip 0 view 0, clip 0 view 1, clip 1 view 0, ...)."""
+        """The clips (mean removed, padded to one frame) and the parameters of every clip's two views, in the order
+        (clip 0 view 0, clip 0 view 1, clip 1 view 0, ...), drawn with NumPy as `TwoViewTransform` does."""
         if len(waveforms) == 0:
             raise ValueError("Empty batch: expected at least one waveform.")
         if len(seeds) != len(waveforms):
             raise ValueError(f"Got {len(waveforms)} waveforms but {len(seeds)} seeds; expected one seed per waveform.")
-        views, uniforms, noise_seeds = [], [], []
+        clips, rolls, uniforms, noise_seeds = [], [], [], []
         for i, (waveform, seed) in enumerate(zip(waveforms, seeds, strict=True)):
             if isinstance(waveform, torch.Tensor):
                 waveform = waveform.detach().cpu().numpy()
@@ -223,81 +307,138 @@ class SpectralTwoViewTransform:
                 raise ValueError(f"waveform {i}: {error}") from None
             if not np.isfinite(clip.sum()):
                 raise ValueError(f"waveform {i} contains non-finite samples; expected finite audio.")
+            clips.append(clip)
             # As TwoViewTransform: one generator per view, roll/magnitude first (the same draws), then the chain.
             for view_seed in np.random.SeedSequence(int(seed)).generate_state(2, np.uint64).tolist():
                 rng = np.random.default_rng(view_seed)
-                views.append(roll_and_scale(clip, rng) if self.roll_magnitude else clip)
+                rolls.append(roll_and_scale_draws(clip.shape[0], rng) if self.roll_magnitude else (0, 1.0))
                 uniforms.append(rng.random(_NUM_UNIFORMS))
                 noise_seeds.append(int(rng.integers(2**63)))
-        return views, self.chain_parameters(np.stack(uniforms), np.array(noise_seeds, dtype=np.uint64))
+        shift, magnitude = zip(*rolls, strict=True)
+        return clips, self.chain_parameters(
+            torch.from_numpy(np.stack(uniforms)), torch.tensor(noise_seeds, dtype=torch.int64),
+            torch.tensor(shift, dtype=torch.int64), torch.tensor(magnitude, dtype=torch.float64),
+        )
 
-    def chain_parameters(self, uniforms: np.ndarray, noise_seeds: np.ndarray) -> ViewParameters:
-        """Chain parameters of views from their uniform draws (views, 16): a transform of the recipe applies when
-        its first uniform is below its Table 8 probability; its parameters follow audiomentations' distributions
-        through the inverse CDFs of its other uniforms (each transform has its own columns)."""
-        def draw(name: str, offset: int, low: float, high: float) -> np.ndarray:
+    def device_draw(self, seeds: torch.Tensor, lengths: torch.Tensor) -> ViewParameters:
+        """The parameters of every clip's two views (clip 0 view 0, clip 0 view 1, ...) from the counter-based stream
+        keyed by the clips' seeds (clips,) int64, on their device: batched, static in shape, no host round trip.
+        Same distributions as `draw` (roll uniform in [0, N), magnitude Beta(10, 10) + 0.5, the chain's uniforms),
+        other numbers."""
+        lengths = lengths.clamp_min(self.min_samples).repeat_interleave(2)
+        keys = stream_keys(seeds).flatten(0, 1)  # (views, streams)
+        chain = counter_uniforms(keys[:, _STREAM_CHAIN], _NUM_UNIFORMS)
+        noise_keys = keys[:, _STREAM_NOISE]
+        if self.roll_magnitude:
+            roll = counter_uniforms(keys[:, _STREAM_ROLL], 1 + _BETA_UNIFORMS)
+            shift = (roll[:, 0] * lengths).floor().long().clamp_max_(lengths - 1)
+            magnitude = roll[:, 1:].median(dim=1).values + 0.5
+        else:
+            shift, magnitude = torch.zeros_like(lengths), torch.ones_like(lengths, dtype=torch.float64)
+        return self.chain_parameters(chain, noise_keys, shift, magnitude)
+
+    def views_from_batch(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, seeds: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The device path: (view 0, view 1) of a padded batch (clips, samples) with its `lengths` (clips,) and
+        `seeds` (clips,) int64, all on the training device: mean removal, roll/magnitude, the chain's draws and the
+        noise are batched tensor operations there (`device_draw`), with no data-dependent shapes, so the training
+        process only queues work. The clips must be finite (the DataLoader workers check it, where a bad clip can
+        be replaced)."""
+        lengths = lengths.to(torch.int64)
+        samples = torch.arange(waveforms.shape[1], device=waveforms.device)
+        inside = samples < lengths[:, None]
+        # The mean over each clip's own samples, in float64 so that it does not depend on the batch's padding.
+        mean = waveforms.sum(dim=1, dtype=torch.float64) / lengths.clamp_min(1)
+        clips = torch.where(inside, waveforms - mean.float()[:, None], 0.0)
+        if clips.shape[1] < self.min_samples:  # clips shorter than one frame are zero-padded to it
+            clips = torch.nn.functional.pad(clips, (0, self.min_samples - clips.shape[1]))
+        features = self.render_clips(clips, lengths.clamp_min(self.min_samples), self.device_draw(seeds, lengths),
+                                     views_per_clip=2, counter_noise=True)
+        return features[0::2], features[1::2]
+
+    def chain_parameters(self, uniforms: torch.Tensor, noise_seeds: torch.Tensor, shift: torch.Tensor,
+                         magnitude: torch.Tensor) -> ViewParameters:
+        """Chain parameters of views from their uniform draws (views, 16) float64: a transform of the recipe applies
+        when its first uniform is below its Table 8 probability; its parameters follow audiomentations'
+        distributions through the inverse CDFs of its other uniforms (each transform has its own columns)."""
+        def draw(name: str, offset: int, low: float, high: float) -> torch.Tensor:
             return low + (high - low) * uniforms[:, _UNIFORM_COLUMNS[name] + offset]
 
-        def applied(name: str) -> np.ndarray:
+        def applied(name: str) -> torch.Tensor:
             if name not in self.probabilities:
-                return np.zeros(len(uniforms), dtype=bool)
+                return torch.zeros(len(uniforms), dtype=torch.bool, device=uniforms.device)
             return uniforms[:, _UNIFORM_COLUMNS[name]] < self.probabilities[name]
 
-        def order(name: str) -> np.ndarray:  # uniform integer in BUTTERWORTH_ORDER_RANGE, 0 when not applied
+        def order(name: str) -> torch.Tensor:  # uniform integer in BUTTERWORTH_ORDER_RANGE, 0 when not applied
             low, high = BUTTERWORTH_ORDER_RANGE
-            return np.where(applied(name), np.floor(draw(name, 1, low, high + 1)), 0).astype(np.int64)
+            return torch.where(applied(name), torch.floor(draw(name, 1, low, high + 1)), 0.0).long()
+
+        def unless(name: str, values: torch.Tensor | float, identity: float) -> torch.Tensor:
+            return torch.where(applied(name), values, identity)
 
         nyquist = self.sampling_rate // 2 * 0.9999  # audiomentations' clamp of a filter edge above Nyquist
         cutoff = _mel_to_hz(draw("highpass", 2, *map(_hz_to_mel, HIGHPASS_CUTOFF_HZ_RANGE)))
         centre = _mel_to_hz(draw("bandstop", 2, *map(_hz_to_mel, BANDSTOP_CENTRE_HZ_RANGE)))
         bandwidth = centre * draw("bandstop", 3, *BANDSTOP_BANDWIDTH_FRACTION_RANGE)
-        band_stopped = applied("bandstop")
-        rate = draw("stretch", 1, TIME_STRETCH_MIN_RATE, self.time_stretch_max_rate)
         return ViewParameters(
-            rate=np.where(applied("stretch"), rate, 1.0),
-            snr_db=np.where(applied("snr"), draw("snr", 1, *SNR_DB_RANGE), np.inf),
-            gain_db=np.where(applied("gain"), draw("gain", 1, *GAIN_DB_RANGE), 0.0),
-            highpass_hz=np.where(applied("highpass"), np.minimum(cutoff, nyquist), 0.0),
+            shift=shift,
+            magnitude=magnitude,
+            rate=unless("stretch", draw("stretch", 1, TIME_STRETCH_MIN_RATE, self.time_stretch_max_rate), 1.0),
+            snr_db=unless("snr", draw("snr", 1, *SNR_DB_RANGE), math.inf),
+            gain_db=unless("gain", draw("gain", 1, *GAIN_DB_RANGE), 0.0),
+            highpass_hz=unless("highpass", cutoff.clamp_max(nyquist), 0.0),
             highpass_order=order("highpass"),
-            bandstop_low_hz=np.where(band_stopped, centre - bandwidth / 2, 0.0),
-            bandstop_high_hz=np.where(band_stopped, np.minimum(centre + bandwidth / 2, nyquist), 0.0),
+            bandstop_low_hz=unless("bandstop", centre - bandwidth / 2, 0.0),
+            bandstop_high_hz=unless("bandstop", (centre + bandwidth / 2).clamp_max(nyquist), 0.0),
             bandstop_order=order("bandstop"),
-            semitones=np.where(applied("pitch"), draw("pitch", 1, *PITCH_SEMITONES_RANGE), 0.0),
+            semitones=unless("pitch", draw("pitch", 1, *PITCH_SEMITONES_RANGE), 0.0),
             noise_seed=noise_seeds,
         )
 
     def render(
         self, views: list[np.ndarray], parameters: ViewParameters, device: str | torch.device = "cpu"
     ) -> torch.Tensor:
-        """Normalised log-Mel features (views, max_length, num_mel_bins) of mean-removed (and rolled) view waveforms
-        under the spectral chain `parameters` (one entry per view)."""
+        """Normalised log-Mel features (views, max_length, num_mel_bins) of mean-removed view waveforms, one view per
+        waveform, under the chain `parameters` (one entry per view, roll/magnitude included)."""
         device = torch.device(device)
+        batch, lengths = pad_clips(views)
+        return self.render_clips(batch.to(device), lengths.to(device), parameters.to(device), views_per_clip=1)
+
+    def render_clips(
+        self, clips: torch.Tensor, lengths: torch.Tensor, parameters: ViewParameters, views_per_clip: int,
+        counter_noise: bool = False,
+    ) -> torch.Tensor:
+        """Normalised log-Mel features (views, max_length, num_mel_bins) of `views_per_clip` views of each mean-removed
+        clip of the padded batch `clips` (clips, samples) with `lengths` (clips,), under `parameters` (one entry per
+        view: view v is of clip v // views_per_clip). Every view computes all `max_length` frames (padding frames
+        are filled afterwards), so shapes depend only on the batch's size: nothing waits for the device.
+
+        Noise is drawn per view from `torch.Generator(noise_seed)` on CPU (the CPU path: the same noise on every
+        device), or with `counter_noise` from the counter-based stream keyed by `noise_seed` on the clips' device."""
+        device = clips.device
         extractor = self.feature_extractor
         max_length = extractor.max_length
         constants = _kaldi_constants(extractor.num_mel_bins, self.sampling_rate, device)
-        lengths = np.array([view.shape[0] for view in views])
-        num_frames = np.minimum(1 + (lengths - constants.window_length) // constants.window_shift, max_length)
-        # Time stretch: output frame j shows the source frame centred at rate * (its centre).
-        half = constants.window_length / 2
-        centres = np.arange(max_length) * constants.window_shift + half
-        starts = np.rint(parameters.rate[:, None] * centres - half).astype(np.int64)
-        real = np.arange(max_length) < num_frames[:, None]
-        noise_std = self._noise_std(views, parameters)
-        # Frames starting at or past the end of the clip are silent (the stretched clip is zero-padded): they only
-        # need a spectrum when noise is added, and then read the silence after the clip.
-        computed = real & ((starts < lengths[:, None]) | (noise_std > 0)[:, None])
-        starts = np.minimum(starts, lengths[:, None])
+        window_length, shift = constants.window_length, constants.window_shift
+        num_views = len(parameters.rate)
+        lengths = lengths.repeat_interleave(views_per_clip)
+        num_frames = torch.clamp(1 + (lengths - window_length) // shift, max=max_length)
         pad = torch.tensor(extractor.padding_value, dtype=torch.float32)
         if extractor.do_normalize:
             pad = (pad - extractor.mean) / (2 * extractor.std)
+        frame_index = torch.arange(max_length, device=device)
 
-        block = len(views) if device.type != "cpu" else max(1, _CPU_BLOCK_FRAMES // max_length)
-        features = torch.empty(len(views), max_length, extractor.num_mel_bins, device=device)
-        for first in range(0, len(views), block):
+        block = max(1, (_CPU_BLOCK_FRAMES if device.type == "cpu" else _DEVICE_BLOCK_FRAMES) // max_length)
+        features = torch.empty(num_views, max_length, extractor.num_mel_bins, device=device)
+        # On CPU each block makes its own banks (they stay in cache); elsewhere one call makes all of them.
+        all_banks = self._mel_banks(parameters, constants, device) if device.type != "cpu" else None
+        for first in range(0, num_views, block):
             part = slice(first, first + block)
-            noise = (noise_std[part], parameters.noise_seed[part])
-            power = self._power(views[part], starts[part], computed[part], noise, constants, device)
-            banks = self._mel_banks(parameters[part], constants, device)
+            clip_index = torch.arange(num_views, device=device)[part] // views_per_clip
+            views = self._view_waveforms(clips[clip_index], lengths[part], parameters[part], window_length)
+            power = self._power(views, lengths[part], parameters[part], constants, counter_noise)
+            banks = all_banks[part] if all_banks is not None else self._mel_banks(parameters[part], constants, device)
             out = features[part]
             # Each group of Mel filters only multiplies the FFT bins it can reach at any pitch shift (about a quarter
             # of the dense product); the groups are fixed, so every view's product has the same shapes in any batch.
@@ -306,54 +447,65 @@ class SpectralTwoViewTransform:
             out.clamp_min_(_LOG_FLOOR).log_()
             if extractor.do_normalize:
                 out.sub_(extractor.mean).div_(2 * extractor.std)
-            padding = torch.from_numpy(np.arange(max_length) >= num_frames[part, None]).to(device)
-            out.masked_fill_(padding[..., None], float(pad))
+            out.masked_fill_((frame_index >= num_frames[part, None])[..., None], float(pad))
         return features
 
-    def _power(
-        self, views: list[np.ndarray], starts: np.ndarray, computed: np.ndarray, noise: tuple[np.ndarray, np.ndarray],
-        constants: _KaldiConstants, device: torch.device,
-    ) -> torch.Tensor:
-        """Kaldi power spectra (views, max_length, bins) of the frames at `starts` (zero where not `computed`), with
-        `noise` = (std, seed) per view: white Gaussian noise on the output frame grid added to the frames."""
-        window_length, shift = constants.window_length, constants.window_shift
-        # Each view sits between window_length zeros, so that frames reaching before or past the clip read silence.
-        slots, offsets, offset = [np.zeros(window_length, np.float32)], [], window_length
-        for view in views:
-            offsets.append(offset)
-            slots += [view, np.zeros(window_length, np.float32)]
-            offset += view.shape[0] + window_length
-        buffer = torch.from_numpy(np.concatenate(slots)).to(device)
-        every_frame = buffer.as_strided((buffer.shape[0] - window_length + 1, window_length), (1, 1))
-        frames = every_frame[torch.from_numpy((np.array(offsets)[:, None] + starts)[computed]).to(device)]
-        # A noisy view computes all its real frames: noise frames are framed like the output (overlapping), drawn
-        # on CPU so that every device adds the same noise.
-        first_rows = np.cumsum(computed.sum(axis=1)) - computed.sum(axis=1)
-        for i in np.flatnonzero(noise[0] > 0):
-            count = int(computed[i].sum())
-            generator = torch.Generator().manual_seed(int(noise[1][i]))
-            samples = torch.randn((count - 1) * shift + window_length, generator=generator).mul_(float(noise[0][i]))
-            frames[first_rows[i] : first_rows[i] + count] += samples.as_strided((count, window_length), (shift, 1)).to(
-                device
-            )
-        bins = constants.fft_length // 2
-        power = torch.zeros(len(views) * starts.shape[1], bins, device=device)
-        if frames.shape[0]:
-            rows = torch.from_numpy(np.flatnonzero(computed)).to(device)
-            power.index_copy_(0, rows, self.feature_extractor.power_spectrum(frames))
-        return power.view(len(views), starts.shape[1], bins)
+    def _view_waveforms(self, clips: torch.Tensor, lengths: torch.Tensor, parameters: ViewParameters,
+                        window_length: int) -> torch.Tensor:
+        """Each view's waveform (views, samples + 2 window_length): its clip rolled by `shift` within its own length
+        and scaled by `magnitude`, between window_length zeros on either side (frames reaching before or past the
+        clip read silence, as the zero-padded waveform has)."""
+        samples = torch.arange(clips.shape[1], device=clips.device)
+        inside = samples < lengths[:, None]
+        # np.roll(clip, shift)[t] = clip[(t - shift) mod N]
+        source = torch.remainder(samples - parameters.shift[:, None], lengths[:, None])
+        rolled = torch.where(inside, clips.gather(1, source), 0.0) * parameters.magnitude.float()[:, None]
+        return torch.nn.functional.pad(rolled, (window_length, window_length))
 
-    def _noise_std(self, views: list[np.ndarray], parameters: ViewParameters) -> np.ndarray:
-        """AddGaussianSNR's noise std per view (0 without noise): RMS of the stretched, zero-padded clip divided by
-        10^(snr / 20)."""
-        std = np.zeros(len(views))
-        for i in np.flatnonzero(np.isfinite(parameters.snr_db)):
-            view, rate = views[i], parameters.rate[i]
-            # The stretched clip holds the first min(N, N r) source samples, each lasting 1 / r samples.
-            kept = view[: min(view.shape[0], round(view.shape[0] * rate))]
-            mean_square = float(np.einsum("i,i->", kept, kept, dtype=np.float64)) / (view.shape[0] * rate)
-            std[i] = math.sqrt(mean_square) / 10.0 ** (parameters.snr_db[i] / 20.0)
-        return std
+    def _power(
+        self, views: torch.Tensor, lengths: torch.Tensor, parameters: ViewParameters, constants: _KaldiConstants,
+        counter_noise: bool,
+    ) -> torch.Tensor:
+        """Kaldi power spectra (views, max_length, bins) of the frames of the (time-stretched) views, with
+        AddGaussianSNR's noise on the output frame grid added to the frames. `views` come from `_view_waveforms`."""
+        window_length, shift = constants.window_length, constants.window_shift
+        max_length = self.feature_extractor.max_length
+        num_views, padded = views.shape
+        # Time stretch: output frame j shows the source frame centred at rate * (its centre); frames starting at or
+        # past the end of the clip read the silence after it (the stretched clip is zero-padded).
+        half = window_length / 2
+        centres = torch.arange(max_length, device=views.device, dtype=torch.float64) * shift + half
+        starts = torch.round(parameters.rate[:, None] * centres - half).long()
+        starts = torch.minimum(starts, lengths[:, None]) + window_length  # offset of the leading zeros
+        starts = starts + torch.arange(num_views, device=views.device)[:, None] * padded
+        every_frame = views.flatten().as_strided((views.numel() - window_length + 1, window_length), (1, 1))
+        frames = every_frame[starts.flatten()].view(num_views, max_length, window_length)
+        noise_std = self._noise_std(views[:, window_length:-window_length], lengths, parameters)
+        noise_length = (max_length - 1) * shift + window_length
+        if counter_noise:
+            noise = counter_normals(parameters.noise_seed, noise_length)
+        else:
+            noise = torch.zeros(num_views, noise_length)
+            for i in torch.nonzero(noise_std.cpu() > 0).flatten().tolist():
+                generator = torch.Generator().manual_seed(int(parameters.noise_seed[i]))
+                noise[i] = torch.randn(noise_length, generator=generator)
+            noise = noise.to(views.device)
+        noise = noise.mul_(noise_std.float()[:, None])
+        frames = frames + noise.as_strided((num_views, max_length, window_length), (noise_length, shift, 1))
+        power = self.feature_extractor.power_spectrum(frames.view(-1, window_length))
+        return power.view(num_views, max_length, constants.fft_length // 2)
+
+    def _noise_std(self, views: torch.Tensor, lengths: torch.Tensor, parameters: ViewParameters) -> torch.Tensor:
+        """AddGaussianSNR's noise std per view (0 without noise), float64: RMS of the stretched, zero-padded clip
+        divided by 10^(snr / 20). The stretched clip holds the first min(N, N r) source samples, each lasting 1 / r
+        samples."""
+        rate = parameters.rate
+        kept = torch.minimum(lengths, torch.round(lengths * rate).long())
+        samples = torch.arange(views.shape[1], device=views.device)
+        energy = torch.where(samples < kept[:, None], views, 0.0).square().sum(dim=1, dtype=torch.float64)
+        mean_square = energy / (lengths * rate)
+        noisy = torch.isfinite(parameters.snr_db)
+        return torch.where(noisy, mean_square.sqrt() / 10.0 ** (parameters.snr_db.clamp_max(1e9) / 20.0), 0.0)
 
     def _mel_groups(self, constants: _KaldiConstants) -> list[tuple[int, int, int, int]]:
         """(first filter, end filter, first bin, end bin) of contiguous groups of Mel filters: the bins any of the
@@ -374,8 +526,8 @@ class SpectralTwoViewTransform:
     def _mel_banks(self, parameters: ViewParameters, constants: _KaldiConstants, device: torch.device) -> torch.Tensor:
         """Per-view Mel banks (views, bins, num_mel_bins): gain and filter power responses on the source bins, Mel
         filters read at the pitch-shifted frequency."""
-        def as_tensor(values: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.asarray(values, dtype=np.float64)).to(device)
+        def as_tensor(values: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.float64, device=device)
 
         bins = constants.fft_length // 2
         frequencies = torch.arange(bins, dtype=torch.float64, device=device) * self.sampling_rate / constants.fft_length
@@ -401,4 +553,5 @@ class SpectralTwoViewTransform:
         return bank.mul_(response.float()[..., None])
 
 
-__all__ = ["SpectralTwoViewTransform", "ViewParameters", "butterworth_power_response", "warped_mel_bank"]
+__all__ = ["SpectralTwoViewTransform", "ViewParameters", "butterworth_power_response", "counter_normals",
+           "counter_uniforms", "hash32", "pad_clips", "stream_keys", "warped_mel_bank"]

@@ -4,14 +4,18 @@ of every clip by one of two backends, batched for map-style and streamed sources
 * `WaveformViews`: the authors' pipeline, each clip's views made in the worker that loads it (`TwoViewTransform`:
   roll/magnitude, audiomentations chain, Kaldi fbank);
 * `SpectralViews`: the views of a whole batch at once (`SpectralTwoViewTransform`), in the worker that collates the
-  batch when training on CPU, on the training device otherwise.
+  batch when training on CPU; for a GPU run the workers only decode, the batch travels as one padded tensor with its
+  lengths and seeds, and its views are made on the device (`views_from_batch`).
 
 Each clip's augmentation seed is `sample_seed(run seed, epoch, index)`, so the views depend neither on the workers nor
-on where a run was resumed.
+on where a run was resumed. A map-style run has one DataLoader for all its epochs (`RunBatchSampler`), so its workers
+never restart and keep prefetching across epoch boundaries; `DeviceBatches` keeps the next batch's copy to the device
+one step ahead.
 """
 
 import zlib
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,7 +28,7 @@ from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
 
 from .augment import TwoViewTransform, centred_clip, sample_seed, unaugmented_features
 from .data import cut_batches
-from .spectral_augment import SpectralTwoViewTransform
+from .spectral_augment import SpectralTwoViewTransform, pad_clips
 
 
 AUGMENTATION_BACKENDS = ("waveform", "spectral")
@@ -55,13 +59,15 @@ class WaveformViews:
         return {"input_values": torch.stack([item["view0"] for item in items]),
                 "input_values_view1": torch.stack([item["view1"] for item in items])}
 
-    def to_device(self, batch: dict, device: torch.device) -> dict:
-        return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    def make_views(self, batch: dict) -> dict:
+        return batch
 
 
 class SpectralViews:
-    """The two views of a whole batch at once from its waveforms (`SpectralTwoViewTransform`): computed by the
-    DataLoader worker that collates the batch when training on CPU, on the training device otherwise."""
+    """The two views of a whole batch at once (`SpectralTwoViewTransform`): made by the DataLoader worker that collates
+    the batch when training on CPU (NumPy draws); for any other device the workers only decode and the batch carries
+    one padded waveform tensor with its lengths and seeds, whose views `make_views` makes on the device (counter-based
+    draws, no host work per clip)."""
 
     item_keys = ("waveform", "seed")
 
@@ -78,15 +84,30 @@ class SpectralViews:
     def collate(self, items: list[dict]) -> dict:
         waveforms, seeds = [item["waveform"] for item in items], [item["seed"] for item in items]
         if not self.in_workers:
-            return {"waveforms": waveforms, "seeds": seeds}
+            batch, lengths = pad_clips(waveforms)
+            return {"waveforms": batch, "lengths": lengths, "seeds": torch.tensor(seeds, dtype=torch.int64)}
         view0, view1 = self.transform(waveforms, seeds)
         return {"input_values": view0, "input_values_view1": view1}
 
-    def to_device(self, batch: dict, device: torch.device) -> dict:
+    def make_views(self, batch: dict) -> dict:
+        """The model's inputs from a batch already on the training device."""
         if "waveforms" not in batch:
-            return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-        view0, view1 = self.transform(batch["waveforms"], batch["seeds"], device)
-        return {"input_values": view0, "input_values_view1": view1}
+            return batch
+        view0, view1 = self.transform.views_from_batch(batch.pop("waveforms"), batch.pop("lengths"),
+                                                       batch.pop("seeds"))
+        return {**batch, "input_values": view0, "input_values_view1": view1}
+
+
+class Views(Protocol):
+    """How a run makes the model's two views: per item in the workers, per batch when collating, on the device."""
+
+    item_keys: tuple[str, ...]
+
+    def item(self, waveform: np.ndarray, seed: int) -> dict: ...
+
+    def collate(self, items: list[dict]) -> dict: ...
+
+    def make_views(self, batch: dict) -> dict: ...
 
 
 class TwoViewDataset(torch.utils.data.Dataset):
@@ -99,7 +120,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
     a row it raises, naming the files.
     """
 
-    def __init__(self, dataset: Dataset, views: WaveformViews | SpectralViews, sampling_rate: int, seed: int,
+    def __init__(self, dataset: Dataset, views: Views, sampling_rate: int, seed: int,
                  max_retries: int = 10):
         self.dataset = dataset.select_columns(["audio"])
         # Plain path strings are cheap to hold in memory; audio dicts (possibly with bytes) stay in Arrow.
@@ -157,20 +178,91 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def map_style_loader(dataset: TwoViewDataset, batches: list[list[int]], epoch: int, num_workers: int) -> DataLoader:
+class RunBatchSampler:
+    """This process's batches of (epoch, index) keys for a whole run: `num_batches` batches from batch `start_step`
+    of epoch `start_epoch` on, epoch after epoch (each cut by `epoch_batches`). One DataLoader over it serves every
+    epoch, so its workers never restart and prefetch the next epoch's first batches while this one ends; resuming
+    starts it at the saved position, so a resumed run sees the same batches as an uninterrupted one."""
+
+    def __init__(self, num_samples: int, seed: int, per_device_batch: int, num_processes: int, process_index: int,
+                 start_epoch: int, start_step: int, num_batches: int):
+        self.num_samples, self.seed = num_samples, seed
+        self.per_device_batch, self.num_processes, self.process_index = per_device_batch, num_processes, process_index
+        self.start_epoch, self.start_step, self.num_batches = start_epoch, start_step, num_batches
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, skip, left = self.start_epoch, self.start_step, self.num_batches
+        while left > 0:
+            batches = epoch_batches(self.num_samples, epoch, self.seed, self.per_device_batch, self.num_processes,
+                                    self.process_index)[skip : skip + left]
+            if not batches:
+                raise ValueError(f"Epoch {epoch} has no batch from position {skip} on ({self.num_samples} clips).")
+            for batch in batches:
+                yield [(epoch, index) for index in batch]
+            epoch, skip, left = epoch + 1, 0, left - len(batches)
+
+
+def map_style_loader(dataset: TwoViewDataset, sampler: RunBatchSampler, num_workers: int,
+                     pin_memory: bool = False) -> DataLoader:
     return DataLoader(
         dataset,
-        batch_sampler=[[(epoch, index) for index in batch] for batch in batches],
+        batch_sampler=sampler,
         collate_fn=dataset.collate,
         num_workers=num_workers,
         worker_init_fn=_worker_init,
         # Its own generator: creating the iterator must not consume the global torch RNG (the masks use it).
         generator=torch.Generator(),
-        persistent_workers=False,
+        pin_memory=pin_memory,
     )
 
 
-def stream_example(example: dict, views: WaveformViews | SpectralViews, sampling_rate: int, seed: int,
+class DeviceBatches:
+    """The model's inputs on `device`, from host batches (pinned on CUDA): the copy of the next batch is queued on a
+    side stream as soon as the current one is handed out, so it overlaps the current step; the views are made on the
+    compute stream when the batch is taken (`views.make_views`). Non-tensor entries (the failures) travel as they are.
+    """
+
+    def __init__(self, batches: Iterator[dict], views: Views, device: torch.device):
+        self.batches, self.views, self.device = batches, views, device
+        self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.pending = self._copy_next()
+
+    def _copy_next(self) -> tuple[dict, torch.cuda.Event | None] | None:
+        batch = next(self.batches, None)
+        if batch is None:
+            return None
+        if self.copy_stream is None:
+            return {key: value.to(self.device) if isinstance(value, torch.Tensor) else value
+                    for key, value in batch.items()}, None
+        with torch.cuda.stream(self.copy_stream):
+            moved = {key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+                     for key, value in batch.items()}
+            done = torch.cuda.Event()
+            done.record()
+        return moved, done
+
+    def __iter__(self) -> "DeviceBatches":
+        return self
+
+    def __next__(self) -> dict:
+        if self.pending is None:
+            raise StopIteration
+        batch, copied = self.pending
+        if copied is not None:
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_event(copied)
+            for value in batch.values():
+                if isinstance(value, torch.Tensor):
+                    value.record_stream(compute)  # allocated on the copy stream, used on this one
+        batch = self.views.make_views(batch)  # queued before the next batch is fetched: the device stays busy
+        self.pending = self._copy_next()
+        return batch
+
+
+def stream_example(example: dict, views: Views, sampling_rate: int, seed: int,
                    epoch: int) -> dict:
     """Map function of a streamed source (runs lazily in the DataLoader workers): the item `views` makes, or the
     reason there is none."""
@@ -200,7 +292,7 @@ class StreamBatches:
     Resuming skips the examples the interrupted epoch had consumed (exact with `dataloader_num_workers` 0; with
     workers, datasets hands shards to workers, so the skipped examples are the same number but not always the same)."""
 
-    def __init__(self, dataset: IterableDataset, views: WaveformViews | SpectralViews, sampling_rate: int, seed: int,
+    def __init__(self, dataset: IterableDataset, views: Views, sampling_rate: int, seed: int,
                  batch_size: int, num_workers: int, shuffle_buffer_size: int, max_retries: int):
         self.dataset, self.views, self.sampling_rate, self.seed = dataset, views, sampling_rate, seed
         self.batch_size, self.num_workers, self.buffer = batch_size, num_workers, shuffle_buffer_size
