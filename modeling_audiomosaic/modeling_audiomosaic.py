@@ -606,10 +606,12 @@ def contrastive_loss(
     logits_01 = z0 @ all_z1.T / temperature
     logits_10 = z1 @ all_z0.T / temperature
     if negatives == "all":
-        not_self = torch.ones(batch_size, all_z0.shape[0], dtype=torch.bool, device=z0.device)
-        not_self[torch.arange(batch_size, device=z0.device), labels] = False
-        logits_00 = (z0 @ all_z0.T / temperature)[not_self].view(batch_size, -1)
-        logits_11 = (z1 @ all_z1.T / temperature)[not_self].view(batch_size, -1)
+        # Every column but the row's own, in order: a gather of static shape (a boolean mask would make the device
+        # report how many entries it kept, a synchronisation each step, and break torch.compile's graph).
+        columns = torch.arange(all_z0.shape[0] - 1, device=z0.device)[None]
+        not_self = columns + (columns >= labels[:, None]).long()
+        logits_00 = (z0 @ all_z0.T / temperature).gather(1, not_self)
+        logits_11 = (z1 @ all_z1.T / temperature).gather(1, not_self)
         logits = torch.cat([torch.cat([logits_01, logits_00], 1), torch.cat([logits_10, logits_11], 1)], 0)
     else:
         logits = torch.cat([logits_01, logits_10], 0)
