@@ -579,3 +579,102 @@ def test_sigkilled_run_resumes_to_the_same_weights(clip_list, tmp_path):
 
     encoder = AutoModel.from_pretrained(pretrain.list_checkpoints(killed_dir)[-1])
     assert torch.equal(encoder.state_dict()["fc_norm.weight"], load_file(killed_dir / "model.safetensors")["fc_norm.weight"])
+
+
+def test_run_batch_sampler_spans_epochs_and_resumes_exactly():
+    """One sampler serves the whole run: each epoch's batches in order, keys carrying their epoch; started at a saved
+    position it yields exactly the rest of the uninterrupted sequence."""
+    def keys(start_epoch, start_step, count):
+        return list(two_view_data.RunBatchSampler(50, 7, 8, 1, 0, start_epoch, start_step, count))
+
+    whole = keys(0, 0, 15)  # 6 batches per epoch (50 // 8): epochs 0, 1 and half of 2
+    per_epoch = [two_view_data.epoch_batches(50, epoch, 7, 8, 1, 0) for epoch in range(3)]
+    expected = [[(epoch, index) for index in batch] for epoch in range(3) for batch in per_epoch[epoch]][:15]
+    assert whole == expected and len(two_view_data.RunBatchSampler(50, 7, 8, 1, 0, 0, 0, 15)) == 15
+    assert keys(1, 4, 5) == whole[10:15]
+    with pytest.raises(ValueError, match="no batch from position 9"):
+        keys(0, 9, 1)
+
+
+def test_one_loader_keeps_its_workers_across_epochs(tmp_path):
+    """The run's DataLoader is created once: epoch 2's batches come from the same worker processes as epoch 0's."""
+    class WorkerPids(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, key):
+            return key[0], os.getpid()
+
+    sampler = two_view_data.RunBatchSampler(8, 0, 4, 1, 0, 0, 0, 6)  # 2 batches per epoch, 3 epochs
+    loader = torch.utils.data.DataLoader(WorkerPids(), batch_sampler=sampler, num_workers=2,
+                                         collate_fn=lambda items: items)
+    pids = {}
+    for batch in loader:
+        for epoch, pid in batch:
+            pids.setdefault(epoch, set()).add(pid)
+    assert set(pids) == {0, 1, 2} and pids[0] == pids[1] == pids[2] and os.getpid() not in pids[0]
+
+
+def test_device_batches_hand_out_every_batch_with_its_views():
+    data_args = pretrain.DataArguments(dataset="x", augmentation="aug2", augmentation_backend="spectral")
+    extractor = AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=32)
+    views = pretrain.build_views(data_args, extractor, torch.device("meta"))  # "not CPU": the device path
+    rng = np.random.default_rng(0)
+    host = [{**views.collate([{"waveform": rng.normal(0, 0.1, 4000).astype(np.float32), "seed": 10 * b + i}
+                              for i in range(2)]), "failures": [{"index": b}]} for b in range(3)]
+    handed = list(two_view_data.DeviceBatches(iter([dict(batch) for batch in host]), views, torch.device("cpu")))
+    assert [batch["failures"] for batch in handed] == [[{"index": b}] for b in range(3)]
+    for batch, original in zip(handed, host, strict=True):
+        expected = views.transform.views_from_batch(original["waveforms"], original["lengths"], original["seeds"])
+        assert set(batch) == {"input_values", "input_values_view1", "failures"}
+        assert torch.equal(batch["input_values"], expected[0]) and torch.equal(batch["input_values_view1"], expected[1])
+
+
+def test_memory_option_checkpoints_the_fewest_blocks_that_fit():
+    from audiomosaic_training.memory import checkpointed_blocks_for_memory, estimate_peak_memory_gib
+
+    config = tiny_config(num_hidden_layers=4, max_length=128, pretraining_masking="official")
+    estimates = [estimate_peak_memory_gib(config, 64, blocks, "no") for blocks in range(5)]
+    assert estimates[0] > estimates[2] > estimates[4]
+    budget = (estimates[1] + estimates[2]) / 2
+    blocks, estimate = checkpointed_blocks_for_memory(config, 64, budget, "no")
+    assert blocks == min(k for k, value in enumerate(estimates) if value <= budget) and estimate == estimates[blocks]
+    with pytest.raises(ValueError, match="even with all 4 blocks checkpointed; lower --per_device_train_batch_size"):
+        checkpointed_blocks_for_memory(config, 64, estimates[4] * 0.9, "no")
+    model_args = pretrain.ModelArguments(gradient_checkpointing_memory_gib=budget)
+    args = pretrain.PretrainingArguments(output_dir="x", per_device_train_batch_size=64)
+    flags = pretrain.configure_memory(AudioMosaicForPreTraining(config), model_args, args)
+    assert flags == [True] * blocks + [False] * (4 - blocks)
+    with pytest.raises(ValueError, match="--gradient_checkpointing_memory_gib must be a positive"):
+        pretrain.ModelArguments(gradient_checkpointing_memory_gib=0)
+    with pytest.raises(ValueError, match="--activation_memory_budget needs --torch_compile"):
+        pretrain.PretrainingArguments(output_dir="x", activation_memory_budget=0.5)
+
+
+def test_memory_estimate_extrapolates_to_the_tracked_step():
+    """The estimate (fake tensors at batches 2 and 4, extrapolated) against MemTracker on a real step at batch 12."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from audiomosaic_training.memory import checkpoint_blocks, estimate_peak_memory_gib
+
+    config = tiny_config(num_hidden_layers=3, max_length=128, pretraining_masking="official")
+    for blocks in (0, 2):
+        torch.manual_seed(0)
+        model = AudioMosaicForPreTraining(config).train()
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        checkpoint_blocks(model, blocks)
+        optimizer = build_optimizer(model, 1e-3, 0.05)
+        views = [torch.randn(12, 128, 128) for _ in range(2)]
+        tracker = MemTracker()
+        tracker.track_external(model, optimizer)
+        with tracker:
+            for step in range(2):
+                output = model(input_values=views[0], input_values_view1=views[1], return_loss=False)
+                (output.projection_view0 * output.projection_view1).sum().backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if step == 0:
+                    tracker.reset_mod_stats()
+        measured = sum(stats.get("Total", 0) for stats in tracker.get_tracker_snapshot("peak").values()) / 2**30
+        assert estimate_peak_memory_gib(config, 12, blocks, "no") == pytest.approx(measured, rel=0.05)

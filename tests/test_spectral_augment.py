@@ -310,3 +310,100 @@ def test_cuda_matches_cpu(extractor):
     for on_cpu, on_gpu in zip(transform(clips, seeds), transform(clips, seeds, device="cuda"), strict=True):
         assert on_gpu.device.type == "cuda"
         torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=0)
+
+
+def python_hash32(x: int) -> int:
+    """Wellons' lowbias32 in plain Python integers: the reference of `hash32`."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_counter_stream_is_lowbias32_and_uniform():
+    from scipy import stats
+
+    from audiomosaic_training.spectral_augment import counter_normals, counter_uniforms, hash32, stream_keys
+
+    values = torch.cat([torch.tensor([0, 1, 2**31, 2**32 - 1]), torch.randint(0, 2**32, (5000,))])
+    assert hash32(values).tolist() == [python_hash32(v) for v in values.tolist()]
+    keys = stream_keys(torch.tensor([sample_seed(1, 0, i) for i in range(200)]))
+    assert keys.shape == (200, 2, 3) and len(set(keys.flatten().tolist())) == 1200  # every stream its own key
+    uniforms = counter_uniforms(keys[:, :, 0].flatten(), 100).flatten().numpy()
+    assert uniforms.min() > 0 and uniforms.max() < 1 and stats.kstest(uniforms, "uniform").pvalue > 1e-3
+    normals = counter_normals(keys[:, :, 2].flatten(), 101)
+    assert normals.shape == (400, 101) and normals.dtype == torch.float32
+    assert stats.kstest(normals.flatten().numpy(), "norm").pvalue > 1e-3
+    # Counter-based: a key's first draws do not depend on how many are asked for.
+    assert torch.equal(counter_uniforms(keys[:3, 0, 0], 7), counter_uniforms(keys[:3, 0, 0], 20)[:, :7])
+
+
+def test_device_draws_follow_the_cpu_draws_distributions():
+    """The device path's counter-based draws and the CPU path's NumPy draws over 2000 clips: every transform applies
+    with the same probability, every parameter and the roll/magnitude have the same distribution (two-sample KS)."""
+    from scipy import stats
+
+    transform = SpectralTwoViewTransform(AudioMosaicFeatureExtractor.from_preset("speechcommands"), "official")
+    seeds = [sample_seed(4, 0, i) for i in range(2000)]
+    lengths = torch.full((2000,), 16000)
+    _, cpu = transform.draw([np.ones(16000, np.float32)] * 2000, seeds)
+    device = transform.device_draw(torch.tensor(seeds), lengths)
+    for name in ("rate", "snr_db", "gain_db", "highpass_hz", "bandstop_low_hz", "bandstop_high_hz", "semitones"):
+        ours, theirs = getattr(device, name), getattr(cpu, name)
+        identity = float(ViewParameters.identity(1).__getattribute__(name)[0])
+        applied, applied_cpu = ours != identity, theirs != identity
+        assert abs(applied.double().mean() - applied_cpu.double().mean()) < 0.05, name
+        assert stats.ks_2samp(ours[applied].numpy(), theirs[applied_cpu].numpy()).pvalue > 1e-3, name
+    for name in ("highpass_order", "bandstop_order"):
+        assert torch.equal(torch.unique(getattr(device, name)), torch.unique(getattr(cpu, name)))
+    assert stats.ks_2samp(device.magnitude.numpy(), cpu.magnitude.numpy()).pvalue > 1e-3
+    assert stats.ks_2samp(device.shift.numpy(), cpu.shift.numpy()).pvalue > 1e-3
+    assert device.shift.min() >= 0 and device.shift.max() < 16000
+    assert len(set(device.noise_seed.tolist())) == 4000
+
+
+def test_device_path_is_deterministic_and_independent_of_batch(extractor):
+    transform = SpectralTwoViewTransform(extractor, augmentation="official")
+    clips = [noise(0.3 + 0.1 * i, i) + tone(200.0 * (i + 1), 0.3 + 0.1 * i) for i in range(6)]
+    seeds = torch.tensor([sample_seed(3, 1, i) for i in range(6)])
+    from audiomosaic_training.spectral_augment import pad_clips
+
+    batch, lengths = pad_clips(clips)
+    view0, view1 = transform.views_from_batch(batch, lengths, seeds)
+    assert view0.shape == (6, extractor.max_length, extractor.num_mel_bins) and torch.isfinite(view0).all()
+    again = transform.views_from_batch(batch.clone(), lengths, seeds)
+    assert torch.equal(again[0], view0) and torch.equal(again[1], view1)
+    part, part_lengths = pad_clips([clips[4], clips[1]])  # other padding, other neighbours
+    subset0, subset1 = transform.views_from_batch(part, part_lengths, seeds[[4, 1]])
+    torch.testing.assert_close(subset0, view0[[4, 1]], atol=1e-5, rtol=0)
+    torch.testing.assert_close(subset1, view1[[4, 1]], atol=1e-5, rtol=0)
+    pad = float((torch.tensor(0.0) - extractor.mean) / (2 * extractor.std))
+    for i, clip in enumerate(clips):  # the padding frames are where the CPU path puts them
+        real = 1 + (len(clip) - 400) // 160
+        assert (view0[i, real:] == pad).all() and not (view0[i, :real] == pad).all(dim=1).any()
+
+
+def test_device_path_matches_cpu_path_in_distribution(extractor):
+    """Per Mel band, the mean and spread of the device path's views against the CPU path's, within the spread between
+    two CPU-path runs with other seeds (the distribution benchmark's `--part paths`, on generated clips)."""
+    from audiomosaic_training.spectral_augment import pad_clips
+
+    transform = SpectralTwoViewTransform(extractor, augmentation="official")
+    clips = [noise(1.0, i, scale=0.02 * (1 + i % 5)) + tone(150.0 * (1 + i % 7)) for i in range(96)]
+    batch, lengths = pad_clips(clips)
+
+    def cpu_views(run):
+        return torch.cat(transform(clips, [sample_seed(run, 0, i) for i in range(len(clips))]))[:, :98]
+
+    def device_views(run):
+        seeds = torch.tensor([sample_seed(run, 0, i) for i in range(len(clips))])
+        return torch.cat(transform.views_from_batch(batch, lengths, seeds))[:, :98]
+
+    def band_gaps(a, b):
+        return ((a.mean(dim=(0, 1)) - b.mean(dim=(0, 1))).abs().mean(),
+                (a.std(dim=(0, 1)) - b.std(dim=(0, 1))).abs().mean())
+
+    reference = cpu_views(0)
+    floor, ours = band_gaps(reference, cpu_views(1)), band_gaps(reference, device_views(2))
+    assert ours[0] < 2 * floor[0] + 0.01 and ours[1] < 2 * floor[1] + 0.01, (floor, ours)

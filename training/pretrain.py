@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import TorchDynamoPlugin, set_seed
 from datasets import Dataset, IterableDataset
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
@@ -71,6 +71,7 @@ from .arguments import AudioDataArguments, parse_args_with_recipe
 from .augment import AUGMENTATIONS, TwoViewTransform
 from .data import open_train_split
 from .logger import setup_logging
+from .memory import checkpoint_blocks, checkpointed_blocks_for_memory
 from .models import build_config, build_feature_extractor, parse_config_overrides
 from .optim import build_optimizer, warmup_cosine_schedule
 from .spectral_augment import SpectralTwoViewTransform
@@ -130,6 +131,11 @@ class ModelArguments:
     gradient_checkpointing_fraction: float = field(
         default=0.0, metadata={"help": "Recompute the activations of the first fraction of the blocks (0.7 released)."}
     )
+    gradient_checkpointing_memory_gib: float | None = field(
+        default=None,
+        metadata={"help": "Instead of a fraction: checkpoint the fewest blocks whose estimated peak memory per device "
+                          "fits this many GiB (estimated on CPU before training; README, Pretraining memory)."},
+    )
     sync_batchnorm: bool = field(
         default=True, metadata={"help": "Convert the projector BatchNorms to SyncBatchNorm on multi-GPU runs."}
     )
@@ -139,6 +145,9 @@ class ModelArguments:
             raise ValueError(
                 f"--gradient_checkpointing_fraction must be in [0, 1], got {self.gradient_checkpointing_fraction}."
             )
+        if self.gradient_checkpointing_memory_gib is not None and self.gradient_checkpointing_memory_gib <= 0:
+            raise ValueError("--gradient_checkpointing_memory_gib must be a positive number of GiB, got "
+                             f"{self.gradient_checkpointing_memory_gib}.")
 
 
 @dataclass
@@ -237,6 +246,14 @@ class PretrainingArguments:
                                         "with spectral)."}
     )
     disable_tqdm: bool = False
+    torch_compile: bool = field(
+        default=False, metadata={"help": "torch.compile the model (inductor), as the authors do; the first steps "
+                                         "compile."})
+    activation_memory_budget: float | None = field(
+        default=None,
+        metadata={"help": "With --torch_compile: the fraction (0, 1] of the compiled step's activation memory to keep; "
+                          "the compiler recomputes the cheapest rest in backward."},
+    )
     synchronize_step_times: bool = field(
         default=False, metadata={"help": "Wait for CUDA at each step phase so the logged data-wait / forward / "
                                          "backward / optimizer seconds are exact (a little slower)."}
@@ -251,6 +268,10 @@ class PretrainingArguments:
         for name in ("logging_steps", "max_consecutive_nonfinite", "save_total_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+        if self.activation_memory_budget is not None and not (
+                self.torch_compile and 0.0 < self.activation_memory_budget <= 1.0):
+            raise ValueError("--activation_memory_budget needs --torch_compile and a value in (0, 1], got "
+                             f"{self.activation_memory_budget} (torch_compile={self.torch_compile}).")
         if self.per_device_train_batch_size < 2:
             raise ValueError("--per_device_train_batch_size must be at least 2 (the projector BatchNorm and NT-Xent), "
                              f"got {self.per_device_train_batch_size}.")
@@ -300,18 +321,22 @@ def build_model(model_args: ModelArguments, config: AudioMosaicConfig | None = N
 def configure_gradient_checkpointing(model: AudioMosaicForPreTraining, fraction: float) -> list[bool]:
     """Recompute the activations of the first `int(num_layers * fraction)` blocks in backward (the authors'
     `checkpointing_fraction`, 0.7 in the released recipe); returns the per-block flags."""
-    layers = model.audiomosaic.layers
-    num_checkpointed = int(len(layers) * fraction)
-    if num_checkpointed == 0:
-        return [False] * len(layers)
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    for index, layer in enumerate(layers):
-        layer.gradient_checkpointing = index < num_checkpointed
-    return [layer.gradient_checkpointing for layer in layers]
+    return checkpoint_blocks(model, int(len(model.audiomosaic.layers) * fraction))
+
+
+def configure_memory(model: AudioMosaicForPreTraining, model_args: ModelArguments, args: PretrainingArguments,
+                     ) -> list[bool]:
+    """Gradient checkpointing from `--gradient_checkpointing_memory_gib` (the fewest blocks that fit, estimated) or
+    else `--gradient_checkpointing_fraction`; returns the per-block flags."""
+    if model_args.gradient_checkpointing_memory_gib is None:
+        return configure_gradient_checkpointing(model, model_args.gradient_checkpointing_fraction)
+    blocks, estimate = checkpointed_blocks_for_memory(model.config, args.per_device_train_batch_size,
+                                                      model_args.gradient_checkpointing_memory_gib,
+                                                      args.mixed_precision)
+    logger.info("--gradient_checkpointing_memory_gib %g: checkpointing %d of %d blocks, estimated peak %.2f GiB per "
+                "device.", model_args.gradient_checkpointing_memory_gib, blocks, len(model.audiomosaic.layers),
+                estimate)
+    return checkpoint_blocks(model, blocks)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -813,13 +838,18 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     callers_threads = torch.get_num_threads()
     torch.set_num_threads(model_threads(data_args, args))
     try:
-        return run_pretraining(model_args, data_args, args)
+        if args.activation_memory_budget is None:
+            return run_pretraining(model_args, data_args, args)
+        # Read by the compiler's partitioner when the step is first compiled (torch >= 2.4).
+        with torch._functorch.config.patch(activation_memory_budget=args.activation_memory_budget):
+            return run_pretraining(model_args, data_args, args)
     finally:
         torch.set_num_threads(callers_threads)
 
 
 def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> PretrainState:
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.use_cpu,
+    dynamo_plugin = TorchDynamoPlugin(backend="inductor") if args.torch_compile else None
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.use_cpu, dynamo_plugin=dynamo_plugin,
                               log_with=args.report_to or None, project_dir=args.output_dir)
     setup_logging(accelerator.is_main_process)
     resume_from = resolve_resume(args)
@@ -832,7 +862,7 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: 
     set_seed(args.seed)
     model = build_model(model_args, config)
     set_seed(args.seed + accelerator.process_index)
-    checkpointed = configure_gradient_checkpointing(model, model_args.gradient_checkpointing_fraction)
+    checkpointed = configure_memory(model, model_args, args)
     if accelerator.num_processes > 1 and model_args.sync_batchnorm and config.projector_norm == "batch_norm":
         if accelerator.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
