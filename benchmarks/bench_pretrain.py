@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiomosaic_training.memory import checkpoint_blocks, estimate_peak_memory_gib, checkpointed_blocks_for_memory
 from audiomosaic_training.optim import build_optimizer
 from audiomosaic_training.pretrain import configure_gradient_checkpointing
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicForPreTraining
@@ -52,8 +53,11 @@ def current_rss_kib() -> int:
 
 
 def model_step(width: str, masking: str, checkpointing: float, batch_size: int, device: str, steps: int,
-               frames: int = 1024, bf16: bool | None = None, compile: bool = False) -> dict:
-    """Time `steps` optimizer steps after one warm-up step; returns samples/s and peak memory (GiB)."""
+               frames: int = 1024, bf16: bool | None = None, compile: bool = False, blocks: int | None = None,
+               activation_memory_budget: float | None = None) -> dict:
+    """Time `steps` optimizer steps after one warm-up step; returns samples/s and peak memory (GiB). `blocks`
+    checkpoints that many blocks instead of the `checkpointing` fraction; `activation_memory_budget` is the compiler's
+    (with `compile`)."""
     device = torch.device(device)
     bf16 = device.type == "cuda" if bf16 is None else bf16
     hidden, heads = WIDTHS[width]
@@ -61,7 +65,12 @@ def model_step(width: str, masking: str, checkpointing: float, batch_size: int, 
                                max_length=frames, pretraining_masking=masking)
     torch.manual_seed(0)
     model = AudioMosaicForPreTraining(config).to(device).train()
-    flags = configure_gradient_checkpointing(model, checkpointing)
+    if blocks is None:
+        flags = configure_gradient_checkpointing(model, checkpointing)
+    else:
+        flags = checkpoint_blocks(model, blocks)
+    if activation_memory_budget is not None:
+        torch._functorch.config.activation_memory_budget = activation_memory_budget
     forward = torch.compile(model, dynamic=False) if compile else model  # the authors compile their pretraining
     optimizer = build_optimizer(model, 6e-4, 0.05)
     views = [torch.randn(batch_size, frames, 128, device=device) for _ in range(2)]
@@ -93,8 +102,10 @@ def model_step(width: str, masking: str, checkpointing: float, batch_size: int, 
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 2**20  # KiB -> GiB
+    torch._functorch.config.activation_memory_budget = 1.0
     return {"width": width, "masking": masking, "checkpointed_blocks": sum(flags), "batch_size": batch_size,
             "frames": frames, "bf16": bf16, "device": str(device), "seconds_per_step": seconds,
+            "activation_memory_budget": activation_memory_budget,
             "samples_per_second": batch_size / seconds, "peak_memory_gib": peak,
             "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6, "compiled": compile,
             "attn_implementation": model.config._attn_implementation}
@@ -139,25 +150,73 @@ def bench_model(args) -> list[dict]:
     return rows
 
 
+PAPER_TABLE5_GB = {64: 3.3, 128: 6.3, 256: 12.3}  # L40S, the paper's Table 5
+# Memory set-ups of the ViT-B/16 step (name: model_step arguments); `memory_option` checkpoints the blocks that
+# `--gradient_checkpointing_memory_gib` picks for the paper's figure (`--part memory` prints them).
+MEMORY_VARIANTS = {
+    "eager_70": {"checkpointing": 0.7},
+    "eager_all": {"checkpointing": 1.0},
+    "eager_none": {"checkpointing": 0.0},
+    "compile_70": {"checkpointing": 0.7, "compile": True},
+    "compile_none": {"checkpointing": 0.0, "compile": True},
+    "compile_all": {"checkpointing": 1.0, "compile": True},
+}
+
+
 def bench_gpu_table(args) -> list[dict]:
-    """Paper Table 5 setting: ViT-B/16, 10 s, official masking, checkpointing on 70 % of the blocks, bf16."""
+    """Paper Table 5 setting: ViT-B/16, 10 s, official masking, bf16; per memory set-up and batch size."""
     rows = []
-    for batch_size in (64, 128, 256):
-        try:
-            row = model_step("base", "official", 0.7, batch_size, args.device, args.steps, compile=args.compile)
-        except torch.OutOfMemoryError:
-            row = {"width": "base", "masking": "official", "checkpointed_blocks": 8, "batch_size": batch_size,
-                   "seconds_per_step": math.nan, "samples_per_second": math.nan, "peak_memory_gib": math.inf,
-                   "parameters_m": 85.9}
+    variants = dict(MEMORY_VARIANTS)
+    for batch_size, blocks in zip((64, 128, 256), map(int, args.option_blocks.split(",")), strict=True):
+        variants[f"memory_option_{batch_size}"] = {"blocks": blocks, "batch_sizes": (batch_size,)}
+    if args.budget:
+        variants["compile_budget"] = {"checkpointing": 0.0, "compile": True,
+                                      "activation_memory_budget": args.budget}
+    for name in args.variants.split(","):
+        kwargs = dict(variants[name])
+        checkpointing = kwargs.pop("checkpointing", 0.0)
+        for batch_size in kwargs.pop("batch_sizes", tuple(int(b) for b in args.batch_sizes.split(","))):
+            started = time.perf_counter()
+            try:
+                row = model_step("base", "official", checkpointing, batch_size, args.device, args.steps, **kwargs)
+            except torch.OutOfMemoryError:
+                row = {"seconds_per_step": math.nan, "samples_per_second": math.nan, "peak_memory_gib": math.inf}
+            row.update(variant=name, batch_size=batch_size, paper_l40s_gb=PAPER_TABLE5_GB.get(batch_size, math.nan),
+                       wall_seconds=time.perf_counter() - started)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            torch.cuda.empty_cache()
+    for row in rows:  # speed relative to today's released set-up at the same batch size
+        baseline = [r for r in rows if r["variant"] == "eager_70" and r["batch_size"] == row["batch_size"]]
+        row["speed_vs_eager_70"] = row["samples_per_second"] / baseline[0]["samples_per_second"] if baseline else math.nan
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16 autocast, ViT-B/16, 1024 frames, "
+          f"official masking, attention {rows[0].get('attn_implementation')}")
+    print(table(rows, [("set-up", "variant", "{}"), ("ckpt blocks", "checkpointed_blocks", "{}"),
+                       ("batch", "batch_size", "{}"), ("samples/s", "samples_per_second", "{:.1f}"),
+                       ("× eager 70 %", "speed_vs_eager_70", "{:.3f}"), ("peak (GiB)", "peak_memory_gib", "{:.2f}"),
+                       ("paper Table 5, L40S (GB)", "paper_l40s_gb", "{}")]))
+    return rows
+
+
+def bench_memory(args) -> list[dict]:
+    """Estimated peak memory (training/memory.py: MemTracker under FakeTensorMode on CPU, no GPU needed) of the
+    ViT-B/16 step per checkpointing and batch size, and what `--gradient_checkpointing_memory_gib` picks for the
+    paper's Table 5 figures."""
+    config = AudioMosaicConfig(max_length=1024, pretraining_masking="official")
+    rows = []
+    for batch_size, paper_gb in PAPER_TABLE5_GB.items():
+        row = {"batch_size": batch_size, "paper_l40s_gb": paper_gb}
+        for name, blocks in (("none", 0), ("ckpt_70", 8), ("all", 12)):
+            row[name] = estimate_peak_memory_gib(config, batch_size, blocks, "bf16")
+        budget = paper_gb * 1e9 / 2**30  # the paper's GB as GiB
+        row["option_blocks"], row["option_estimate"] = checkpointed_blocks_for_memory(config, batch_size, budget)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        torch.cuda.empty_cache()
-    paper = {64: 3.3, 128: 6.3, 256: 12.3}
-    for row in rows:
-        row["paper_l40s_gb"] = paper[row["batch_size"]]
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16 autocast, "
-          f"{'torch.compile' if args.compile else 'no torch.compile'}, attention {rows[0].get('attn_implementation')}")
-    print(table(rows, MODEL_COLUMNS[:1] + MODEL_COLUMNS[4:] + [("paper Table 5, L40S (GB)", "paper_l40s_gb", "{}")]))
+    print("Estimated peak GiB per device (ViT-B/16, 1024 frames, official masking, bf16 autocast, AdamW):")
+    print(table(rows, [("batch", "batch_size", "{}"), ("no ckpt", "none", "{:.2f}"), ("ckpt 70 %", "ckpt_70", "{:.2f}"),
+                       ("ckpt all", "all", "{:.2f}"), ("paper Table 5 (GB)", "paper_l40s_gb", "{}"),
+                       ("option: blocks for the paper's GB", "option_blocks", "{}"),
+                       ("option: estimate", "option_estimate", "{:.2f}")]))
     return rows
 
 
@@ -273,9 +332,259 @@ def bench_profile(args) -> list[dict]:
     return rows
 
 
+# The commit before the device path (issue 18): `--part host` measures its spectral transform side by side.
+LEGACY_COMMIT = "94946f4"
+
+
+def load_legacy_spectral_transform():
+    """`SpectralTwoViewTransform` as of LEGACY_COMMIT (read from git into the installed training package's
+    namespace, so that its relative imports resolve), or None where git or that commit is not available."""
+    import importlib.util
+    import tempfile
+
+    try:
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{LEGACY_COMMIT}:training/spectral_augment.py"],
+                                check=True, capture_output=True, text=True).stdout
+        path = Path(tempfile.mkdtemp()) / "legacy_spectral_augment.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("audiomosaic_training.legacy_spectral_augment", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.SpectralTwoViewTransform
+    except (OSError, subprocess.CalledProcessError, ImportError) as error:
+        print(f"legacy transform unavailable ({error}); its row is left out")
+        return None
+
+
+def count_operations(function, *args) -> int:
+    """Torch operations (aten calls) that `function(*args)` issues."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        function(*args)
+    return Counter.calls
+
+
+def median_seconds(function, repeats: int, synchronize: bool = False) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        if synchronize:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def bench_host(args) -> list[dict]:
+    """Host work the training process does per batch to make the spectral views on the training device: 256 clips of
+    10 s (1024 frames). Before: the previous device path (per-clip NumPy draws, rolls and buffers, noise drawn on
+    CPU; timed with `device="meta"`, whose kernels do nothing, so the figure is its host work plus the meta tensors'
+    Python bookkeeping). After: `views_from_batch` on the padded batch (the workers pad it): on CUDA, the time to
+    queue it (no synchronisation) and, apart, the device's time; on CPU, where kernels run in the caller, the torch
+    operations it issues times the host cost per operation of the same sequence on a tiny batch."""
+    from audiomosaic_training.augment import sample_seed
+    from audiomosaic_training.spectral_augment import SpectralTwoViewTransform, pad_clips
+    from modeling_audiomosaic import AudioMosaicFeatureExtractor
+
+    extractor = AudioMosaicFeatureExtractor.from_preset("audioset")
+    rng = np.random.default_rng(0)
+    waveforms = [rng.normal(0, 0.1, int(args.clip_seconds * 16000)).astype(np.float32) for _ in range(args.batch_size)]
+    seeds = [sample_seed(0, 0, i) for i in range(args.batch_size)]
+    rows = []
+    legacy = load_legacy_spectral_transform()
+    if legacy is not None:
+        transform = legacy(extractor, "official")
+        transform(waveforms[:2], seeds[:2], "meta")  # warm-up
+        seconds = median_seconds(lambda: transform(waveforms, seeds, "meta"), args.repeats)
+        rows.append({"path": f"before: previous device path ({LEGACY_COMMIT}), host work", "ms_per_batch": 1000 * seconds})
+    transform = SpectralTwoViewTransform(extractor, "official")
+    device = torch.device(args.device)
+    batch, lengths = pad_clips(waveforms)
+    inputs = (batch.to(device), lengths.to(device), torch.tensor(seeds, device=device))
+    if device.type == "cuda":
+        operations = count_operations(transform.views_from_batch, *inputs)
+        transform.views_from_batch(*inputs)
+        torch.cuda.synchronize()
+        queued = median_seconds(lambda: transform.views_from_batch(*inputs), args.repeats)
+        torch.cuda.synchronize()
+        total = median_seconds(lambda: transform.views_from_batch(*inputs), args.repeats, synchronize=True)
+        rows.append({"path": "after: device path, time to queue (host)", "ms_per_batch": 1000 * queued,
+                     "operations": operations})
+        rows.append({"path": "after: device path, queue + device time", "ms_per_batch": 1000 * total,
+                     "operations": operations})
+    else:
+        # The sequence a GPU run issues (meta tensors take the accelerator's branches and run no kernel), times the
+        # host cost per operation of the same code on CPU tensors too small for their arithmetic to count.
+        meta = tuple(tensor.to("meta") for tensor in inputs)
+        operations = count_operations(transform.views_from_batch, *meta)
+        small = SpectralTwoViewTransform(AudioMosaicFeatureExtractor.from_preset("audioset", max_length=4), "official")
+        tiny = pad_clips([waveform[:800] for waveform in waveforms[:2]]) + (inputs[2][:2],)
+        small.views_from_batch(*tiny)
+        per_operation = median_seconds(lambda: small.views_from_batch(*tiny), args.repeats * 20) / \
+            count_operations(small.views_from_batch, *tiny)
+        rows.append({"path": f"after: device path, operations x {1e6 * per_operation:.1f} µs host cost each",
+                     "operations": operations, "ms_per_batch": 1000 * operations * per_operation})
+    reference = rows[0]["ms_per_batch"]
+    for row in rows:
+        row["ratio"] = row["ms_per_batch"] / reference
+        row.setdefault("operations", "")
+        print(json.dumps(row), flush=True)
+    print(f"{args.batch_size} clips of {args.clip_seconds:g} s, 1024 frames, `official` chain, device {device}")
+    print(table(rows, [("spectral views, training process", "path", "{}"), ("ms per batch", "ms_per_batch", "{:.1f}"),
+                       ("torch operations", "operations", "{}"), ("× before", "ratio", "{:.3f}")]))
+    return rows
+
+
+def write_synthetic_clips(folder: Path, count: int, seconds: float, sampling_rate: int = 16000) -> Path:
+    """`count` WAV clips of `seconds` s (noise and a few tones, varied per clip) and a CSV listing them: data for the
+    throughput parts where no audio is at hand (the GPU machine)."""
+    import soundfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    time_axis = np.arange(int(seconds * sampling_rate)) / sampling_rate
+    names = []
+    for i in range(count):
+        tones = sum(np.sin(2 * np.pi * rng.uniform(80, 4000) * time_axis) for _ in range(3))
+        clip = 0.05 * rng.standard_normal(time_axis.shape[0]) + 0.1 * tones
+        names.append(f"clip_{i:05d}.wav")
+        soundfile.write(folder / names[-1], clip.astype(np.float32), sampling_rate, subtype="PCM_16")
+    listing = folder / "clips.csv"
+    listing.write_text("audio\n" + "\n".join(names) + "\n")
+    return listing
+
+
+def bench_epoch_stall(args) -> list[dict]:
+    """The wait for the first batch of each epoch, with a simulated model step of `--step_seconds` between batches:
+    before, a DataLoader per epoch (workers restarted, the epoch's first batch built from nothing, as up to
+    LEGACY_COMMIT); after, the run's one DataLoader over `RunBatchSampler` (workers kept, prefetching across the
+    boundary)."""
+    import tempfile
+
+    from datasets import Dataset
+
+    from audiomosaic_training import pretrain
+    from audiomosaic_training.two_view_data import (RunBatchSampler, TwoViewDataset, epoch_batches,
+                                                    map_style_loader)
+    from modeling_audiomosaic import AudioMosaicFeatureExtractor
+
+    work = Path(tempfile.mkdtemp(prefix="bench_epoch_stall_"))
+    listing = write_synthetic_clips(work, args.clips, args.clip_seconds)
+    source = Dataset.from_dict({"audio": [str(work / name) for name in listing.read_text().split()[1:]]})
+    extractor = AudioMosaicFeatureExtractor.from_preset("audioset", max_length=int(args.clip_seconds * 100))
+    steps_per_epoch = args.clips // args.batch_size
+    rows = []
+    for backend in args.backends.split(","):
+        data_args = pretrain.DataArguments(dataset="-", augmentation="official", augmentation_backend=backend)
+        # Not CPU: with the spectral backend the workers then only decode and pad (the GPU run's data path).
+        views = pretrain.build_views(data_args, extractor, torch.device("meta"))
+        dataset = TwoViewDataset(source, views, 16000, seed=0)
+
+        def legacy_batches():
+            for epoch in range(args.epochs):
+                keys = [[(epoch, i) for i in batch] for batch in epoch_batches(args.clips, epoch, 0, args.batch_size,
+                                                                                1, 0)]
+                yield from torch.utils.data.DataLoader(dataset, batch_sampler=keys, collate_fn=dataset.collate,
+                                                       num_workers=args.num_workers, persistent_workers=False)
+
+        def run_batches():
+            sampler = RunBatchSampler(args.clips, 0, args.batch_size, 1, 0, 0, 0, args.epochs * steps_per_epoch)
+            yield from map_style_loader(dataset, sampler, args.num_workers)
+
+        for name, batches in (("before: a DataLoader per epoch", legacy_batches), ("after: one DataLoader per run",
+                                                                                  run_batches)):
+            waits, iterator = [], batches()
+            for _ in range(args.epochs * steps_per_epoch):
+                start = time.perf_counter()
+                next(iterator)
+                waits.append(time.perf_counter() - start)
+                time.sleep(args.step_seconds)  # the model step
+            boundaries = [waits[e * steps_per_epoch] for e in range(1, args.epochs)]
+            steady = [w for i, w in enumerate(waits) if i % steps_per_epoch and i > 2]
+            row = {"backend": backend, "loader": name, "first_batch_s": waits[0], "boundary_stall_s": max(boundaries),
+                   "steady_wait_s": float(np.median(steady)), "step_s": args.step_seconds}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"{args.clips} clips of {args.clip_seconds:g} s, batch {args.batch_size}, {args.num_workers} workers, "
+          f"{args.epochs} epochs, simulated step {args.step_seconds} s")
+    print(table(rows, [("backend", "backend", "{}"), ("loader", "loader", "{}"),
+                       ("epoch-boundary stall (s)", "boundary_stall_s", "{:.2f}"),
+                       ("steady wait (s)", "steady_wait_s", "{:.3f}"), ("first batch of the run (s)", "first_batch_s",
+                                                                        "{:.2f}")]))
+    return rows
+
+
+def bench_end_to_end(args) -> list[dict]:
+    """`audiomosaic pretrain` end to end (ViT-B/16, 10 s clips, 1024 frames, bf16, 70 % checkpointing, batch
+    `--batch_size`, `--workers` DataLoader workers) per augmentation backend, against the model step alone on inputs
+    already on the device; samples/s over the steady part (log windows of 8 steps after the first 16 steps)."""
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
+    listing = write_synthetic_clips(work / "clips", args.clips, args.clip_seconds)
+    ceiling = model_step("base", "official", 0.7, args.batch_size, args.device, 16)
+    rows = [{"pipeline": "model step alone (inputs on the device)", "samples_per_second": ceiling["samples_per_second"],
+             "steps": 16}]
+    print(json.dumps(rows[0]), flush=True)
+    for backend in args.backends.split(","):
+        steps = args.steps if backend == "spectral" else args.waveform_steps
+        if steps <= 16:
+            continue
+        output_dir = work / f"run_{backend}"
+        command = [
+            sys.executable, "-m", "audiomosaic_training.pretrain", "--recipe", "pretrain_audioset_vitb", "--dataset",
+            str(listing), "--output_dir", str(output_dir), "--augmentation_backend", backend,
+            "--per_device_train_batch_size", str(args.batch_size), "--dataloader_num_workers", str(args.num_workers),
+            "--max_steps", str(steps), "--warmup_steps", "1", "--logging_steps", "8", "--save_steps", "0",
+            "--probe_size", "0", "--disable_tqdm",
+        ] + (["--use_cpu"] if args.device == "cpu" else [])
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            print(f"pretrain ({backend}) failed:\n{done.stderr[-3000:]}", flush=True)
+            continue
+        entries = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+        steady = [entry for entry in entries if "samples_per_second" in entry and entry["step"] > 16]
+        row = {"pipeline": f"audiomosaic pretrain --augmentation_backend {backend}", "steps": steps,
+               "samples_per_second": float(np.mean([entry["samples_per_second"] for entry in steady]))}
+        row.update({phase: float(np.mean([entry[phase] for entry in steady])) for phase in PROFILE_PHASES})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    for row in rows:
+        row["share_of_ceiling"] = row["samples_per_second"] / rows[0]["samples_per_second"]
+        for phase in PROFILE_PHASES:
+            row.setdefault(phase, math.nan)
+    print(f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}, {os.cpu_count()} cores, batch "
+          f"{args.batch_size}, {args.num_workers} workers, {args.clip_seconds:g} s clips")
+    print(table(rows, [("pipeline", "pipeline", "{}"), ("samples/s", "samples_per_second", "{:.1f}"),
+                       ("share of the model-step ceiling", "share_of_ceiling", "{:.0%}"),
+                       ("data wait (s/step)", "data_wait_seconds", "{:.3f}"), ("steps", "steps", "{}")]))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("model", "gpu_table", "data", "profile"), default="model")
+    parser.add_argument("--part", choices=("model", "gpu_table", "memory", "data", "profile", "host", "epoch_stall",
+                                           "end_to_end"), default="model")
+    parser.add_argument("--variants", default="eager_70,eager_all,eager_none",
+                        help=f"gpu_table: memory set-ups among {', '.join(MEMORY_VARIANTS)}, memory_option_B, "
+                             "compile_budget")
+    parser.add_argument("--batch_sizes", default="64,128,256", help="gpu_table: batch sizes")
+    parser.add_argument("--option_blocks", default="12,12,11",
+                        help="gpu_table: blocks --gradient_checkpointing_memory_gib picks at 64,128,256 (--part memory)")
+    parser.add_argument("--budget", type=float, default=None, help="gpu_table: compile_budget's activation budget")
+    parser.add_argument("--clip_seconds", type=float, default=10.0, help="host, epoch_stall, end_to_end: clip length")
+    parser.add_argument("--repeats", type=int, default=5, help="host: timed repeats (median)")
+    parser.add_argument("--epochs", type=int, default=3, help="epoch_stall: epochs")
+    parser.add_argument("--step_seconds", type=float, default=1.0, help="epoch_stall: simulated model step")
+    parser.add_argument("--waveform_steps", type=int, default=24, help="end_to_end: steps of the waveform run")
     parser.add_argument("--backends", default="waveform,spectral",
                         help="profile: augmentation backends, the reference first")
     parser.add_argument("--workers", default="1,2", help="profile: DataLoader worker counts to try")
@@ -287,11 +596,12 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="timed steps: 1 on CPU, 10 on CUDA by default")
     parser.add_argument("--clips", type=int, default=100, help="data part: clips timed per setting")
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--compile", action="store_true", help="gpu_table: torch.compile the model as the authors do")
+    parser.add_argument("--num_workers", type=int, default=2, help="epoch_stall, end_to_end: DataLoader workers")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
-    args.batch_size = args.batch_size or (64 if cuda else 32 if args.part == "profile" else 2)
+    default_batch = {"profile": 32, "host": 256, "end_to_end": 256, "epoch_stall": 16}.get(args.part, 64 if cuda else 2)
+    args.batch_size = args.batch_size or default_batch
     if args.batch_size < 2:
         raise SystemExit("--batch_size must be at least 2 (the projector BatchNorm needs two samples).")
     args.steps = args.steps or (10 if cuda or args.part == "profile" else 1)
@@ -299,7 +609,9 @@ def main():
         raise SystemExit("--part gpu_table needs --device cuda")
     if args.device == "cpu":
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    parts = {"model": bench_model, "gpu_table": bench_gpu_table, "data": bench_data, "profile": bench_profile}
+    parts = {"model": bench_model, "gpu_table": bench_gpu_table, "memory": bench_memory, "data": bench_data,
+             "profile": bench_profile, "host": bench_host, "epoch_stall": bench_epoch_stall,
+             "end_to_end": bench_end_to_end}
     rows = parts[args.part](args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

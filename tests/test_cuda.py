@@ -40,3 +40,46 @@ def test_bf16_pretraining_step_on_cuda():
     out.loss.backward()
     optimizer.step()
     assert torch.isfinite(out.loss) and out.logits.shape == (16, 15)
+
+
+def test_spectral_device_path_on_cuda_matches_cpu():
+    """The counter-based draws are the same on every device: the views on the GPU equal the CPU run of the same
+    device path up to float rounding (a dense Mel product there, grouped ones on CPU)."""
+    import numpy as np
+
+    from audiomosaic_training.augment import sample_seed
+    from audiomosaic_training.spectral_augment import SpectralTwoViewTransform, pad_clips
+    from modeling_audiomosaic import AudioMosaicFeatureExtractor
+
+    transform = SpectralTwoViewTransform(AudioMosaicFeatureExtractor.from_preset("speechcommands"), "official")
+    rng = np.random.default_rng(0)
+    batch, lengths = pad_clips([rng.normal(0, 0.1, 12000 + 700 * i).astype(np.float32) for i in range(6)])
+    seeds = torch.tensor([sample_seed(5, 0, i) for i in range(6)])
+    on_cpu = transform.views_from_batch(batch, lengths, seeds)
+    on_gpu = transform.views_from_batch(batch.cuda(), lengths.cuda(), seeds.cuda())
+    for cpu_view, gpu_view in zip(on_cpu, on_gpu, strict=True):
+        assert gpu_view.device.type == "cuda"
+        torch.testing.assert_close(gpu_view.cpu(), cpu_view, atol=2e-3, rtol=0)
+
+
+def test_device_batches_copy_ahead_on_a_side_stream():
+    import numpy as np
+
+    from audiomosaic_training import pretrain
+    from audiomosaic_training.two_view_data import DeviceBatches
+    from modeling_audiomosaic import AudioMosaicFeatureExtractor
+
+    data_args = pretrain.DataArguments(dataset="x", augmentation="official", augmentation_backend="spectral")
+    views = pretrain.build_views(data_args, AudioMosaicFeatureExtractor.from_preset("speechcommands"),
+                                 torch.device("cuda"))
+    rng = np.random.default_rng(1)
+    host = [views.collate([{"waveform": rng.normal(0, 0.1, 16000).astype(np.float32), "seed": 4 * b + i}
+                           for i in range(4)]) for b in range(3)]
+    pinned = [{key: value.pin_memory() for key, value in batch.items()} for batch in host]
+    handed = list(DeviceBatches(iter(pinned), views, torch.device("cuda")))
+    assert len(handed) == 3
+    for batch, original in zip(handed, host, strict=True):
+        expected = views.transform.views_from_batch(*(original[key].cuda() for key in ("waveforms", "lengths",
+                                                                                        "seeds")))
+        assert batch["input_values"].device.type == "cuda"
+        assert torch.equal(batch["input_values"], expected[0]) and torch.equal(batch["input_values_view1"], expected[1])
