@@ -83,3 +83,27 @@ def test_device_batches_copy_ahead_on_a_side_stream():
                                                                                         "seeds")))
         assert batch["input_values"].device.type == "cuda"
         assert torch.equal(batch["input_values"], expected[0]) and torch.equal(batch["input_values_view1"], expected[1])
+
+
+def test_compiled_pretraining_resumes_and_exports(tmp_path):
+    """`--torch_compile` (Accelerate's dynamo plugin) with the device path: a run stopped after 2 steps and resumed
+    to 4 exports an encoder that loads with AutoModel."""
+    import numpy as np
+    import soundfile
+    from transformers import AutoModel
+
+    from audiomosaic_training import pretrain
+
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        soundfile.write(tmp_path / f"clip_{i}.wav", rng.normal(0, 0.1, 16000).astype(np.float32), 16000)
+    (tmp_path / "clips.csv").write_text("audio\n" + "\n".join(f"clip_{i}.wav" for i in range(16)) + "\n")
+    arguments = ["--dataset", str(tmp_path / "clips.csv"), "--output_dir", str(tmp_path / "run"), "--recipe",
+                 "pretrain_tiny_cpu", "--augmentation_backend", "spectral", "--per_device_train_batch_size", "4",
+                 "--save_steps", "2", "--warmup_steps", "1", "--probe_size", "0", "--torch_compile",
+                 "--mixed_precision", "bf16", "--disable_tqdm", "--use_cpu", "false"]
+    assert pretrain.main([*arguments, "--max_steps", "2"]).global_step == 2
+    state = pretrain.main([*arguments, "--max_steps", "4"])
+    assert state.global_step == 4 and state.nonfinite_steps == 0
+    encoder = AutoModel.from_pretrained(tmp_path / "run")
+    assert encoder.config.hidden_size > 0
