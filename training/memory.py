@@ -8,9 +8,10 @@ which match CUDA's for the ops the encoder uses. Checked against an H200 (ViT-B/
 20.2 / 10.2 / 43.7 GiB estimated for 70 % / all / no blocks checkpointed against 20.7 / 10.6 / 44.3 GiB measured
 (`benchmarks/RESULTS.md`, "Pretraining memory").
 
-Activations grow linearly with the batch, so a step is estimated at two small batches and extrapolated (the NT-Xent
-logits, quadratic in the batch, are a few MiB at batch 512). Not linear in the number of checkpointed blocks (where the
-peak falls moves), so `checkpointed_blocks_for_memory` bisects over it.
+The step is traced at the batch size asked for: the time a fake step takes hardly depends on it, and the peak does not
+scale linearly from small batches (there the optimizer's state, not the activations, sets it, and where the peak falls
+moves with the checkpointing). Memory falls monotonically as blocks are checkpointed, so
+`checkpointed_blocks_for_memory` bisects over their number (about log2(depth) + 1 traces).
 """
 
 import functools
@@ -25,9 +26,6 @@ from .optim import build_optimizer
 
 
 logger = logging.getLogger("audiomosaic.memory")
-
-_SMALL_BATCHES = (2, 4)
-
 
 def checkpoint_blocks(model: AudioMosaicForPreTraining, num_checkpointed: int) -> list[bool]:
     """Recompute the activations of the first `num_checkpointed` encoder blocks in backward (non-reentrant
@@ -84,12 +82,9 @@ def _traced_peak_gib(config_json: str, batch_size: int, num_checkpointed: int, b
 def estimate_peak_memory_gib(config: AudioMosaicConfig, batch_size: int, num_checkpointed: int,
                              mixed_precision: str = "bf16") -> float:
     """Estimated peak memory (GiB) of one pretraining step per device: `batch_size` clips of `config.max_length`
-    frames, the first `num_checkpointed` blocks checkpointed, eager attention as `config` says."""
-    config_json = config.to_json_string(use_diff=False)
-    small, large = (_traced_peak_gib(config_json, size, num_checkpointed, mixed_precision == "bf16")
-                    for size in _SMALL_BATCHES)
-    per_clip = (large - small) / (_SMALL_BATCHES[1] - _SMALL_BATCHES[0])
-    return small + (batch_size - _SMALL_BATCHES[0]) * per_clip
+    frames, the first `num_checkpointed` blocks checkpointed, attention as `config` says."""
+    return _traced_peak_gib(config.to_json_string(use_diff=False), batch_size, num_checkpointed,
+                            mixed_precision == "bf16")
 
 
 def checkpointed_blocks_for_memory(config: AudioMosaicConfig, batch_size: int, memory_gib: float,
