@@ -493,7 +493,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         if sampling_rate is not None:
             sampling_rate = _check_positive_int(sampling_rate, "sampling_rate")
         if device is not None:
-            device = _resolve_device(device)
+            device = check_device(device)
 
         clips = self._parse_inputs(raw_speech, sampling_rate)
         if sampling_rate is None and any(not clip.from_file for clip in clips):
@@ -729,7 +729,8 @@ def _check_positive_int(value: object, name: str) -> int:
     return int(value)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def check_device(device: str | torch.device) -> torch.device:
+    """`torch.device(device)`, with a clear `ValueError` for an unknown name or cuda without a GPU."""
     try:
         device = torch.device(device)
     except RuntimeError as error:

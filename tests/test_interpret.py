@@ -224,4 +224,4 @@ def test_cli_reports_a_missing_label_column_in_one_line(tmp_path, tiny_checkpoin
     with pytest.raises(SystemExit) as exit_info:
         run(["fewshot", str(table), "--model", str(tiny_checkpoint), "--output_dir", str(tmp_path / "out")])
     assert exit_info.value.code == 1
-    assert "no column 'label'" in capsys.readouterr().err
+    assert "no column `label`" in capsys.readouterr().err

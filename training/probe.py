@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicModel
-from modeling_audiomosaic.cli import resolve_device
+from modeling_audiomosaic.inputs import resolve_device
 from modeling_audiomosaic.modeling_audiomosaic import pooled_blocks, standardized_block_means
 
 from .arguments import parse_args_with_recipe
