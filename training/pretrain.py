@@ -290,9 +290,10 @@ def build_model(model_args: ModelArguments, config: AudioMosaicConfig | None = N
     if model_args.model_name_or_path:
         # An encoder-only folder loads too: the projector is then newly initialised.
         return AudioMosaicForPreTraining.from_pretrained(model_args.model_name_or_path, config=config, **kwargs)
+    model = AudioMosaicForPreTraining(config)
     if kwargs:
-        config._attn_implementation = kwargs["attn_implementation"]
-    return AudioMosaicForPreTraining(config)
+        model.set_attn_implementation(kwargs["attn_implementation"])
+    return model
 
 
 def configure_gradient_checkpointing(model: AudioMosaicForPreTraining, fraction: float) -> list[bool]:
