@@ -120,20 +120,17 @@ def item_name(item) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def batched(items: Sequence, size: int) -> Iterator[tuple[int, Sequence]]:
-    """(start index, chunk) pairs of `size` items (the last chunk may be shorter)."""
+def batched(items: Sequence, size: int, desc: str | None = None, progress: bool = False) -> Iterator[Sequence]:
+    """Chunks of `size` items (the last may be shorter), with a progress bar on stderr named `desc` when
+    `progress`."""
     if size < 1:
         raise ValueError(f"The batch size must be a positive integer, got {size}.")
-    for start in range(0, len(items), size):
-        yield start, items[start: start + size]
-
-
-def progress_bar(iterable: Iterable, total: int, desc: str, enabled: bool = True) -> Iterable:
-    if not enabled:
-        return iterable
+    chunks = (items[start: start + size] for start in range(0, len(items), size))
+    if not progress:
+        return chunks
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit="batch", file=sys.stderr)
+    return tqdm(chunks, total=-(-len(items) // size), desc=desc, unit="batch", file=sys.stderr)
 
 
 def resolve_device(name: str | None = None):
@@ -167,6 +164,14 @@ def featurize(feature_extractor, waveforms: list, window_hop: int | None, device
     batch = feature_extractor(waveforms, sampling_rate=feature_extractor.sampling_rate, long_audio="window",
                               window_hop=window_hop, return_tensors="pt")
     return batch["input_values"].to(device), batch["window_clip_index"].to(device), batch.get("attention_mask")
+
+
+def load_for_inference(model_class, args: argparse.Namespace):
+    """(model, feature extractor, device) of `--model` for inference: the model in `--dtype` on `--device` in eval
+    mode, and its feature extractor at `--max_length` (never longer than the model takes)."""
+    device = resolve_device(args.device)
+    model = model_class.from_pretrained(args.model, dtype=resolve_dtype(args.dtype, device)).to(device).eval()
+    return model, load_feature_extractor(args.model, args.max_length, model.config.max_length), device
 
 
 def load_feature_extractor(model_path: str, max_length: int | None = None, model_max_length: int | None = None):

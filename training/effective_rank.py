@@ -18,7 +18,6 @@ from modeling_audiomosaic.inputs import (
     batched,
     command_parser,
     load_feature_extractor,
-    progress_bar,
     resolve_device,
 )
 
@@ -61,8 +60,7 @@ def run(args: argparse.Namespace) -> dict:
     audio = dataset["audio"]
 
     def batches():
-        for _, chunk in progress_bar(batched(audio, args.batch_size), -(-len(audio) // args.batch_size), "Encoding",
-                                     not args.quiet):
+        for chunk in batched(audio, args.batch_size, "Encoding", not args.quiet):
             waveforms = [decode_audio(value, fe.sampling_rate) for value in chunk]
             yield fe(waveforms, sampling_rate=fe.sampling_rate, truncation=True, return_tensors="pt")["input_values"]
 

@@ -10,18 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..inputs import (
-    add_input_arguments,
-    command_parser,
-    batched,
-    expand_inputs,
-    featurize,
-    item_name,
-    load_feature_extractor,
-    progress_bar,
-    resolve_device,
-    resolve_dtype,
-)
+from .. import inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,11 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, metavar="FILE.png",
                         help="with --timeline: draw the timeline (time x top classes heatmap); several inputs get "
                              "FILE_<index>_<name>.png (needs matplotlib)")
-    add_input_arguments(parser, inference=True)
+    inputs.add_input_arguments(parser, inference=True)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    return run(command_parser("classify", __doc__, add_arguments).parse_args(argv))
+    return run(inputs.command_parser("classify", __doc__, add_arguments).parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -48,13 +37,10 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     from .. import AudioMosaicForAudioClassification, average_windows, decode_audio
 
-    items = expand_inputs(args.inputs, args.audio_column)
-    device = resolve_device(args.device)
-    model = AudioMosaicForAudioClassification.from_pretrained(args.model, dtype=resolve_dtype(args.dtype, device))
-    model = model.to(device).eval()
-    fe = load_feature_extractor(args.model, args.max_length, model.config.max_length)
     if args.plot and not args.timeline:
         raise ValueError("--plot draws a timeline: add --timeline.")
+    items = inputs.expand_inputs(args.inputs, args.audio_column)
+    model, fe, device = inputs.load_for_inference(AudioMosaicForAudioClassification, args)
     if args.timeline:
         return classify_timeline(args, model, fe, items)
     multi_label = model.config.problem_type == "multi_label_classification"
@@ -62,16 +48,15 @@ def run(args: argparse.Namespace) -> list[dict]:
     top_k = min(args.top_k, model.config.num_labels)
     predictions = []
     with torch.no_grad():
-        for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Classifying",
-                                     not args.quiet and len(items) > args.batch_size):
+        for chunk in inputs.batched(items, args.batch_size, "Classifying", not args.quiet and len(items) > args.batch_size):
             waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
-            inputs, clip_index, _ = featurize(fe, waveforms, args.window_hop, device)
-            logits = average_windows(model(inputs).logits.float(), clip_index, len(chunk))
+            input_values, clip_index, _ = inputs.featurize(fe, waveforms, args.window_hop, device)
+            logits = average_windows(model(input_values).logits.float(), clip_index, len(chunk))
             scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
             values, indices = scores.topk(top_k, dim=-1)
             for item, row_values, row_indices in zip(chunk, values.tolist(), indices.tolist()):
                 predictions.append({
-                    "file": item_name(item),
+                    "file": inputs.item_name(item),
                     "predictions": [{"label": id2label[i], "score": round(v, 6)}
                                     for v, i in zip(row_values, row_indices)],
                 })
@@ -103,11 +88,10 @@ def classify_timeline(args: argparse.Namespace, model, fe, items: list) -> list[
     from ..embeddings import classify_segments, plot_timeline, timelines_to_csv, timelines_to_table
 
     timelines = []
-    for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Classifying",
-                                 not args.quiet and len(items) > args.batch_size):
+    for chunk in inputs.batched(items, args.batch_size, "Classifying", not args.quiet and len(items) > args.batch_size):
         waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
         timelines += classify_segments(model, fe, waveforms, window_hop=args.window_hop, batch_size=args.batch_size,
-                                       names=[item_name(item) for item in chunk])
+                                       names=[inputs.item_name(item) for item in chunk])
     if args.plot:
         plot = Path(args.plot)
         for index, timeline in enumerate(timelines):

@@ -11,18 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..inputs import (
-    add_input_arguments,
-    command_parser,
-    batched,
-    expand_inputs,
-    featurize,
-    item_name,
-    load_feature_extractor,
-    progress_bar,
-    resolve_device,
-    resolve_dtype,
-)
+from .. import inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "concatenated, with their centre times and clip index (in the .json / .safetensors); "
                              "long clips are windowed (--window_hop must then be a multiple of 16) and each row "
                              "comes from the window where it is most central")
-    add_input_arguments(parser, inference=True)
+    inputs.add_input_arguments(parser, inference=True)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return run(command_parser("embed", __doc__, add_arguments).parse_args(argv))
+    return run(inputs.command_parser("embed", __doc__, add_arguments).parse_args(argv))
 
 
 def parse_layers(spec: str, num_entries: int) -> list[int] | None:
@@ -72,28 +61,25 @@ def run(args: argparse.Namespace) -> Path:
     output = Path(args.output)
     if output.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"--output must end in .npy or .safetensors, got {output.name}.")
-    items = expand_inputs(args.inputs, args.audio_column)
-    device = resolve_device(args.device)
-    model = AudioMosaicModel.from_pretrained(args.model, dtype=resolve_dtype(args.dtype, device)).to(device).eval()
-    fe = load_feature_extractor(args.model, args.max_length, model.config.max_length)
+    items = inputs.expand_inputs(args.inputs, args.audio_column)
+    model, fe, device = inputs.load_for_inference(AudioMosaicModel, args)
     layers = parse_layers(args.layers, model.config.num_hidden_layers + 1)
     if args.frames:
         return embed_frames(args, model, fe, items, layers, output)
     chunks = []
     with torch.no_grad():
-        for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
-                                     not args.quiet):
+        for chunk in inputs.batched(items, args.batch_size, "Embedding", not args.quiet):
             waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
-            inputs, clip_index, mask = featurize(fe, waveforms, args.window_hop, device)
+            input_values, clip_index, mask = inputs.featurize(fe, waveforms, args.window_hop, device)
             mask = mask.to(device) if (mask is not None and args.mask_padding) else None
-            out = model(inputs, attention_mask=mask, output_hidden_states=layers is not None)
+            out = model(input_values, attention_mask=mask, output_hidden_states=layers is not None)
             if layers is None:
                 values = out.pooler_output if not args.no_fc_norm else model.pool(out.last_hidden_state, out.token_mask)
             else:
                 values = torch.stack([model.pool(out.hidden_states[i], out.token_mask) for i in layers], dim=1)
             chunks.append(average_windows(values.float(), clip_index, len(chunk)).cpu())
     embeddings = torch.cat(chunks)
-    meta = {"files": [item_name(i) for i in items], "model": args.model,
+    meta = {"files": [inputs.item_name(i) for i in items], "model": args.model,
             "layers": "pooled" if layers is None else layers,
             "shape": list(embeddings.shape)}
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -119,13 +105,12 @@ def embed_frames(args: argparse.Namespace, model, fe, items: list, layers: list[
     from ..embeddings import frame_embeddings
 
     frames, names = [], []
-    for _, chunk in progress_bar(batched(items, args.batch_size), -(-len(items) // args.batch_size), "Embedding",
-                                 not args.quiet):
+    for chunk in inputs.batched(items, args.batch_size, "Embedding", not args.quiet):
         waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
         frames += frame_embeddings(model, fe, waveforms, layers=-1 if layers is None else layers,
                                    window_hop=args.window_hop, batch_size=args.batch_size,
                                    mask_padding=args.mask_padding)
-        names += [item_name(item) for item in chunk]
+        names += [inputs.item_name(item) for item in chunk]
     embeddings = torch.cat([f.embeddings for f in frames])
     timestamps = torch.cat([f.timestamps for f in frames])
     clip_index = torch.cat([torch.full((len(f.timestamps),), i) for i, f in enumerate(frames)])
