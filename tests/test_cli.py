@@ -281,3 +281,27 @@ def test_debug_prints_a_traceback_from_the_console(tmp_path, classifier_dir):
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
     assert plain.stderr.strip().splitlines()[-1].startswith("audiomosaic fewshot: error: ")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_no_module_below_the_command_line_imports_it():
+    """Imports run one way: cli.py -> commands/ and the training scripts -> the library (modeling_audiomosaic.inputs
+    holds what they share), so the import graph has no loop through the command line."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[1]
+    package = repo / "modeling_audiomosaic"
+    below = [p for p in [*package.rglob("*.py"), *(repo / "training").rglob("*.py")]
+             if p != package / "cli.py" and package / "commands" not in p.parents]
+    offending = []
+    for path in below:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{'.' * node.level}{node.module or ''}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offending += [f"{path.relative_to(repo)}: {name}" for name in names
+                          if any(part in ("cli", "commands") for part in name.split("."))
+                          and "interpret" not in name]  # interpret/commands.py is the interpret commands' library
+    assert not offending, offending
