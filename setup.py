@@ -20,7 +20,7 @@ TRAIN = [
     "pyyaml>=6.0",
 ]
 # torchaudio is never needed: it is only the independent reference the tests compare the feature extractor with
-# (and what transformers' audio-classification pipeline resamples dict inputs with; see README, "Compatibility").
+# (and what transformers' audio-classification pipeline resamples dict inputs with; see docs/compatibility.md).
 TORCHAUDIO = ["torchaudio>=2.6"]
 # `audiomosaic export-onnx`: torch's dynamo exporter needs onnxscript; onnxruntime checks the export and quantises it.
 # Floors are the versions the ONNX tests ran with.

@@ -174,13 +174,12 @@ def load_for_inference(model_class, args: argparse.Namespace):
     return model, load_feature_extractor(args.model, args.max_length, model.config.max_length), device
 
 
-def load_feature_extractor(model_path: str, max_length: int | None = None, model_max_length: int | None = None):
-    """The feature extractor saved with `model_path`, else the AudioSet one (with a note on stderr). Its length is
-    `max_length` when given, and never more than the model's position embeddings cover (`model_max_length`, read
-    from the checkpoint's config when not given)."""
+def load_feature_extractor(model_path: str, max_length: int | None, model_max_length: int):
+    """The feature extractor saved with `model_path`, else the AudioSet one (with a note on stderr), at `max_length`
+    frames when given, else at its own length; never longer than the model's `model_max_length` (its position
+    embeddings end there)."""
     from transformers import AutoFeatureExtractor
 
-    from .configuration_audiomosaic import AudioMosaicConfig
     from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor
 
     try:
@@ -188,17 +187,9 @@ def load_feature_extractor(model_path: str, max_length: int | None = None, model
     except (OSError, ValueError):
         print(f"{model_path} has no preprocessor_config.json; using the AudioSet feature extractor.", file=sys.stderr)
         feature_extractor = AudioMosaicFeatureExtractor()
-    if model_max_length is None:
-        try:
-            model_max_length = AudioMosaicConfig.from_pretrained(model_path).max_length
-        except (OSError, ValueError):
-            model_max_length = None  # no config to read: the model load reports that
-    if max_length is not None:
-        if model_max_length is not None and max_length > model_max_length:
-            raise ValueError(f"--max_length {max_length} is longer than the model's max_length {model_max_length}.")
-        feature_extractor.max_length = max_length
-    elif model_max_length is not None:
-        feature_extractor.max_length = min(feature_extractor.max_length, model_max_length)
+    if max_length is not None and max_length > model_max_length:
+        raise ValueError(f"--max_length {max_length} is longer than the model's max_length {model_max_length}.")
+    feature_extractor.max_length = max_length or min(feature_extractor.max_length, model_max_length)
     return feature_extractor
 
 
@@ -218,8 +209,7 @@ def command_parser(command: str, description: str | None,
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, *, model: bool = True, batch_size: int = 16,
-                        max_length: int | None = None, device: bool = True, audio_column_help: str | None = None,
-                        inference: bool = False) -> None:
+                        max_length: int | None = None, device: bool = True, inference: bool = False) -> None:
     """The options every audio-reading command shares (--model, --batch_size, --max_length, --audio_column,
     --device, --quiet), defined once; `max_length` is the default frame count (None: the checkpoint's). With
     `inference`, also --window_hop and --dtype (`embed`, `classify`)."""
@@ -230,8 +220,7 @@ def add_input_arguments(parser: argparse.ArgumentParser, *, model: bool = True, 
     parser.add_argument("--max_length", type=int, default=max_length,
                         help="frames per clip or window (default: "
                              f"{max_length if max_length is not None else 'the checkpoint'})")
-    parser.add_argument("--audio_column", default="audio",
-                        help=audio_column_help or "audio column of CSV/JSON/Parquet inputs (default 'audio')")
+    parser.add_argument("--audio_column", default="audio", help="audio column of CSV/JSON/Parquet lists (default 'audio')")
     if device:
         parser.add_argument("--device", default=None, help="cpu / cuda / cuda:N (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

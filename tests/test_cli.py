@@ -305,3 +305,25 @@ def test_no_module_below_the_command_line_imports_it():
                           if any(part in ("cli", "commands") for part in name.split("."))
                           and "interpret" not in name]  # interpret/commands.py is the interpret commands' library
     assert not offending, offending
+
+
+def test_feature_extractor_fallback_is_clamped_to_the_model(tmp_path, capsys):
+    """A folder without preprocessor_config.json gets the AudioSet extractor cut to the model's length (1024 frames
+    would not fit a 128-frame model), and a longer --max_length is refused up front."""
+    from modeling_audiomosaic.inputs import load_feature_extractor
+
+    AudioMosaicModel(AudioMosaicConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, max_length=128)).save_pretrained(tmp_path)
+    assert load_feature_extractor(str(tmp_path), None, 128).max_length == 128
+    assert "no preprocessor_config.json" in capsys.readouterr().err
+    assert load_feature_extractor(str(tmp_path), 64, 128).max_length == 64
+    with pytest.raises(ValueError, match="longer than the model's max_length 128"):
+        load_feature_extractor(str(tmp_path), 256, 128)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_a_gpu_is_one_line(classifier_dir, audio_files, capsys, monkeypatch):
+    monkeypatch.delenv("AUDIOMOSAIC_DEBUG", raising=False)
+    with pytest.raises(SystemExit):
+        cli.run(["classify", str(audio_files[0]), "--model", str(classifier_dir), "--device", "cuda"])
+    assert "torch.cuda.is_available() is False" in capsys.readouterr().err.splitlines()[-1]

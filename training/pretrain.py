@@ -157,7 +157,7 @@ class DataArguments(AudioDataArguments):
         default="waveform",
         metadata={"help": "waveform: audiomentations on each clip in the DataLoader workers (the authors' pipeline); "
                           "spectral: the same recipe on the power spectrum of a whole batch (in the workers on CPU, "
-                          "on the GPU when training there), ~10x cheaper; see README, Spectral-domain augmentation."},
+                          "on the GPU when training there), ~10x cheaper; see docs/pretraining.md, Spectral-domain augmentation."},
     )
     time_stretch_max_rate: float | None = field(
         default=None, metadata={"help": "TimeStretch max rate (official 1.3, paper Table 8: 1.25)."}
