@@ -20,7 +20,7 @@ TRAIN = [
     "pyyaml>=6.0",
 ]
 # torchaudio is never needed: it is only the independent reference the tests compare the feature extractor with
-# (and what transformers' audio-classification pipeline resamples dict inputs with; see README, "Compatibility").
+# (and what transformers' audio-classification pipeline resamples dict inputs with; see docs/compatibility.md).
 TORCHAUDIO = ["torchaudio>=2.6"]
 # `audiomosaic export-onnx`: torch's dynamo exporter needs onnxscript; onnxruntime checks the export and quantises it.
 # Floors are the versions the ONNX tests ran with.
@@ -40,11 +40,12 @@ setup(
     python_requires=">=3.10",
     # The repository's `training/` folder is installed as `audiomosaic_training` (like open_clip's `open_clip_train`),
     # so that it cannot shadow or be shadowed by another top-level `training` package.
-    packages=find_packages(include=["modeling_audiomosaic", "modeling_audiomosaic.*"]) + ["audiomosaic_training"],
+    packages=find_packages(include=["modeling_audiomosaic", "modeling_audiomosaic.*"])
+    + ["audiomosaic_training", "audiomosaic_training.metrics"],
     package_dir={"audiomosaic_training": "training"},
     package_data={
-        "modeling_audiomosaic": ["metrics/*/*.py", "model_card.md", "labels/*.csv", "labels/README.md"],
-        "audiomosaic_training": ["recipes/*.yaml"],
+        "modeling_audiomosaic": ["model_card.md", "labels/*.csv", "labels/README.md"],
+        "audiomosaic_training": ["recipes/*.yaml", "metrics/*/*.py"],
     },
     install_requires=CORE,
     extras_require={

@@ -29,7 +29,7 @@ import torchaudio
 from transformers.audio_utils import mel_filter_bank
 
 from modeling_audiomosaic import AudioMosaicFeatureExtractor, resample
-from modeling_audiomosaic import feature_extraction_audiomosaic as feature_extraction
+from modeling_audiomosaic import kaldi_audiomosaic as kaldi
 
 
 def read_clips(data_dir: Path, count: int) -> list[np.ndarray]:
@@ -53,7 +53,7 @@ def log_mel(extractor: AudioMosaicFeatureExtractor, clip: np.ndarray) -> torch.T
 
 
 def compare_mel_banks(clips: list[np.ndarray]) -> None:
-    ours = feature_extraction._kaldi_mel_bank(128, 512, 16000)
+    ours = kaldi.kaldi_mel_bank(128, 512, 16000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "at least one mel filter has all zero values": Kaldi's filter 3 is empty
         library = torch.from_numpy(mel_filter_bank(num_frequency_bins=257, num_mel_filters=128, min_frequency=20,
@@ -68,11 +68,11 @@ def compare_mel_banks(clips: list[np.ndarray]) -> None:
     errors = {}
     for name, bank in (("ours", ours), ("transformers", library)):
         # Route the extractor through this bank (its constants are cached per configuration, so clear them).
-        with mock.patch.object(feature_extraction, "_kaldi_mel_bank", lambda *args, bank=bank: bank):
-            feature_extraction._kaldi_constants.cache_clear()
+        with mock.patch.object(kaldi, "kaldi_mel_bank", lambda *args, bank=bank: bank):
+            kaldi.kaldi_constants.cache_clear()
             errors[name] = max((log_mel(extractor, clip) - kaldi_fbank(torch.from_numpy(clip))).abs().max().item()
                                for clip in clips)
-        feature_extraction._kaldi_constants.cache_clear()
+        kaldi.kaldi_constants.cache_clear()
     print(f"log-Mel of {len(clips)} real clips, max |difference| to kaldi.fbank (parity goal 1e-5):")
     for name, error in errors.items():
         print(f"  with {name:<12} bank {error:.2e}")

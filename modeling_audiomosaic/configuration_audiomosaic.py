@@ -121,10 +121,11 @@ class AudioMosaicConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        self._check_values()
+        self.validate_values()
 
-    def _check_values(self) -> None:
-        """Raise a `ValueError` naming the field for values the model cannot be built with."""
+    def validate_values(self) -> None:
+        """Raise a `ValueError` naming the field for values the model cannot be built with. Runs on construction;
+        call it again after setting fields (e.g. overrides applied to a loaded config)."""
 
         def one_of(field: str, allowed: tuple[str, ...]) -> None:
             if getattr(self, field) not in allowed:

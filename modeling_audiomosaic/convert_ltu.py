@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from .convert_official import KEY_RENAMES, ConversionError, infer_config
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor
+from .inputs import command_parser
 from .modeling_audiomosaic import AudioMosaicModel
 from .modeling_audiomosaic_ltu import AudioMosaicLtuForConditionalGeneration
 
@@ -200,31 +201,26 @@ def convert_ltu(
     return out_dir
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__,
-                                               formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", help="LTU release folder (with extra_weights.bin) or the weight file itself")
     parser.add_argument("out_dir", help="folder to write the composite model, processor and adapter/ to")
     parser.add_argument("--base-model", required=True, help="folder (or Hub id) of the base LLaMA of the release")
     parser.add_argument("--num-heads", type=int, default=None, help="encoder attention heads (default: width/64)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="dtype of the written model (default float32)")
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        raise SystemExit("audiomosaic convert-ltu: error: the LoRA adapter needs peft: pip install "
-                         "'modeling-audiomosaic[ltu]'")
+def run(args: argparse.Namespace) -> Path:
+    import peft  # noqa: F401  (the LoRA adapter needs it; `audiomosaic` names the `ltu` extra when it is missing)
+
     out_dir = convert_ltu(args.release, args.out_dir, args.base_model, num_heads=args.num_heads,
                           dtype=getattr(torch, args.dtype))
     print(f"Wrote {out_dir}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
+    return out_dir
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None) -> Path:
+    return run(command_parser("convert-ltu", __doc__, add_arguments).parse_args(argv))
 
 
 if __name__ == "__main__":

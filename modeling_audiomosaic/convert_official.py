@@ -36,6 +36,7 @@ from safetensors.torch import load_file
 
 from .configuration_audiomosaic import AudioMosaicConfig
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor
+from .inputs import command_parser
 from .modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicForPreTraining
 from .releases import AUTHORS_SOURCE, RELEASES, Release, labels_file, release_for
 
@@ -584,8 +585,7 @@ def format_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", nargs="?",
                         help="authors' state dict (.pt/.pth/.bin/.safetensors), release folder or Hub id owner/name")
     parser.add_argument("out_dir", nargs="?", help="folder to write the transformers checkpoint to")
@@ -610,12 +610,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--problem-type", choices=PROBLEM_TYPES, default=None,
                         help="override the head's problem type (default: the release's; else multi-label for 527 "
                              "AudioSet classes or when the release config says so, else single-label)")
-    return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    run(args)
+def main(argv: list[str] | None = None) -> Path | list[dict[str, str]]:
+    return run(command_parser("convert-official", __doc__, add_arguments).parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> Path | list[dict[str, str]]:

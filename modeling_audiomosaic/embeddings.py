@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .feature_extraction_audiomosaic import _FRAME_LENGTH_MS, _FRAME_SHIFT_MS
+from .kaldi_audiomosaic import FRAME_LENGTH_MS, FRAME_SHIFT_MS
 
 
 @dataclass
@@ -80,7 +80,7 @@ def _write_text(text: str, path: str | os.PathLike | None) -> str:
 
 def frame_centre_seconds(frame_index: torch.Tensor | float) -> torch.Tensor | float:
     """Centre in seconds of Kaldi frame `frame_index` (25 ms frames every 10 ms; frame k starts at k * 10 ms)."""
-    return (frame_index * _FRAME_SHIFT_MS + _FRAME_LENGTH_MS / 2) / 1000
+    return (frame_index * FRAME_SHIFT_MS + FRAME_LENGTH_MS / 2) / 1000
 
 
 def _base_encoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -233,8 +233,8 @@ def classify_segments(
     for index, (first, count, num_frames) in enumerate(clips):
         start_frames = torch.arange(count, dtype=torch.float64) * window_hop
         last_frames = torch.clamp(start_frames + max_length - 1, max=num_frames - 1)
-        starts = (start_frames * _FRAME_SHIFT_MS / 1000).float()
-        ends = ((last_frames * _FRAME_SHIFT_MS + _FRAME_LENGTH_MS) / 1000).float()
+        starts = (start_frames * FRAME_SHIFT_MS / 1000).float()
+        ends = ((last_frames * FRAME_SHIFT_MS + FRAME_LENGTH_MS) / 1000).float()
         name = names[index] if names is not None else f"clip {index}"
         results.append(SegmentScores(starts, ends, scores[first: first + count], labels, multi_label, name))
     return results

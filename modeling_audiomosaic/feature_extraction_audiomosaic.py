@@ -6,9 +6,10 @@ AudioMosaic consumes 128-bin Kaldi log-Mel filterbanks computed exactly as in th
 use_energy=False, window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)`, zero-padded or
 truncated in the log-Mel domain to a fixed number of frames, then normalised with `(x - mean) / (2 * std)`.
 
-This file is self-contained so that it can be shipped as Hugging Face Hub remote code: it only imports torch,
-numpy, soundfile, transformers and the standard library. torchaudio is not needed: the Kaldi Mel bank and the
-authors' resampler (`torchaudio.functional.resample` defaults) are reproduced below, bit for bit.
+This file and its sibling `kaldi_audiomosaic.py` (the Kaldi window and Mel bank, which the Hub copies beside it) can be
+shipped as Hugging Face Hub remote code: they only import torch, numpy, soundfile, transformers and the standard
+library. torchaudio is not needed: the Kaldi Mel bank and the authors' resampler (`torchaudio.functional.resample`
+defaults) are reproduced bit for bit.
 """
 
 import functools
@@ -25,29 +26,18 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, logging
 
+from .kaldi_audiomosaic import FRAME_LENGTH_MS, LOG_FLOOR, PREEMPHASIS, KaldiConstants, kaldi_constants
+
 
 logger = logging.get_logger(__name__)
 
 AudioInput = np.ndarray | torch.Tensor | list | tuple | str | os.PathLike
-
-# Kaldi framing used by the authors (torchaudio defaults): 25 ms windows every 10 ms, FFT size rounded up to a
-# power of two, pre-emphasis 0.97, lowest filter edge 20 Hz, highest = Nyquist.
-_FRAME_LENGTH_MS = 25.0
-_FRAME_SHIFT_MS = 10.0
-_PREEMPHASIS = 0.97
-_LOW_FREQ = 20.0
-# Kaldi's (and torchaudio's) floor before the log: std::numeric_limits<float>::epsilon().
-_LOG_FLOOR = torch.finfo(torch.float32).eps
 
 # Frames processed per step. On CPU a block of 1024 frames keeps every intermediate (~2 MiB each) in cache, which
 # made the batched computation several times faster than one pass over the whole batch on a 2-core machine
 # (benchmarks/RESULTS.md); on GPU the blocks only bound the scratch memory (~0.6 GiB).
 _CPU_CHUNK_FRAMES = 1024
 _GPU_CHUNK_FRAMES = 65536
-
-# Number of contiguous groups of Mel filters multiplied separately: each group only touches the FFT bins under its
-# filters (13% of the dense (256 x 128) bank), which made the Mel product ~3x faster on CPU.
-_MEL_GROUPS = 8
 
 # A 2-D array inside a list is read as one multi-channel clip when its smaller dimension is at most this.
 _MAX_CHANNELS = 8
@@ -58,57 +48,6 @@ PRESETS: dict[str, dict[str, float | int]] = {
     "esc50": {"max_length": 512, "mean": -6.6268077, "std": 5.358466},
     "speechcommands": {"max_length": 128, "mean": -6.845978, "std": 5.5654526},
 }
-
-
-class _KaldiConstants(NamedTuple):
-    window_length: int
-    window_shift: int
-    fft_length: int
-    window: torch.Tensor
-    # (first filter, end filter, first FFT bin, end FFT bin, (bins, filters) block of the transposed Mel bank)
-    mel_groups: tuple[tuple[int, int, int, int, torch.Tensor], ...]
-
-
-@functools.lru_cache(maxsize=16)
-def _kaldi_constants(num_mel_bins: int, sampling_rate: int, device: torch.device) -> _KaldiConstants:
-    """Window and Mel bank for one configuration, cached per device (everything is computed in float32)."""
-    window_length = int(sampling_rate * _FRAME_LENGTH_MS / 1000)
-    window_shift = int(sampling_rate * _FRAME_SHIFT_MS / 1000)
-    fft_length = 1 << (window_length - 1).bit_length()
-    # Kaldi's "hanning" is the symmetric Hann window 0.5 - 0.5 cos(2 pi n / (N - 1)).
-    window = torch.hann_window(window_length, periodic=False, dtype=torch.float32, device=device)
-    # fft_length // 2 columns: the Nyquist bin gets no weight in Kaldi's bank, so it is never computed below.
-    mel_bank = _kaldi_mel_bank(num_mel_bins, fft_length, sampling_rate)
-    mel_t = mel_bank.T
-    groups = []
-    for group in torch.arange(num_mel_bins).tensor_split(min(_MEL_GROUPS, num_mel_bins)):
-        start, end = int(group[0]), int(group[-1]) + 1
-        used_bins = mel_t[:, start:end].sum(dim=1).nonzero().flatten().tolist()
-        # A group whose filters are all empty (filter 3 of the 128-bin bank is) still needs a non-empty product.
-        low, high = (used_bins[0], used_bins[-1] + 1) if used_bins else (0, 1)
-        groups.append((start, end, low, high, mel_t[low:high, start:end].contiguous().to(device)))
-    return _KaldiConstants(window_length, window_shift, fft_length, window, tuple(groups))
-
-
-def _kaldi_mel_bank(num_mel_bins: int, fft_length: int, sampling_rate: int) -> torch.Tensor:
-    """Kaldi's triangular Mel filters (num_mel_bins, fft_length // 2), lowest edge 20 Hz, highest the Nyquist.
-
-    The float32 operations are those of `torchaudio.compliance.kaldi.get_mel_banks` in the same order, so the bank is
-    bit-identical to the one the authors' `kaldi.fbank` used. transformers' `mel_filter_bank(mel_scale="kaldi",
-    triangularize_in_mel_space=True)` computes the same filters in float64, which moves weights by up to 1.4e-5 and
-    log-Mel values by more than the rounding of the rest of the pipeline (benchmarks/bench_frontend_choices.py).
-    """
-    low_mel = 1127.0 * math.log(1.0 + _LOW_FREQ / 700.0)
-    high_mel = 1127.0 * math.log(1.0 + 0.5 * sampling_rate / 700.0)
-    mel_delta = (high_mel - low_mel) / (num_mel_bins + 1)
-    filters = torch.arange(num_mel_bins).unsqueeze(1)
-    left = low_mel + filters * mel_delta
-    centre = low_mel + (filters + 1.0) * mel_delta
-    right = low_mel + (filters + 2.0) * mel_delta
-    bin_mel = (1127.0 * (1.0 + sampling_rate / fft_length * torch.arange(fft_length / 2) / 700.0).log()).unsqueeze(0)
-    up_slope = (bin_mel - left) / (centre - left)
-    down_slope = (right - bin_mel) / (right - centre)
-    return torch.max(torch.zeros(1), torch.min(up_slope, down_slope))
 
 
 # Sinc resampling parameters of `torchaudio.functional.resample`'s defaults, which the authors' loader uses.
@@ -170,7 +109,7 @@ class _Scratch(NamedTuple):
     mel: torch.Tensor
 
 
-def _power_spectrum_block(frames: torch.Tensor, constants: _KaldiConstants, scratch: _Scratch) -> torch.Tensor:
+def _power_spectrum_block(frames: torch.Tensor, constants: KaldiConstants, scratch: _Scratch) -> torch.Tensor:
     """Kaldi power spectrum of `frames` (..., window_length) in `scratch.power[:n]` (n frames, fft_length // 2).
 
     The time-domain steps repeat torchaudio's operations in the same order so that the windowed frames are
@@ -183,7 +122,7 @@ def _power_spectrum_block(frames: torch.Tensor, constants: _KaldiConstants, scra
     centred = scratch.centred[:n]
     torch.sub(frames, frames.mean(dim=-1, keepdim=True), out=centred.view(frames.shape))
     # Pre-emphasis, Kaldi style: y[j] = x[j] - 0.97 x[j - 1], and the first sample uses itself as predecessor.
-    scaled = torch.mul(centred, _PREEMPHASIS, out=scratch.scaled[:n])
+    scaled = torch.mul(centred, PREEMPHASIS, out=scratch.scaled[:n])
     padded = scratch.padded[:n]
     emphasised = padded[:, : constants.window_length]
     torch.sub(centred[:, 1:], scaled[:, :-1], out=emphasised[:, 1:])
@@ -195,7 +134,7 @@ def _power_spectrum_block(frames: torch.Tensor, constants: _KaldiConstants, scra
     return torch.add(spectrum[:, 0:fft_length:2], spectrum[:, 1:fft_length:2], out=scratch.power[:n])
 
 
-def _log_mel_block(frames: torch.Tensor, out: torch.Tensor, constants: _KaldiConstants, scratch: _Scratch) -> None:
+def _log_mel_block(frames: torch.Tensor, out: torch.Tensor, constants: KaldiConstants, scratch: _Scratch) -> None:
     """Kaldi log-Mel energies of `frames` (..., window_length) written into the contiguous `out` (..., num_mel_bins)."""
     n = out.numel() // out.shape[-1]
     _power_spectrum_block(frames, constants, scratch)
@@ -205,7 +144,7 @@ def _log_mel_block(frames: torch.Tensor, out: torch.Tensor, constants: _KaldiCon
     for start, end, low, high, block in constants.mel_groups:
         torch.matmul(scratch.power[:, low:high], block, out=scratch.mel[:, start:end])
     mel = out.view(n, out.shape[-1])
-    torch.clamp_min(scratch.mel[:n], _LOG_FLOOR, out=mel).log_()
+    torch.clamp_min(scratch.mel[:n], LOG_FLOOR, out=mel).log_()
 
 
 def _read_with_soundfile(source: str | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
@@ -388,7 +327,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         device. Spectral-domain augmentation (`audiomosaic_training.spectral_augment`) uses it to filter and warp the
         spectrum before its own Mel product; the features themselves do not go through this method.
         """
-        constants = _kaldi_constants(self.num_mel_bins, self.sampling_rate, frames.device)
+        constants = kaldi_constants(self.num_mel_bins, self.sampling_rate, frames.device)
         if frames.dim() != 2 or frames.shape[1] != constants.window_length or frames.dtype != torch.float32:
             raise ValueError(
                 f"`frames` must be a float32 tensor (num_frames, {constants.window_length}), got "
@@ -493,7 +432,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         if sampling_rate is not None:
             sampling_rate = _check_positive_int(sampling_rate, "sampling_rate")
         if device is not None:
-            device = _resolve_device(device)
+            device = check_device(device)
 
         clips = self._parse_inputs(raw_speech, sampling_rate)
         if sampling_rate is None and any(not clip.from_file for clip in clips):
@@ -506,7 +445,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
             device = device or torch.device("cpu")
 
         waveforms, means = self._prepare_waveforms(clips)
-        constants = _kaldi_constants(self.num_mel_bins, self.sampling_rate, device)
+        constants = kaldi_constants(self.num_mel_bins, self.sampling_rate, device)
         num_frames = [1 + (w.shape[0] - constants.window_length) // constants.window_shift for w in waveforms]
 
         window_clip_index = None
@@ -609,7 +548,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
 
         Every check happens before any signal processing so that bad input fails with a clear message.
         """
-        window_length = int(self.sampling_rate * _FRAME_LENGTH_MS / 1000)
+        window_length = int(self.sampling_rate * FRAME_LENGTH_MS / 1000)
         # A clip's mean is finite exactly when all its samples are (barring float32 overflow), which is ~10x cheaper
         # than an element-wise check. One stacked test keeps CUDA inputs to a single synchronisation.
         raw_means = [clip.samples.mean() for clip in clips]
@@ -636,7 +575,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
                 )
                 raise ValueError(
                     f"{clip.name} is too short: {length} samples at {self.sampling_rate} Hz{resampled}; "
-                    f"expected at least one {_FRAME_LENGTH_MS:g} ms frame = {window_length} samples."
+                    f"expected at least one {FRAME_LENGTH_MS:g} ms frame = {window_length} samples."
                 )
 
         waveforms, means = [], []
@@ -667,7 +606,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
         the whole batch are one strided view (batch, num_rows, window_length). A real frame only reads its own
         clip's samples, so it does not depend on the rest of the batch; the other rows are overwritten with padding.
         """
-        constants = _kaldi_constants(self.num_mel_bins, self.sampling_rate, device)
+        constants = kaldi_constants(self.num_mel_bins, self.sampling_rate, device)
         batch_size = len(waveforms)
         shift, window_length = constants.window_shift, constants.window_length
         slot = (num_rows - 1) * shift + window_length
@@ -729,7 +668,8 @@ def _check_positive_int(value: object, name: str) -> int:
     return int(value)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def check_device(device: str | torch.device) -> torch.device:
+    """`torch.device(device)`, with a clear `ValueError` for an unknown name or cuda without a GPU."""
     try:
         device = torch.device(device)
     except RuntimeError as error:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .caching import atomic_write, fingerprint
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor, decode_audio
 
 
@@ -119,17 +120,14 @@ def cached_norm_stats(
     the clips (their paths, or digests of in-memory audio), `max_length` and `sampling_rate`; the same data at the same
     length is read back instead of recomputed."""
     identity = [[_clip_identity(clip) for clip in clips], max_length, sampling_rate]
-    key = hashlib.sha1(json.dumps(identity).encode()).hexdigest()[:16]
-    path = Path(cache_dir or DEFAULT_CACHE_DIR) / f"norm_stats_{key}.json"
+    path = Path(cache_dir or DEFAULT_CACHE_DIR) / f"norm_stats_{fingerprint(identity)}.json"
     if path.is_file():
         stats = NormStats(**json.loads(path.read_text()))
         logger.info("Normalisation statistics from %s: mean %.6f, std %.6f", path, stats.mean, stats.std)
         return stats
     stats = compute_norm_stats(clips, max_length, sampling_rate=sampling_rate, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(asdict(stats)))
-    partial.replace(path)  # atomic: a concurrent or interrupted run never reads half a file
+    with atomic_write(path) as partial:
+        partial.write_text(json.dumps(asdict(stats)))
     logger.info("Normalisation statistics over %d clips: mean %.6f, std %.6f (cached in %s)", stats.num_clips,
                 stats.mean, stats.std, path)
     return stats

@@ -228,3 +228,102 @@ def test_bad_input_gets_one_line_in_every_command(argv, problem, classifier_dir,
     monkeypatch.setenv("AUDIOMOSAIC_DEBUG", "1")
     with pytest.raises(cli.USER_ERRORS):
         cli.run(argv)
+
+
+# One bad input per command, each failing before any real work (a missing file or folder).
+BAD_INPUT = {
+    "embed": ["{tmp}/missing.wav", "--model", "{model}", "--output", "{tmp}/x.npy"],
+    "classify": ["{tmp}/missing.wav", "--model", "{model}"],
+    "norm-stats": ["{tmp}/missing"],
+    "export-onnx": ["{tmp}/missing", "{tmp}/onnx"],
+    "convert-official": ["{tmp}/missing.pt", "{tmp}/converted"],
+    "convert-ltu": ["{tmp}/missing", "{tmp}/converted", "--base-model", "{tmp}/missing_llama"],
+    "pretrain": ["--recipe", "pretrain_tiny_cpu", "--dataset", "{tmp}/missing.csv", "--output_dir", "{tmp}/o"],
+    "finetune": ["--recipe", "finetune_generic", "--dataset", "{tmp}/missing.csv", "--output_dir", "{tmp}/o"],
+    "probe": ["--recipe", "probe_generic", "--dataset", "{tmp}/missing.csv", "--model_name_or_path", "{model}",
+              "--output_dir", "{tmp}/o"],
+    "effective-rank": ["{tmp}/missing.csv", "--model", "{model}", "--output_dir", "{tmp}/o"],
+    "publish": ["{tmp}/missing"],
+    "train-ltu": ["--model_name_or_path", "{tmp}/missing", "--dataset", "{tmp}/missing.csv", "--output_dir",
+                  "{tmp}/o"],
+    "sae-train": ["{tmp}/missing", "--model", "{model}", "--output_dir", "{tmp}/o"],
+    "sae-report": ["{tmp}/missing", "--model", "{model}", "--sae", "{tmp}/missing_sae", "--output_dir", "{tmp}/o"],
+    "fewshot": ["{tmp}/missing", "--model", "{model}", "--output_dir", "{tmp}/o"],
+    "heads": ["{tmp}/missing", "--model", "{model}", "--output_dir", "{tmp}/o"],
+}
+
+
+def test_the_bad_input_table_covers_every_command():
+    assert set(BAD_INPUT) == set(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(BAD_INPUT))
+def test_debug_shows_the_exception_of_every_command(command, classifier_dir, tmp_path, capsys, monkeypatch):
+    """Without --debug: one line `audiomosaic COMMAND: error: ...` and exit status 1; with `--debug` before the
+    command the exception itself comes through (its traceback), whichever command it is."""
+    argv = [command, *(part.format(tmp=tmp_path, model=classifier_dir) for part in BAD_INPUT[command])]
+    monkeypatch.delenv("AUDIOMOSAIC_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.rstrip().splitlines()[-1].startswith(f"audiomosaic {command}: error: "), err[-2000:]
+    with pytest.raises(cli.USER_ERRORS):
+        cli.run(["--debug", *argv])
+
+
+def test_debug_prints_a_traceback_from_the_console(tmp_path, classifier_dir):
+    """The console script itself: the `fewshot` error (once handled by a second boundary that ignored --debug)."""
+    command = [sys.executable, "-m", "modeling_audiomosaic.cli"]
+    argv = ["fewshot", str(tmp_path / "missing"), "--model", str(classifier_dir), "--output_dir", str(tmp_path / "o")]
+    plain = subprocess.run([*command, *argv], capture_output=True, text=True, timeout=300)
+    debug = subprocess.run([*command, "--debug", *argv], capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines()[-1].startswith("audiomosaic fewshot: error: ")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_no_module_below_the_command_line_imports_it():
+    """Imports run one way: cli.py -> commands/ and the training scripts -> the library (modeling_audiomosaic.inputs
+    holds what they share), so the import graph has no loop through the command line."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[1]
+    package = repo / "modeling_audiomosaic"
+    below = [p for p in [*package.rglob("*.py"), *(repo / "training").rglob("*.py")]
+             if p != package / "cli.py" and package / "commands" not in p.parents]
+    offending = []
+    for path in below:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{'.' * node.level}{node.module or ''}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offending += [f"{path.relative_to(repo)}: {name}" for name in names
+                          if any(part in ("cli", "commands") for part in name.split("."))
+                          and "interpret" not in name]  # interpret/commands.py is the interpret commands' library
+    assert not offending, offending
+
+
+def test_feature_extractor_fallback_is_clamped_to_the_model(tmp_path, capsys):
+    """A folder without preprocessor_config.json gets the AudioSet extractor cut to the model's length (1024 frames
+    would not fit a 128-frame model), and a longer --max_length is refused up front."""
+    from modeling_audiomosaic.inputs import load_feature_extractor
+
+    AudioMosaicModel(AudioMosaicConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, max_length=128)).save_pretrained(tmp_path)
+    assert load_feature_extractor(str(tmp_path), None, 128).max_length == 128
+    assert "no preprocessor_config.json" in capsys.readouterr().err
+    assert load_feature_extractor(str(tmp_path), 64, 128).max_length == 64
+    with pytest.raises(ValueError, match="longer than the model's max_length 128"):
+        load_feature_extractor(str(tmp_path), 256, 128)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_a_gpu_is_one_line(classifier_dir, audio_files, capsys, monkeypatch):
+    monkeypatch.delenv("AUDIOMOSAIC_DEBUG", raising=False)
+    with pytest.raises(SystemExit):
+        cli.run(["classify", str(audio_files[0]), "--model", str(classifier_dir), "--device", "cuda"])
+    assert "torch.cuda.is_available() is False" in capsys.readouterr().err.splitlines()[-1]

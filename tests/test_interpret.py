@@ -48,7 +48,7 @@ def manual_head_outputs(model: AudioMosaicModel, hidden: torch.Tensor, block: in
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_collector_reads_the_attention_projection_input(attention):
     model = tiny_model()
-    model.config._attn_implementation = attention
+    model.set_attn_implementation(attention)
     inputs = torch.randn(2, 64, 128)
     with torch.no_grad(), HeadOutputCollector(model) as collector:
         output = model(inputs, output_hidden_states=True)
@@ -224,4 +224,4 @@ def test_cli_reports_a_missing_label_column_in_one_line(tmp_path, tiny_checkpoin
     with pytest.raises(SystemExit) as exit_info:
         run(["fewshot", str(table), "--model", str(tiny_checkpoint), "--output_dir", str(tmp_path / "out")])
     assert exit_info.value.code == 1
-    assert "no column 'label'" in capsys.readouterr().err
+    assert "no column `label`" in capsys.readouterr().err

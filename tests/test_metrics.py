@@ -18,7 +18,7 @@ from modeling_audiomosaic.analysis import (
     masking_keep_indices,
     plot_effective_rank,
 )
-from modeling_audiomosaic.metrics import AVAILABLE_METRICS, load_metric, metric_path
+from audiomosaic_training.metrics import AVAILABLE_METRICS, load_metric, metric_path
 
 
 def test_modules_ship_and_load_by_path():
@@ -32,7 +32,7 @@ def test_modules_ship_and_load_by_path():
 
 def test_load_works_without_network_in_a_fresh_process(tmp_path):
     code = (
-        "from modeling_audiomosaic.metrics import load_metric;"
+        "from audiomosaic_training.metrics import load_metric;"
         "print(load_metric('accuracy').compute(predictions=[1, 0, 1], references=[1, 1, 1])['accuracy'])"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

@@ -58,7 +58,7 @@ def check(result, expected, top_k=5):
 def test_converted_folder_contents(classifier_folder):
     names = {p.name for p in classifier_folder.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_audiomosaic.py",
-            "modeling_audiomosaic.py", "feature_extraction_audiomosaic.py"} <= names
+            "modeling_audiomosaic.py", "feature_extraction_audiomosaic.py", "kaldi_audiomosaic.py"} <= names
     config = json.loads((classifier_folder / "config.json").read_text())
     assert config["model_type"] == "audiomosaic" and config["id2label"]["0"] == "yes"
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForAudioClassification"}

@@ -21,7 +21,7 @@ from audiomosaic_training.spectral_augment import (
     warped_mel_bank,
 )
 from modeling_audiomosaic import AudioMosaicFeatureExtractor
-from modeling_audiomosaic.feature_extraction_audiomosaic import _kaldi_mel_bank
+from modeling_audiomosaic.kaldi_audiomosaic import kaldi_mel_bank
 
 
 RATE = 16000
@@ -207,7 +207,7 @@ def test_pitch_shift_moves_a_tone_to_the_shifted_tones_bin(extractor, semitones)
 
 def test_warped_bank_without_shift_is_kaldis():
     bank = warped_mel_bank(torch.zeros(1), 128, 512, RATE)[0]
-    torch.testing.assert_close(bank, _kaldi_mel_bank(128, 512, RATE).T, atol=5e-5, rtol=0)
+    torch.testing.assert_close(bank, kaldi_mel_bank(128, 512, RATE).T, atol=5e-5, rtol=0)
 
 
 def test_noise_matches_gaussian_noise_at_the_snr(extractor):

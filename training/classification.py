@@ -14,7 +14,7 @@ from transformers import EvalPrediction
 
 from modeling_audiomosaic import AudioMosaicFeatureExtractor, AudioMosaicForAudioClassification
 from modeling_audiomosaic.feature_extraction_audiomosaic import decode_audio
-from modeling_audiomosaic.metrics import load_metric
+from audiomosaic_training.metrics import load_metric
 from modeling_audiomosaic.norm_stats import AUTO_PRESET
 
 from .arguments import AudioDataArguments

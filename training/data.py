@@ -18,13 +18,14 @@ from pathlib import Path
 
 from datasets import Audio, Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
 
+from modeling_audiomosaic.inputs import find_audio_files, resolve_audio_path
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
+
 TABLE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-def _absolute_paths(dataset: Dataset, column: str, root: Path) -> Dataset:
-    return dataset.map(lambda row: {column: str((root / row[column]).resolve())})
+def _absolute_paths(dataset: Dataset, column: str, table: Path) -> Dataset:
+    return dataset.map(lambda row: {column: resolve_audio_path(row[column], table)})
 
 
 def _folder_dataset(folder: Path, audio_column: str) -> Dataset:
@@ -35,11 +36,9 @@ def _folder_dataset(folder: Path, audio_column: str) -> Dataset:
             column = audio_column if audio_column in dataset.column_names else "file_name"
             if column not in dataset.column_names:
                 raise ValueError(f"{metadata} has no `{audio_column}` or `file_name` column with the audio paths.")
-            dataset = _absolute_paths(dataset, column, folder)
+            dataset = _absolute_paths(dataset, column, metadata)
             return dataset.rename_column(column, "audio") if column != "audio" else dataset
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-    if not files:
-        raise ValueError(f"{folder} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) and no metadata.csv.")
+    files = find_audio_files(folder)  # no metadata file: the audio files themselves
     columns = {"audio": [str(p.resolve()) for p in files]}
     labels = [p.parent.relative_to(folder).as_posix() for p in files]
     if len(set(labels)) > 1:  # audiofolder convention: one sub-folder per class
@@ -70,7 +69,7 @@ def open_audio_dataset(
         dataset = load_dataset(builder, data_files=str(path), split="train")
         if audio_column not in dataset.column_names:
             raise ValueError(f"{path} has no column `{audio_column}`; its columns are {dataset.column_names}.")
-        dataset = _absolute_paths(dataset, audio_column, path.parent)
+        dataset = _absolute_paths(dataset, audio_column, path)
     elif path.suffix or source.startswith((".", "/")):
         raise FileNotFoundError(f"Dataset source {source} does not exist.")
     else:

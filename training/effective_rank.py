@@ -13,37 +13,37 @@ from pathlib import Path
 
 from modeling_audiomosaic import AudioMosaicModel, decode_audio
 from modeling_audiomosaic.analysis import effective_rank_analysis, plot_effective_rank
-from modeling_audiomosaic.cli import batched, load_feature_extractor, progress_bar, resolve_device
+from modeling_audiomosaic.inputs import (
+    add_input_arguments,
+    batched,
+    command_parser,
+    load_feature_extractor,
+    resolve_device,
+)
 
 from .data import open_audio_dataset, select_folds, subsample
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="audiomosaic effective-rank", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", help="audio folder, CSV/JSON/Parquet list, save_to_disk folder or Hub dataset")
-    p.add_argument("--model", required=True, help="AudioMosaic checkpoint folder or Hub id")
-    p.add_argument("--output_dir", required=True, help="where the JSON and PNG go")
-    p.add_argument("--audio_column", default="audio", help="audio column (default 'audio')")
-    p.add_argument("--split", default="train", help="split of a Hub / save_to_disk dataset")
-    p.add_argument("--dataset_config_name", default=None, help="Hub dataset configuration")
-    p.add_argument("--fold_column", default=None, help="column holding folds")
-    p.add_argument("--folds", default=None, help="comma-separated folds to keep")
-    p.add_argument("--max_samples", type=int, default=None, help="random subset of this many clips")
-    p.add_argument("--maskings", default="none,unstructured,time_frequency",
-                   help="comma-separated from none, unstructured, time, frequency, time_frequency")
-    p.add_argument("--time_ratio", type=float, default=0.6, help="share of time rows dropped (default 0.6)")
-    p.add_argument("--freq_ratio", type=float, default=0.4, help="share of frequency columns dropped (default 0.4)")
-    p.add_argument("--unstructured_ratio", type=float, default=None,
-                   help="share of tokens dropped by unstructured masking (default: keep as many as time_frequency)")
-    p.add_argument("--no_fc_norm", action="store_true", help="rank of the token mean without fc_norm")
-    p.add_argument("--center", action="store_true", help="remove the feature mean before the SVD")
-    p.add_argument("--seed", type=int, default=0, help="seed of the masks and of the subset")
-    p.add_argument("--batch_size", type=int, default=32, help="clips per forward pass")
-    p.add_argument("--device", default=None, help="cpu / cuda")
-    p.add_argument("--max_length", type=int, default=None, help="frames per clip (default: the checkpoint's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="audio folder, CSV/JSON/Parquet list, save_to_disk folder or Hub dataset")
+    parser.add_argument("--output_dir", required=True, help="where the JSON and PNG go")
+    parser.add_argument("--split", default="train", help="split of a Hub / save_to_disk dataset")
+    parser.add_argument("--dataset_config_name", default=None, help="Hub dataset configuration")
+    parser.add_argument("--fold_column", default=None, help="column holding folds")
+    parser.add_argument("--folds", default=None, help="comma-separated folds to keep")
+    parser.add_argument("--max_samples", type=int, default=None, help="random subset of this many clips")
+    parser.add_argument("--maskings", default="none,unstructured,time_frequency",
+                        help="comma-separated from none, unstructured, time, frequency, time_frequency")
+    parser.add_argument("--time_ratio", type=float, default=0.6, help="share of time rows dropped (default 0.6)")
+    parser.add_argument("--freq_ratio", type=float, default=0.4,
+                        help="share of frequency columns dropped (default 0.4)")
+    parser.add_argument("--unstructured_ratio", type=float, default=None,
+                        help="share of tokens dropped by unstructured masking (default: keep as many as "
+                             "time_frequency)")
+    parser.add_argument("--no_fc_norm", action="store_true", help="rank of the token mean without fc_norm")
+    parser.add_argument("--center", action="store_true", help="remove the feature mean before the SVD")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the masks and of the subset")
+    add_input_arguments(parser, batch_size=32)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -56,12 +56,11 @@ def run(args: argparse.Namespace) -> dict:
     dataset = subsample(dataset, args.max_samples, args.seed)
     device = resolve_device(args.device)
     model = AudioMosaicModel.from_pretrained(args.model).to(device).eval()
-    fe = load_feature_extractor(args.model, args.max_length)
+    fe = load_feature_extractor(args.model, args.max_length, model.config.max_length)
     audio = dataset["audio"]
 
     def batches():
-        for _, chunk in progress_bar(batched(audio, args.batch_size), -(-len(audio) // args.batch_size), "Encoding",
-                                     not args.quiet):
+        for chunk in batched(audio, args.batch_size, "Encoding", not args.quiet):
             waveforms = [decode_audio(value, fe.sampling_rate) for value in chunk]
             yield fe(waveforms, sampling_rate=fe.sampling_rate, truncation=True, return_tensors="pt")["input_values"]
 
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run(build_parser().parse_args(argv))
+    return run(command_parser("effective-rank", __doc__, add_arguments).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def build_config(source: str | None, overrides: dict) -> AudioMosaicConfig:
     config = AudioMosaicConfig.from_pretrained(source)
     for key, value in overrides.items():
         setattr(config, key, value)
-    config._check_values()
+    config.validate_values()
     return config
 
 

@@ -168,7 +168,7 @@ class DataArguments(AudioDataArguments):
         default="waveform",
         metadata={"help": "waveform: audiomentations on each clip in the DataLoader workers (the authors' pipeline); "
                           "spectral: the same recipe on the power spectrum of a whole batch (in the workers on CPU, "
-                          "on the GPU when training there), ~10x cheaper; see README, Spectral-domain augmentation."},
+                          "on the GPU when training there), ~10x cheaper; see docs/pretraining.md, Spectral-domain augmentation."},
     )
     time_stretch_max_rate: float | None = field(
         default=None, metadata={"help": "TimeStretch max rate (official 1.3, paper Table 8: 1.25)."}
@@ -313,9 +313,10 @@ def build_model(model_args: ModelArguments, config: AudioMosaicConfig | None = N
     if model_args.model_name_or_path:
         # An encoder-only folder loads too: the projector is then newly initialised.
         return AudioMosaicForPreTraining.from_pretrained(model_args.model_name_or_path, config=config, **kwargs)
+    model = AudioMosaicForPreTraining(config)
     if kwargs:
-        config._attn_implementation = kwargs["attn_implementation"]
-    return AudioMosaicForPreTraining(config)
+        model.set_attn_implementation(kwargs["attn_implementation"])
+    return model
 
 
 def configure_gradient_checkpointing(model: AudioMosaicForPreTraining, fraction: float) -> list[bool]:

@@ -33,7 +33,6 @@ Outputs in `--output_dir`: `results.json`, `probe_results.md` (one row per probe
 
 import copy
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -50,7 +49,8 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicModel
-from modeling_audiomosaic.cli import resolve_device
+from modeling_audiomosaic.caching import atomic_write, fingerprint, model_fingerprint
+from modeling_audiomosaic.inputs import resolve_device
 from modeling_audiomosaic.modeling_audiomosaic import pooled_blocks, standardized_block_means
 
 from .arguments import parse_args_with_recipe
@@ -151,17 +151,11 @@ def extract_layer_features(encoder: AudioMosaicModel, loader: DataLoader, device
 
 
 def cache_fingerprint(encoder: AudioMosaicModel, prepared: PreparedRun, data_args: DataArguments, split: str) -> str:
-    """Hash of everything the cached features depend on: encoder weights, feature extraction and the clips."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(encoder.config.to_json_string().encode())
-    digest.update(prepared.feature_extractor.to_json_string().encode())
-    digest.update(json.dumps([prepared.max_length, data_args.truncate_samples, data_args.sampling_rate]).encode())
+    """Hash of everything the cached features depend on: encoder weights, feature extraction and every clip (as a
+    list: `datasets`' lazy column prints only its first five values)."""
     hf = prepared.train_hf if split == "train" else prepared.eval_hf
-    digest.update(json.dumps(hf["audio"], default=str).encode())
-    return digest.hexdigest()[:20]
+    return fingerprint(model_fingerprint(encoder), prepared.feature_extractor.to_json_string(),
+                       [prepared.max_length, data_args.truncate_samples, data_args.sampling_rate], list(hf["audio"]))
 
 
 def cached_features(encoder: AudioMosaicModel, prepared: PreparedRun, data_args: DataArguments, split: str,
@@ -181,8 +175,8 @@ def cached_features(encoder: AudioMosaicModel, prepared: PreparedRun, data_args:
     if path is not None:
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in features.items()}, str(path))
+        with atomic_write(path) as partial:
+            save_file({k: v.contiguous() for k, v in features.items()}, str(partial))
     return features
 
 

@@ -22,6 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import PreTrainedModel
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor
+from modeling_audiomosaic.inputs import command_parser
 from modeling_audiomosaic.model_cards import render_model_card
 
 
@@ -190,15 +191,13 @@ def publish_run(output_dir: str | Path, results: dict, model: PreTrainedModel | 
     return output_dir
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run folder with results.json and a saved model (config.json, weights)")
     parser.add_argument("--hub_model_id", default=None, help="Hub repository id, user/name")
     parser.add_argument("--push_to_hub", action="store_true", help="upload the folder to the Hub")
     parser.add_argument("--hub_private_repo", action="store_true", help="create the repository as private")
     parser.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in one)")
     parser.add_argument("--model_card_template", default=None, help="Jinja template (default: model_card.md)")
-    return parser
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -218,7 +217,7 @@ def run(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO)
-    return run(build_parser().parse_args(argv))
+    return run(command_parser("publish", __doc__, add_arguments).parse_args(argv))
 
 
 if __name__ == "__main__":

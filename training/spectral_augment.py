@@ -39,12 +39,13 @@ import numpy as np
 import torch
 
 from modeling_audiomosaic import AudioMosaicFeatureExtractor
-from modeling_audiomosaic.feature_extraction_audiomosaic import (
-    _LOG_FLOOR,
-    _LOW_FREQ,
-    _PREEMPHASIS,
-    _kaldi_constants,
-    _KaldiConstants,
+from modeling_audiomosaic.kaldi_audiomosaic import (
+    LOG_FLOOR,
+    LOW_FREQ,
+    MEL_GROUPS,
+    PREEMPHASIS,
+    KaldiConstants,
+    kaldi_constants,
 )
 
 from .augment import (
@@ -69,8 +70,6 @@ PITCH_SEMITONES_RANGE = (-4.0, 4.0)
 # Columns of each transform in a view's uniform draws: whether it applies, then one per random parameter.
 _UNIFORM_COLUMNS = {"polarity": 0, "stretch": 1, "snr": 3, "gain": 5, "highpass": 7, "bandstop": 10, "pitch": 14}
 _NUM_UNIFORMS = 16
-# Contiguous groups of Mel filters multiplied separately (as the feature extractor does).
-_MEL_GROUPS = 8
 # Frames per block of views on CPU: keeps the intermediates of a block in cache (as the feature extractor does); on
 # other devices, bounds the memory of a block (~3 GB for 256 clips of 10 s) while issuing few operations.
 _CPU_BLOCK_FRAMES = 4096
@@ -213,13 +212,13 @@ def butterworth_power_response(
 
 def _preemphasis_power(hz: torch.Tensor, sampling_rate: int) -> torch.Tensor:
     """|1 - c e^(-i w)|^2 of Kaldi's pre-emphasis y[n] = x[n] - c x[n - 1] at frequencies `hz`."""
-    return 1.0 + _PREEMPHASIS**2 - 2.0 * _PREEMPHASIS * torch.cos(2.0 * torch.pi * hz / sampling_rate)
+    return 1.0 + PREEMPHASIS**2 - 2.0 * PREEMPHASIS * torch.cos(2.0 * torch.pi * hz / sampling_rate)
 
 
 def warped_mel_bank(semitones: torch.Tensor, num_mel_bins: int, fft_length: int, sampling_rate: int) -> torch.Tensor:
     """Kaldi's triangular Mel filters read at frequency a * f with a = 2^(semitones / 12): (views, fft_length // 2,
     num_mel_bins), float32. Semitones 0 gives the extractor's bank up to float rounding."""
-    low_mel = 1127.0 * np.log(1.0 + _LOW_FREQ / 700.0)
+    low_mel = 1127.0 * np.log(1.0 + LOW_FREQ / 700.0)
     high_mel = 1127.0 * np.log(1.0 + 0.5 * sampling_rate / 700.0)
     delta = (high_mel - low_mel) / (num_mel_bins + 1)
     left = low_mel + delta * torch.arange(num_mel_bins, dtype=torch.float32, device=semitones.device)
@@ -419,7 +418,7 @@ class SpectralTwoViewTransform:
         device = clips.device
         extractor = self.feature_extractor
         max_length = extractor.max_length
-        constants = _kaldi_constants(extractor.num_mel_bins, self.sampling_rate, device)
+        constants = kaldi_constants(extractor.num_mel_bins, self.sampling_rate, device)
         window_length, shift = constants.window_length, constants.window_shift
         num_views = len(parameters.rate)
         lengths = lengths.repeat_interleave(views_per_clip)
@@ -448,7 +447,7 @@ class SpectralTwoViewTransform:
                     out[:, :, start:end] = torch.bmm(power[:, :, low:high], banks[:, low:high, start:end])
             else:  # one dense product: an accelerator's arithmetic is cheaper than the operations the groups issue
                 torch.bmm(power, banks, out=out)
-            out.clamp_min_(_LOG_FLOOR).log_()
+            out.clamp_min_(LOG_FLOOR).log_()
             if extractor.do_normalize:
                 out.sub_(extractor.mean).div_(2 * extractor.std)
             out.masked_fill_((frame_index >= num_frames[part, None])[..., None], float(pad))
@@ -467,7 +466,7 @@ class SpectralTwoViewTransform:
         return torch.nn.functional.pad(rolled, (window_length, window_length))
 
     def _power(
-        self, views: torch.Tensor, lengths: torch.Tensor, parameters: ViewParameters, constants: _KaldiConstants,
+        self, views: torch.Tensor, lengths: torch.Tensor, parameters: ViewParameters, constants: KaldiConstants,
         counter_noise: bool,
     ) -> torch.Tensor:
         """Kaldi power spectra (views, max_length, bins) of the frames of the (time-stretched) views, with
@@ -511,7 +510,7 @@ class SpectralTwoViewTransform:
         noisy = torch.isfinite(parameters.snr_db)
         return torch.where(noisy, mean_square.sqrt() / 10.0 ** (parameters.snr_db.clamp_max(1e9) / 20.0), 0.0)
 
-    def _mel_groups(self, constants: _KaldiConstants) -> list[tuple[int, int, int, int]]:
+    def _mel_groups(self, constants: KaldiConstants) -> list[tuple[int, int, int, int]]:
         """(first filter, end filter, first bin, end bin) of contiguous groups of Mel filters: the bins any of the
         group's filters covers at the recipe's extreme pitch shifts (the support moves monotonically in between)."""
         if self._groups is None:
@@ -520,14 +519,14 @@ class SpectralTwoViewTransform:
                                     constants.fft_length, self.sampling_rate)
             used = banks.sum(dim=0) > 0  # (bins, filters)
             self._groups = []
-            for group in torch.arange(used.shape[1]).tensor_split(_MEL_GROUPS):
+            for group in torch.arange(used.shape[1]).tensor_split(MEL_GROUPS):
                 start, end = int(group[0]), int(group[-1]) + 1
                 bins = used[:, start:end].any(dim=1).nonzero().flatten().tolist()
                 low, high = (bins[0], bins[-1] + 1) if bins else (0, 1)
                 self._groups.append((start, end, low, high))
         return self._groups
 
-    def _mel_banks(self, parameters: ViewParameters, constants: _KaldiConstants, device: torch.device) -> torch.Tensor:
+    def _mel_banks(self, parameters: ViewParameters, constants: KaldiConstants, device: torch.device) -> torch.Tensor:
         """Per-view Mel banks (views, bins, num_mel_bins): gain and filter power responses on the source bins, Mel
         filters read at the pitch-shifted frequency."""
         def as_tensor(values: torch.Tensor) -> torch.Tensor:

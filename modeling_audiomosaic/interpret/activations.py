@@ -12,7 +12,6 @@ projection are the one place where heads can be read and edited. Plain `torch` h
 would add a tracing layer (and, for pyvene, an IPython/plotnine dependency tree) for what is one pre-hook per block.
 """
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..caching import atomic_write, fingerprint, model_fingerprint
 
 
 POOLINGS = ("mean", "mean_patches", "cls", "cls+mean")
@@ -138,11 +139,8 @@ class Activations:
         if self.tokens is not None:
             tensors["tokens"] = self.tokens.half().contiguous()
         meta = {**self.meta, "token_layer": self.token_layer, "grid": self.grid, "version": CACHE_VERSION}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        save_file(tensors, str(partial), metadata={"meta": json.dumps(meta)})
-        partial.replace(path)  # atomic: an interrupted run never leaves a truncated cache behind
+        with atomic_write(path) as partial:
+            save_file(tensors, str(partial), metadata={"meta": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | Path) -> "Activations":
@@ -162,23 +160,10 @@ class Activations:
         )
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-1 of the model's config and parameter bytes: a random-init and a trained encoder never share a cache."""
-    digest = hashlib.sha1(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def cache_key(model: torch.nn.Module, files: list[str], options: dict) -> str:
     """Hash of (model weights, audio files with their size and modification time, extraction options)."""
-    digest = hashlib.sha1(model_fingerprint(model).encode())
-    for name in files:
-        stat = Path(name).stat()
-        digest.update(f"{Path(name).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    digest.update(json.dumps(options, sort_keys=True).encode())
-    return digest.hexdigest()[:20]
+    stats = [(str(Path(name).resolve()), (stat := Path(name).stat()).st_size, stat.st_mtime_ns) for name in files]
+    return fingerprint(model_fingerprint(model), stats, options)
 
 
 @torch.no_grad()

@@ -3,7 +3,6 @@ sub-folder per class, or a CSV with audio and label columns), JSON / Markdown ta
 collected once per (model, files, options) and cached under `--cache_dir` (default: `<output_dir>/cache`)."""
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -12,8 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"}
+from ..inputs import (
+    TABLE_EXTENSIONS,
+    add_input_arguments,
+    check_columns,
+    find_audio_files,
+    read_table,
+    resolve_audio_path,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -23,30 +28,23 @@ AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", "
 
 def read_labelled_audio(source: str, audio_column: str = "audio", label_column: str = "label",
                         fold_column: str | None = None) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """(files, labels, folds or None) from a folder (label = name of each file's parent folder) or a CSV (relative
-    paths resolved against the CSV's folder)."""
+    """(files, labels, folds or None) from a folder (label = name of each file's parent folder) or a CSV / JSON /
+    Parquet list (relative paths resolved against the list's folder)."""
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"Data {source} does not exist.")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-        if not files:
-            raise ValueError(f"Folder {source} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}).")
+        files = find_audio_files(path)
         if fold_column is not None:
             raise ValueError("--fold_column needs a CSV input; a folder gives labels only.")
         return [str(p) for p in files], np.array([p.parent.name for p in files]), None
-    if path.suffix.lower() != ".csv":
-        raise ValueError(f"Data must be a folder of class sub-folders or a .csv file, got {source}.")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"{source} has no rows.")
-    for column in (audio_column, label_column, fold_column):
-        if column is not None and column not in rows[0]:
-            raise ValueError(f"{source} has no column {column!r}; its columns are {list(rows[0])}.")
-    files = [str(p if (p := Path(r[audio_column])).is_absolute() else path.parent / p) for r in rows]
-    folds = np.array([r[fold_column] for r in rows]) if fold_column else None
-    return files, np.array([r[label_column] for r in rows]), folds
+    if path.suffix.lower() not in TABLE_EXTENSIONS:
+        raise ValueError(f"Data must be a folder of class sub-folders or a CSV/JSON/Parquet list, got {source}.")
+    rows = read_table(path)
+    check_columns(rows, (audio_column, label_column, fold_column), source)
+    files = [resolve_audio_path(row[audio_column], path) for row in rows]
+    folds = np.array([str(row[fold_column]) for row in rows]) if fold_column else None
+    return files, np.array([str(row[label_column]) for row in rows]), folds
 
 
 def split_train_test(labels: np.ndarray, folds: np.ndarray | None, test_folds: str | None,
@@ -69,18 +67,14 @@ def split_train_test(labels: np.ndarray, folds: np.ndarray | None, test_folds: s
 
 def load_encoder(args: argparse.Namespace):
     """(AudioMosaicModel, feature extractor) from --model; --random_init keeps the config and draws new weights."""
-    from transformers import AutoFeatureExtractor
-
+    from ..inputs import load_feature_extractor
     from ..modeling_audiomosaic import AudioMosaicModel
 
     model = AudioMosaicModel.from_pretrained(args.model)
     if args.random_init:
         torch.manual_seed(args.seed)
         model = AudioMosaicModel(model.config)
-    feature_extractor = AutoFeatureExtractor.from_pretrained(args.model)
-    if args.max_length is not None:
-        feature_extractor.max_length = args.max_length
-    return model.eval(), feature_extractor
+    return model.eval(), load_feature_extractor(args.model, args.max_length, model.config.max_length)
 
 
 def gather(args: argparse.Namespace, token_layer: int | None = None):
@@ -457,17 +451,14 @@ def heads(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Parser
+# Options shared by the four commands (their own options: modeling_audiomosaic/commands/<command>.py)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="folder with one sub-folder per class, or a CSV with audio and label columns")
-    parser.add_argument("--model", required=True,
-                        help="AudioMosaic encoder folder (config, weights, feature extractor)")
     parser.add_argument("--output_dir", required=True, help="where JSON, tables and PNGs go")
     parser.add_argument("--cache_dir", default=None, help="activation cache (default: <output_dir>/cache)")
-    parser.add_argument("--audio_column", default="audio", help="CSV column with audio paths (default 'audio')")
     parser.add_argument("--label_column", default="label", help="CSV column with labels (default 'label')")
     parser.add_argument("--fold_column", default=None, help="CSV column with folds")
     parser.add_argument("--test_folds", default=None,
@@ -476,54 +467,5 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pooling of the per-head outputs over tokens (default 'mean', cls included)")
     parser.add_argument("--random_init", action="store_true",
                         help="control: the checkpoint's architecture with random weights (seeded by --seed)")
-    parser.add_argument("--max_length", type=int, default=None, help="frames per clip (default: the checkpoint's)")
-    parser.add_argument("--batch_size", type=int, default=32, help="clips per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, episodes and random heads")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def configure_sae_train(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
-    parser.add_argument("--layer", type=int, default=-1,
-                        help="hidden-state index (0 = embedding output, -1 = last block; default -1)")
-    parser.add_argument("--mode", choices=("clip", "token"), default="clip",
-                        help="'clip': one mean-pooled vector per clip; 'token': patch tokens (cls excluded)")
-    parser.add_argument("--tokens_per_clip", type=int, default=None, help="token mode: random tokens per clip")
-    parser.add_argument("--activation", choices=("topk", "relu"), default="topk", help="TopK or ReLU + L1")
-    parser.add_argument("--expansion", type=float, default=4.0, help="latents per input dimension (default 4)")
-    parser.add_argument("--k", type=int, default=32, help="active latents per input (topk; default 32)")
-    parser.add_argument("--l1_coefficient", type=float, default=1e-3, help="L1 weight (relu)")
-    parser.add_argument("--epochs", type=int, default=100, help="passes over the training vectors")
-    parser.add_argument("--sae_batch_size", type=int, default=256, help="vectors per SAE step")
-    parser.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate")
-    parser.set_defaults(func=sae_train)
-
-
-def configure_sae_report(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
-    parser.add_argument("--sae", required=True, help="the sae/ folder written by `audiomosaic sae-train`")
-    parser.add_argument("--top_latents", type=int, default=5, help="latents listed per class")
-    parser.add_argument("--top_clips", type=int, default=4, help="clips in the latent spectrogram figure")
-    parser.set_defaults(func=sae_report)
-
-
-def configure_fewshot(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
-    parser.add_argument("--shots", default="1,5,20", help="comma-separated shots per class (default 1,5,20)")
-    parser.add_argument("--episodes", type=int, default=5, help="support-set draws per shot count (default 5)")
-    parser.add_argument("--best_layer", type=int, default=None,
-                        help="hidden-state index of the 'best layer' baselines (default: best 3-fold cosine "
-                             "nearest-centroid accuracy on the training clips)")
-    parser.set_defaults(func=fewshot)
-
-
-def configure_heads(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
-    parser.add_argument("--cv", type=int, default=5, help="folds of the per-head probes")
-    parser.add_argument("--max_probe_clips", type=int, default=1500,
-                        help="random training clips for the per-head probes (default 1500)")
-    parser.add_argument("--top_heads", type=int, default=3, help="heads per class to ablate / scale (default 3)")
-    parser.add_argument("--n_random", type=int, default=10, help="draws of matched random heads (default 10)")
-    parser.add_argument("--max_eval_per_class", type=int, default=30, help="test clips per class for interventions")
-    parser.add_argument("--steer_alpha", type=float, default=5.0, help="steering strength in std units")
-    parser.set_defaults(func=heads)
+    add_input_arguments(parser, batch_size=32, device=False)

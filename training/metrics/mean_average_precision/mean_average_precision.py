@@ -31,7 +31,7 @@ Returns:
     num_classes_evaluated (`int`): classes that entered the mAP.
     num_classes_skipped (`int`): classes without positives.
 Example:
-    >>> metric = evaluate.load("modeling_audiomosaic/metrics/mean_average_precision")
+    >>> metric = evaluate.load("training/metrics/mean_average_precision")
     >>> metric.compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[[1, 0], [0, 1]])
     {'mAP': 1.0, 'mAUC': 1.0, 'num_classes_evaluated': 2, 'num_classes_skipped': 0}
 """

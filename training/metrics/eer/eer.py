@@ -24,7 +24,7 @@ Returns:
     auc (`float`): ROC AUC.
     threshold (`float`): score threshold at the EER operating point.
 Example:
-    >>> metric = evaluate.load("modeling_audiomosaic/metrics/eer")
+    >>> metric = evaluate.load("training/metrics/eer")
     >>> metric.compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[0, 0, 1, 1])
     {'eer': 0.5, 'auc': 0.75, 'threshold': 0.4}
 """

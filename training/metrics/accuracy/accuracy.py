@@ -20,7 +20,7 @@ Args:
 Returns:
     accuracy (`float`): in [0, 1] (or a count with `normalize=False`).
 Example:
-    >>> metric = evaluate.load("modeling_audiomosaic/metrics/accuracy")
+    >>> metric = evaluate.load("training/metrics/accuracy")
     >>> metric.compute(predictions=[0, 1, 2], references=[0, 1, 1])
     {'accuracy': 0.6666666666666666}
 """

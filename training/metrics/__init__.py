@@ -3,7 +3,7 @@
 `evaluate` 0.4 ships no metric scripts and `evaluate.load("accuracy")` needs the Hub; these modules are loaded by
 path instead:
 
-    >>> from modeling_audiomosaic.metrics import load_metric
+    >>> from audiomosaic_training.metrics import load_metric
     >>> load_metric("mean_average_precision").compute(predictions=scores, references=multi_hot)
     {'mAP': ..., 'mAUC': ..., 'num_classes_evaluated': ...}
 

@@ -1,0 +1,27 @@
+"""Per-head probe map and head ablation / emphasis / steering against matched random heads, on labelled audio (a
+folder with one sub-folder per class, or a CSV with audio and label columns): JSON and PNGs. Needs the `interpret`
+extra.
+
+    audiomosaic heads clips/ --model runs/pretrain --output_dir runs/heads --top_heads 3
+"""
+
+import argparse
+
+from ..interpret.commands import add_labelled_data_arguments
+from ..interpret.commands import heads as run
+from ..inputs import command_parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_labelled_data_arguments(parser)
+    parser.add_argument("--cv", type=int, default=5, help="folds of the per-head probes")
+    parser.add_argument("--max_probe_clips", type=int, default=1500,
+                        help="random training clips for the per-head probes (default 1500)")
+    parser.add_argument("--top_heads", type=int, default=3, help="heads per class to ablate / scale (default 3)")
+    parser.add_argument("--n_random", type=int, default=10, help="draws of matched random heads (default 10)")
+    parser.add_argument("--max_eval_per_class", type=int, default=30, help="test clips per class for interventions")
+    parser.add_argument("--steer_alpha", type=float, default=5.0, help="steering strength in std units")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(command_parser("heads", __doc__, add_arguments).parse_args(argv))
