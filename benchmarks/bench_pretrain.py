@@ -345,13 +345,20 @@ def load_legacy_spectral_transform():
     try:
         source = subprocess.run(["git", "-C", str(ROOT), "show", f"{LEGACY_COMMIT}:training/spectral_augment.py"],
                                 check=True, capture_output=True, text=True).stdout
+        # The Kaldi constants it imported privately from the extractor are public in their own module since.
+        start = source.index("from modeling_audiomosaic.feature_extraction_audiomosaic import (")
+        end = source.index(")", start) + 1
+        source = source[:start] + (
+            "from modeling_audiomosaic.kaldi_audiomosaic import (LOG_FLOOR as _LOG_FLOOR, LOW_FREQ as _LOW_FREQ, "
+            "PREEMPHASIS as _PREEMPHASIS, kaldi_constants as _kaldi_constants, KaldiConstants as _KaldiConstants)"
+        ) + source[end:]
         path = Path(tempfile.mkdtemp()) / "legacy_spectral_augment.py"
         path.write_text(source)
         spec = importlib.util.spec_from_file_location("audiomosaic_training.legacy_spectral_augment", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module.SpectralTwoViewTransform
-    except (OSError, subprocess.CalledProcessError, ImportError) as error:
+    except (OSError, subprocess.CalledProcessError, ImportError, ValueError) as error:
         print(f"legacy transform unavailable ({error}); its row is left out")
         return None
 
