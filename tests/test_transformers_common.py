@@ -1,0 +1,223 @@
+"""transformers' own shared tests, run against every AudioMosaic model class and the feature extractor the way
+transformers tests its Audio Spectrogram Transformer (`tests/models/audio_spectrogram_transformer/`): a tiny config,
+`ModelTesterMixin`, `ConfigTester` and `SequenceFeatureExtractionTestMixin`. The mixins come from the sdist of the
+installed transformers version (see `fetch_transformers_tests.py`); without them (no network, no pip) the module is
+skipped with the reason. Every common test skipped or overridden here says why in a one-line comment."""
+
+import unittest
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from transformers.models.auto import modeling_auto
+
+from modeling_audiomosaic import (
+    AudioMosaicConfig,
+    AudioMosaicFeatureExtractor,
+    AudioMosaicForAudioClassification,
+    AudioMosaicForPreTraining,
+    AudioMosaicModel,
+)
+
+
+pytest.importorskip("parameterized", reason="transformers' common tests need `parameterized` (the [dev] extra)")
+try:
+    from fetch_transformers_tests import import_common
+
+    test_modeling_common = import_common("test_modeling_common")
+    test_configuration_common = import_common("test_configuration_common")
+    test_sequence_feature_extraction_common = import_common("test_sequence_feature_extraction_common")
+except (RuntimeError, ImportError) as error:
+    pytest.skip(f"transformers' common tests are not available: {error}", allow_module_level=True)
+
+ModelTesterMixin = test_modeling_common.ModelTesterMixin
+floats_tensor = test_modeling_common.floats_tensor
+ids_tensor = test_modeling_common.ids_tensor
+ConfigTester = test_configuration_common.ConfigTester
+SequenceFeatureExtractionTestMixin = test_sequence_feature_extraction_common.SequenceFeatureExtractionTestMixin
+
+# Classes registered at import time are missing from transformers' static name tables, which the mixins read to tell
+# a base model (no loss expected) from a head model (labels prepared, loss trained); declared here as they would be.
+MODEL_NAMES = {
+    "MODEL_MAPPING_NAMES": "AudioMosaicModel",
+    "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES": "AudioMosaicForAudioClassification",
+    "MODEL_FOR_PRETRAINING_MAPPING_NAMES": "AudioMosaicForPreTraining",
+}
+
+
+class AudioMosaicModelTester:
+    """A tiny AudioMosaic: 2 layers of width 32 over 64 frames x 32 Mel bins, i.e. 4 x 2 patches of 16 + cls."""
+
+    def __init__(self, parent, batch_size=13, frames=64, num_mel_bins=32, patch_size=16, hidden_size=32,
+                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, num_labels=3, return_loss=True):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.frames = frames
+        self.num_mel_bins = num_mel_bins
+        self.patch_size = patch_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.num_labels = num_labels
+        self.return_loss = return_loss
+        self.seq_length = 1 + (frames // patch_size) * (num_mel_bins // patch_size)
+        self.is_training = True
+
+    def get_config(self, **overrides) -> AudioMosaicConfig:
+        values = dict(
+            hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
+            patch_size=self.patch_size, num_mel_bins=self.num_mel_bins, max_length=self.frames,
+            projection_hidden_size=16, projection_dim=8, num_labels=self.num_labels, attn_implementation="eager",
+        )
+        return AudioMosaicConfig(**{**values, **overrides})
+
+    def prepare_config_and_inputs_for_common(self):
+        inputs = {"input_values": floats_tensor([self.batch_size, self.frames, self.num_mel_bins])}
+        if not self.return_loss:
+            inputs["return_loss"] = False
+        return self.get_config(), inputs
+
+
+class AudioMosaicCommonTests(ModelTesterMixin):
+    """What every AudioMosaic model class shares in the mixin."""
+
+    # AudioMosaic is new (2026), but the weight-init test dates models by a copyright line in the config file.
+    test_can_init_all_missing_weights_before_2023 = True
+    # Patch embeddings are a Conv2d over the spectrogram, not a token table: there is nothing to resize.
+    test_resize_embeddings = False
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.name_tables = [
+            mock.patch.dict(getattr(modeling_auto, table), {"audiomosaic": name}) for table, name in MODEL_NAMES.items()
+        ]
+        for table in cls.name_tables:
+            table.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for table in cls.name_tables:
+            table.stop()
+        super().tearDownClass()
+
+    @unittest.skip(reason="AudioMosaic takes log-Mel `input_values`; it has no `inputs_embeds`")
+    def test_inputs_embeds(self):
+        pass
+
+    @unittest.skip(reason="AudioMosaic takes log-Mel `input_values`; it has no `inputs_embeds`")
+    def test_inputs_embeds_matches_input_ids(self):
+        pass
+
+    # Overridden as AST does: the input embeddings are the patch Conv2d and there are no output embeddings.
+    def test_model_get_set_embeddings(self):
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIsInstance(model.get_input_embeddings(), torch.nn.Module)
+            self.assertIsNone(model.get_output_embeddings())
+
+    # Overridden as AST does: the main input is `input_values`, not `input_ids`.
+    def test_forward_signature(self):
+        import inspect
+
+        for model_class in self.all_model_classes:
+            arg_names = list(inspect.signature(model_class.forward).parameters)
+            self.assertEqual(arg_names[1], "input_values")
+
+
+class AudioMosaicModelTest(AudioMosaicCommonTests, unittest.TestCase):
+    all_model_classes = (AudioMosaicModel, AudioMosaicForAudioClassification)
+
+    def setUp(self):
+        self.model_tester = AudioMosaicModelTester(self)
+        self.config_tester = AudioMosaicConfigTester(self, config_class=AudioMosaicConfig, has_text_modality=False,
+                                                     hidden_size=32, num_attention_heads=4, num_hidden_layers=2)
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    def test_model(self):
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        model = AudioMosaicModel(config).eval()
+        with torch.no_grad():
+            output = model(**inputs)
+        tester = self.model_tester
+        self.assertEqual(output.last_hidden_state.shape, (tester.batch_size, tester.seq_length, tester.hidden_size))
+        self.assertEqual(output.pooler_output.shape, (tester.batch_size, tester.hidden_size))
+
+    def test_for_audio_classification(self):
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        model = AudioMosaicForAudioClassification(config).eval()
+        labels = ids_tensor([self.model_tester.batch_size], self.model_tester.num_labels)
+        with torch.no_grad():
+            output = model(**inputs, labels=labels)
+        self.assertEqual(output.logits.shape, (self.model_tester.batch_size, self.model_tester.num_labels))
+        self.assertEqual(output.loss.ndim, 0)
+
+
+class AudioMosaicForPreTrainingTest(AudioMosaicCommonTests, unittest.TestCase):
+    all_model_classes = (AudioMosaicForPreTraining,)
+
+    def setUp(self):
+        self.model_tester = AudioMosaicModelTester(self)
+        # Hidden states and attentions come per view (view 0 and view 1): asking for them adds two output fields.
+        self.model_tester.num_hidden_states_types = 2
+
+    # NT-Xent's logits compare each clip with the rest of its batch by design; every per-clip output (projections,
+    # pooled features, hidden states) must still be batch-independent, so the mixin's check runs without the loss.
+    def test_batching_equivalence(self):
+        self.model_tester.return_loss = False
+        super().test_batching_equivalence()
+
+    def test_model(self):
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        model = AudioMosaicForPreTraining(config).train()
+        output = model(**inputs)
+        batch_size = self.model_tester.batch_size
+        self.assertEqual(output.logits.shape, (2 * batch_size, 2 * batch_size - 1))
+        self.assertEqual(output.projection_view0.shape, (batch_size, config.projection_dim))
+        self.assertEqual(output.loss.ndim, 0)
+
+
+class AudioMosaicConfigTester(ConfigTester):
+    # The common-kwargs table this check compares against lives in transformers' tests/utils, which the sdist does
+    # not ship (its stand-in is empty), so there is nothing to check.
+    def check_config_arguments_init(self):
+        pass
+
+
+class AudioMosaicFeatureExtractionTester:
+    """The padding mixin's inputs are sequences of `feature_size`-wide frames; `feature_size` is the Mel-bin count, so
+    they are log-Mel frames (100 to 800 of them), which `pad` batches into `input_values`."""
+
+    def __init__(self, parent, batch_size=7, min_seq_length=100, max_seq_length=800, feature_size=128):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.min_seq_length = min_seq_length
+        self.max_seq_length = max_seq_length
+        self.seq_length_diff = (max_seq_length - min_seq_length) // (batch_size - 1)
+        self.feature_size = feature_size
+
+    def prepare_feat_extract_dict(self) -> dict:
+        return {"feature_size": self.feature_size, "padding_value": 0.0, "sampling_rate": 16000,
+                "return_attention_mask": True, "do_normalize": True}
+
+    def prepare_inputs_for_common(self, equal_length=False, numpify=False):
+        rng = np.random.default_rng(0)
+        if equal_length:
+            lengths = [self.max_seq_length] * self.batch_size
+        else:
+            lengths = range(self.min_seq_length, self.max_seq_length, self.seq_length_diff)
+        speech_inputs = [rng.random((length, self.feature_size)) for length in lengths]
+        return speech_inputs if numpify else [inputs.tolist() for inputs in speech_inputs]
+
+
+class AudioMosaicFeatureExtractionTest(SequenceFeatureExtractionTestMixin, unittest.TestCase):
+    feature_extraction_class = AudioMosaicFeatureExtractor
+
+    def setUp(self):
+        self.feat_extract_tester = AudioMosaicFeatureExtractionTester(self)
