@@ -19,6 +19,8 @@ from modeling_audiomosaic import (
     AudioMosaicForPreTraining,
     AudioMosaicModel,
 )
+from modeling_audiomosaic.configuration_audiomosaic import CLASSIFIER_TYPES
+from modeling_audiomosaic.modeling_audiomosaic import CLASSIFIER_HEADS, AudioMosaicPatchEmbeddings
 
 
 pytest.importorskip("parameterized", reason="transformers' common tests need `parameterized` (the [dev] extra)")
@@ -49,8 +51,8 @@ MODEL_NAMES = {
 class AudioMosaicModelTester:
     """A tiny AudioMosaic: 2 layers of width 32 over 64 frames x 32 Mel bins, i.e. 4 x 2 patches of 16 + cls."""
 
-    def __init__(self, parent, batch_size=13, frames=64, num_mel_bins=32, patch_size=16, hidden_size=32,
-                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, num_labels=3, return_loss=True):
+    def __init__(self, parent, batch_size=4, frames=64, num_mel_bins=32, patch_size=16, hidden_size=32,
+                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, num_labels=3, classifier_type="linear", return_loss=True):
         self.parent = parent
         self.batch_size = batch_size
         self.frames = frames
@@ -60,7 +62,9 @@ class AudioMosaicModelTester:
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
         self.intermediate_size = intermediate_size
-        self.num_labels = num_labels
+        self.classifier_type = classifier_type
+        # A head with its own outputs (AASIST: bona fide / spoof) fixes the label count.
+        self.num_labels = CLASSIFIER_HEADS[classifier_type].num_outputs or num_labels
         self.return_loss = return_loss
         self.seq_length = 1 + (frames // patch_size) * (num_mel_bins // patch_size)
         self.is_training = True
@@ -70,7 +74,8 @@ class AudioMosaicModelTester:
             hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
             num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
             patch_size=self.patch_size, num_mel_bins=self.num_mel_bins, max_length=self.frames,
-            projection_hidden_size=16, projection_dim=8, num_labels=self.num_labels, attn_implementation="eager",
+            projection_hidden_size=16, projection_dim=8, num_labels=self.num_labels, classifier_type=self.classifier_type,
+            attn_implementation="eager",
         )
         return AudioMosaicConfig(**{**values, **overrides})
 
@@ -104,29 +109,13 @@ class AudioMosaicCommonTests(ModelTesterMixin):
             table.stop()
         super().tearDownClass()
 
-    @unittest.skip(reason="AudioMosaic takes log-Mel `input_values`; it has no `inputs_embeds`")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="AudioMosaic takes log-Mel `input_values`; it has no `inputs_embeds`")
-    def test_inputs_embeds_matches_input_ids(self):
-        pass
-
     # Overridden as AST does: the input embeddings are the patch Conv2d and there are no output embeddings.
     def test_model_get_set_embeddings(self):
         config, _ = self.model_tester.prepare_config_and_inputs_for_common()
         for model_class in self.all_model_classes:
             model = model_class(config)
-            self.assertIsInstance(model.get_input_embeddings(), torch.nn.Module)
+            self.assertIsInstance(model.get_input_embeddings(), AudioMosaicPatchEmbeddings)
             self.assertIsNone(model.get_output_embeddings())
-
-    # Overridden as AST does: the main input is `input_values`, not `input_ids`.
-    def test_forward_signature(self):
-        import inspect
-
-        for model_class in self.all_model_classes:
-            arg_names = list(inspect.signature(model_class.forward).parameters)
-            self.assertEqual(arg_names[1], "input_values")
 
 
 class AudioMosaicModelTest(AudioMosaicCommonTests, unittest.TestCase):
@@ -181,6 +170,50 @@ class AudioMosaicForPreTrainingTest(AudioMosaicCommonTests, unittest.TestCase):
         self.assertEqual(output.logits.shape, (2 * batch_size, 2 * batch_size - 1))
         self.assertEqual(output.projection_view0.shape, (batch_size, config.projection_dim))
         self.assertEqual(output.loss.ndim, 0)
+
+
+class AudioMosaicHeadTest(AudioMosaicCommonTests):
+    """The classification model with a head other than the linear one, which `AudioMosaicModelTest` covers: the
+    probes read every block (so they need the hidden states themselves) and AASIST is a network of its own."""
+
+    all_model_classes = (AudioMosaicForAudioClassification,)
+    classifier_type = None
+
+    def setUp(self):
+        self.model_tester = AudioMosaicModelTester(self, classifier_type=self.classifier_type)
+        # The head reads the encoder's output; eager and SDPA attention inside the encoder are compared (through the
+        # linear head's logits) by AudioMosaicModelTest, and 25 more variants per head would only repeat that.
+        if self._testMethodName.startswith("test_eager_matches_sdpa_inference"):
+            self.skipTest("the encoder's eager/SDPA agreement is covered by AudioMosaicModelTest")
+
+
+class AudioMosaicLayerProbeTest(AudioMosaicHeadTest, unittest.TestCase):
+    classifier_type = "layer_probe"
+
+
+class AudioMosaicWeightedSumProbeTest(AudioMosaicHeadTest, unittest.TestCase):
+    classifier_type = "weighted_sum_probe"
+
+
+class AudioMosaicAttentiveProbeTest(AudioMosaicHeadTest, unittest.TestCase):
+    classifier_type = "attentive_probe"
+
+
+class AudioMosaicAASISTTest(AudioMosaicHeadTest, unittest.TestCase):
+    classifier_type = "aasist"
+    # Two checkpoint tensors get no gradient by design: the residual blocks' `bn1` (the authors compute it and discard
+    # the output; only its running statistics change) and the encoder's `fc_norm` (AASIST reads the tokens).
+    test_all_params_have_gradient = False
+
+    # AASIST's output layer is fixed at two classes (bona fide / spoof): no checkpoint with another label count exists.
+    @unittest.skip(reason="the AASIST head has exactly 2 outputs, so `num_labels` cannot be changed on loading")
+    def test_can_load_ignoring_mismatched_shapes(self):
+        pass
+
+
+def test_every_head_is_covered():
+    tested = {"linear"} | {case.classifier_type for case in AudioMosaicHeadTest.__subclasses__()}
+    assert tested == set(CLASSIFIER_TYPES)
 
 
 class AudioMosaicConfigTester(ConfigTester):
