@@ -55,7 +55,8 @@ class AudioMosaicModelTester:
     """A tiny AudioMosaic: 2 layers of width 32 over 64 frames x 32 Mel bins, i.e. 4 x 2 patches of 16 + cls."""
 
     def __init__(self, parent, batch_size=4, frames=64, num_mel_bins=32, patch_size=16, hidden_size=32,
-                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, num_labels=3, classifier_type="linear", return_loss=True):
+                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, num_labels=3,
+                 classifier_type="linear", return_loss=True):
         self.parent = parent
         self.batch_size = batch_size
         self.frames = frames
@@ -77,8 +78,8 @@ class AudioMosaicModelTester:
             hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
             num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
             patch_size=self.patch_size, num_mel_bins=self.num_mel_bins, max_length=self.frames,
-            projection_hidden_size=16, projection_dim=8, num_labels=self.num_labels, classifier_type=self.classifier_type,
-            attn_implementation="eager",
+            projection_hidden_size=16, projection_dim=8, num_labels=self.num_labels,
+            classifier_type=self.classifier_type, attn_implementation="eager",
         )
         return AudioMosaicConfig(**{**values, **overrides})
 
@@ -92,9 +93,9 @@ class AudioMosaicModelTester:
 class AudioMosaicCommonTests(ModelTesterMixin):
     """What every AudioMosaic model class shares in the mixin."""
 
-    # AudioMosaic is new (2026), but the weight-init test dates models by a copyright line in the config file.
+    # The weight-init test dates a model by a copyright line its config file lacks; AudioMosaic is new, so run it.
     test_can_init_all_missing_weights_before_2023 = True
-    # Patch embeddings are a Conv2d over the spectrogram, not a token table: there is nothing to resize.
+    # The patch embeddings are a Conv2d over the spectrogram, not a token table: nothing to resize (as AST).
     test_resize_embeddings = False
 
     @classmethod
@@ -112,7 +113,7 @@ class AudioMosaicCommonTests(ModelTesterMixin):
             table.stop()
         super().tearDownClass()
 
-    # Overridden as AST does: the input embeddings are the patch Conv2d and there are no output embeddings.
+    # Overridden as AST does: the input embeddings are the patch Conv2d module and there are no output embeddings.
     def test_model_get_set_embeddings(self):
         config, _ = self.model_tester.prepare_config_and_inputs_for_common()
         for model_class in self.all_model_classes:
@@ -159,8 +160,7 @@ class AudioMosaicForPreTrainingTest(AudioMosaicCommonTests, unittest.TestCase):
         # Hidden states and attentions come per view (view 0 and view 1): asking for them adds two output fields.
         self.model_tester.num_hidden_states_types = 2
 
-    # NT-Xent's logits compare each clip with the rest of its batch by design; every per-clip output (projections,
-    # pooled features, hidden states) must still be batch-independent, so the mixin's check runs without the loss.
+    # NT-Xent's logits compare each clip with its batch by design: the check runs on every per-clip output instead.
     def test_batching_equivalence(self):
         self.model_tester.return_loss = False
         super().test_batching_equivalence()
@@ -184,8 +184,7 @@ class AudioMosaicHeadTest(AudioMosaicCommonTests):
 
     def setUp(self):
         self.model_tester = AudioMosaicModelTester(self, classifier_type=self.classifier_type)
-        # The head reads the encoder's output; eager and SDPA attention inside the encoder are compared (through the
-        # linear head's logits) by AudioMosaicModelTest, and 25 more variants per head would only repeat that.
+        # Heads read the encoder's output, whose eager/SDPA agreement AudioMosaicModelTest checks in 25 variants.
         if self._testMethodName.startswith("test_eager_matches_sdpa_inference"):
             self.skipTest("the encoder's eager/SDPA agreement is covered by AudioMosaicModelTest")
 
@@ -204,8 +203,7 @@ class AudioMosaicAttentiveProbeTest(AudioMosaicHeadTest, unittest.TestCase):
 
 class AudioMosaicAASISTTest(AudioMosaicHeadTest, unittest.TestCase):
     classifier_type = "aasist"
-    # Two checkpoint tensors get no gradient by design: the residual blocks' `bn1` (the authors compute it and discard
-    # the output; only its running statistics change) and the encoder's `fc_norm` (AASIST reads the tokens).
+    # By design no gradient reaches `bn1` (output discarded, as the authors') nor `fc_norm` (AASIST reads the tokens).
     test_all_params_have_gradient = False
 
     # AASIST's output layer is fixed at two classes (bona fide / spoof): no checkpoint with another label count exists.
@@ -220,8 +218,7 @@ def test_every_head_is_covered():
 
 
 class AudioMosaicConfigTester(ConfigTester):
-    # The common-kwargs table this check compares against lives in transformers' tests/utils, which the sdist does
-    # not ship (its stand-in is empty), so there is nothing to check.
+    # The common-kwargs table it compares against lives in tests/utils, which the sdist lacks (empty stand-in).
     def check_config_arguments_init(self):
         pass
 
@@ -276,9 +273,11 @@ class AudioMosaicLtuModelTester:
         self.is_training = True
 
     def get_config(self) -> AudioMosaicLtuConfig:
-        text_config = LlamaConfig(vocab_size=self.vocab_size, hidden_size=self.hidden_size, intermediate_size=37,
-                                  num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
-                                  num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        text_config = LlamaConfig(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size, intermediate_size=37,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        )
         return AudioMosaicLtuConfig(audio_config=self.audio_tester.get_config(drop_path_rate=0.0),
                                     text_config=text_config, audio_token_id=self.audio_token_id,
                                     attn_implementation="eager")
@@ -299,9 +298,12 @@ class AudioMosaicLtuModelTester:
 class AudioMosaicLtuTest(ModelTesterMixin, unittest.TestCase):
     all_model_classes = (AudioMosaicLtuForConditionalGeneration,)
     _is_composite = True
+    # The weight-init test dates a model by a copyright line its config file lacks; AudioMosaic is new, so run it.
     test_can_init_all_missing_weights_before_2023 = True
     # The audio goes in beside the text: tests that build their own inputs from `input_ids` keep it.
     additional_model_inputs = ["input_values"]
+    # The mixin takes the feature width from `audio_config.projection_dim` (ours: the projector's); see below.
+    skip_test_audio_features_output_shape = True
 
     @classmethod
     def setUpClass(cls):
@@ -317,30 +319,33 @@ class AudioMosaicLtuTest(ModelTesterMixin, unittest.TestCase):
 
     def setUp(self):
         self.model_tester = AudioMosaicLtuModelTester(self)
-        # `get_audio_features` returns the projected audio tokens as a tensor (what `forward`, tests/test_ltu.py and
-        # users call); the mixin's newer convention, a BaseModelOutputWithPooling, is a change of public API of its own.
-        if self._testMethodName.startswith("test_get_audio_features"):
-            self.skipTest("`get_audio_features` returns a tensor, not a BaseModelOutputWithPooling")
+
+    def test_audio_features(self):
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        model = AudioMosaicLtuForConditionalGeneration(config).eval()
+        with torch.no_grad():
+            features = model.get_audio_features(inputs["input_values"])
+        batch_size, audio = self.model_tester.batch_size, self.model_tester.audio_tester
+        self.assertEqual(features.last_hidden_state.shape, (batch_size, audio.seq_length, audio.hidden_size))
+        self.assertEqual(features.pooler_output.shape,
+                         (batch_size, config.num_audio_tokens, config.text_config.hidden_size))
 
     # The stand-in `GenerationTesterMixin` (not in the sdist) has no tests; tests/test_ltu.py covers `generate`.
     @unittest.skip(reason="transformers' generation tests are not in the sdist (see fetch_transformers_tests.py)")
     def test_generation_tester_mixin_inheritance(self):
         pass
 
-    # The audio placeholder id lies one past the text vocabulary by design (no embedding row to add), so the mixin's
-    # `get_input_embeddings()(input_ids)` cannot look it up; the model itself replaces those positions.
+    # The audio placeholder id lies one past the vocabulary by design, so `get_input_embeddings()(input_ids)` fails.
     @unittest.skip(reason="the audio placeholder id is outside the language model's vocabulary by design")
     def test_inputs_embeds(self):
         pass
 
-    # The language model is a whole `AutoModelForCausalLM` (lm_head included), as in the authors' LTU: there is no
-    # separate base model under a prefix.
+    # The language model is a whole `AutoModelForCausalLM`, as in the authors' LTU: there is no base model to prefix.
     @unittest.skip(reason="the LTU composite wraps a complete causal LM; it has no base model of its own")
     def test_model_base_model_prefix(self):
         pass
 
-    # The test clamps every id into the shrunk vocabulary, which turns the audio placeholders (one past the vocabulary
-    # by design) into text tokens; resizing itself is the language model's, tested upstream.
+    # The test clamps every id into the shrunk vocabulary, which turns the audio placeholders into text tokens.
     @unittest.skip(reason="clamping ids into a shrunk vocabulary removes the audio placeholders the inputs need")
     def test_resize_tokens_embeddings(self):
         pass
