@@ -54,7 +54,8 @@ setup(
         "onnx": ONNX,
         "ltu": LTU,
         "interpret": INTERPRET,
-        "dev": [*TRAIN, *TORCHAUDIO, *ONNX, *LTU, *INTERPRET, "pytest>=8", "hypothesis>=6.100"],
+        # parameterized: transformers' common model tests (tests/test_transformers_common.py) are written with it.
+        "dev": [*TRAIN, *TORCHAUDIO, *ONNX, *LTU, *INTERPRET, "pytest>=8", "hypothesis>=6.100", "parameterized>=0.9"],
     },
     entry_points={"console_scripts": ["audiomosaic=modeling_audiomosaic.cli:main"]},
 )

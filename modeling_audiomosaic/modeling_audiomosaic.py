@@ -363,6 +363,18 @@ class AudioMosaicPreTrainedModel(PreTrainedModel):
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def resolve_output_flags(
+        self, output_hidden_states: bool | None, output_attentions: bool | None, return_dict: bool | None
+    ) -> tuple[bool, bool, bool]:
+        """The `forward` flags a caller left unset (`None`) are read from the config, as in every transformers
+        model; an explicit argument wins."""
+        config = self.config
+        return (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.output_attentions if output_attentions is None else output_attentions,
+            config.return_dict if return_dict is None else return_dict,
+        )
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -481,12 +493,9 @@ class AudioMosaicModel(AudioMosaicPreTrainedModel):
         keep_patch_indices (`torch.LongTensor` of shape `(batch_size, kept)`, *optional*): time-major indices
         (t * Fp + f) of the patch tokens to keep; the others are dropped after the embeddings (view masking).
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states, output_attentions, return_dict = self.resolve_output_flags(
+            output_hidden_states, output_attentions, return_dict
         )
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-
         input_values = self._check_input(input_values)
         input_values = input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
         remainder = input_values.shape[1] % self.config.patch_size
@@ -624,13 +633,16 @@ def contrastive_loss(
 @dataclass
 class AudioMosaicViewOutput(ModelOutput):
     """One pretraining view: encoder tokens (cls + kept patches), un-normalised pooled feature `pooled` (the
-    authors' `f`), `fc_norm` output, projection (not L2-normalised) and the kept patch indices."""
+    authors' `f`), `fc_norm` output, projection (not L2-normalised), the kept patch indices and, when asked, the
+    encoder's hidden states and attentions."""
 
     last_hidden_state: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
     pooler_output: torch.Tensor | None = None
     projection: torch.Tensor | None = None
     keep_patch_indices: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -639,6 +651,10 @@ class AudioMosaicForPreTrainingOutput(ModelOutput):
     loss: NT-Xent loss (when `return_loss`). contrastive_accuracy: top-1 accuracy of the positive among the
     logits. logits / labels: the NT-Xent logits and targets. projection_view0 / projection_view1: projector
     outputs (not L2-normalised). pooler_output_view0 / pooler_output_view1: `fc_norm` of the pooled features.
+    hidden_states / attentions (with `output_hidden_states` / `output_attentions`): the encoder's embeddings and
+    block outputs / attention weights for view 0, the time-masked view, under the names transformers' tools read
+    (like [`BaseModelOutput`]'s); hidden_states_view1 / attentions_view1: the same for view 1. In training each
+    view keeps only its own patch tokens, so the two views' sequence lengths may differ.
     """
 
     loss: torch.Tensor | None = None
@@ -649,11 +665,17 @@ class AudioMosaicForPreTrainingOutput(ModelOutput):
     projection_view1: torch.Tensor | None = None
     pooler_output_view0: torch.Tensor | None = None
     pooler_output_view1: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    hidden_states_view1: tuple[torch.Tensor, ...] | None = None
+    attentions_view1: tuple[torch.Tensor, ...] | None = None
 
 
 class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
     """AudioMosaic with the contrastive projector: two views of each clip, one time-masked and one
-    frequency-masked (in training), projected and contrasted with NT-Xent."""
+    frequency-masked (in training), projected and contrasted with NT-Xent. With `output_hidden_states` /
+    `output_attentions` the encoder's hidden states and attentions of both views are returned (`hidden_states` /
+    `attentions` for view 0, `hidden_states_view1` / `attentions_view1` for view 1)."""
 
     def __init__(self, config: AudioMosaicConfig):
         super().__init__(config)
@@ -662,10 +684,16 @@ class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
         self.post_init()
 
     def forward_view(
-        self, input_values: torch.Tensor, view: int, attention_mask: torch.Tensor | None = None
+        self,
+        input_values: torch.Tensor,
+        view: int,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
     ) -> AudioMosaicViewOutput:
         """Encode one view; in training mode its patches are masked as `config.pretraining_masking` says for `view`
-        (0 = time-masked, 1 = frequency-masked). Eval mode never masks, as in the authors' code."""
+        (0 = time-masked, 1 = frequency-masked). Eval mode never masks, as in the authors' code. The output flags
+        fall back to the config."""
         keep = None
         if self.training:
             input_values = self.audiomosaic._check_input(input_values)
@@ -673,13 +701,22 @@ class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
             keep = pretraining_view_keep_indices(
                 self.config, view, num_time_patches, input_values.shape[0], input_values.device
             )
-        encoded = self.audiomosaic(input_values, attention_mask=attention_mask, keep_patch_indices=keep)
+        encoded = self.audiomosaic(
+            input_values,
+            attention_mask=attention_mask,
+            keep_patch_indices=keep,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
         return AudioMosaicViewOutput(
             last_hidden_state=encoded.last_hidden_state,
             pooled=self.audiomosaic.pool(encoded.last_hidden_state, encoded.token_mask),
             pooler_output=encoded.pooler_output,
             projection=self.projector(encoded.pooler_output),
             keep_patch_indices=keep,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
         )
 
     def forward(
@@ -689,6 +726,8 @@ class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         attention_mask_view1: torch.Tensor | None = None,
         return_loss: bool = True,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> AudioMosaicForPreTrainingOutput | tuple:
@@ -698,13 +737,17 @@ class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
         `input_values`, so that the masking alone makes the two views. attention_mask / attention_mask_view1
         (*optional*): frame masks of the two views. return_loss (`bool`, defaults to `True`): compute the NT-Xent loss,
         with negatives gathered from every process of an initialised `torch.distributed` run.
+        output_hidden_states / output_attentions (`bool`, *optional*, default from the config): return the encoder's
+        hidden states / attention weights of both views (see [`AudioMosaicForPreTrainingOutput`]).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, output_attentions, return_dict = self.resolve_output_flags(
+            output_hidden_states, output_attentions, return_dict
+        )
         if input_values_view1 is None:
             input_values_view1, attention_mask_view1 = input_values, attention_mask
         # Two separate passes, as in the authors' loss: the projector's BatchNorm normalises each view on its own.
-        view0 = self.forward_view(input_values, 0, attention_mask)
-        view1 = self.forward_view(input_values_view1, 1, attention_mask_view1)
+        view0 = self.forward_view(input_values, 0, attention_mask, output_hidden_states, output_attentions)
+        view1 = self.forward_view(input_values_view1, 1, attention_mask_view1, output_hidden_states, output_attentions)
         loss = accuracy = logits = labels = None
         if return_loss:
             loss, logits, labels, accuracy = contrastive_loss(
@@ -719,6 +762,10 @@ class AudioMosaicForPreTraining(AudioMosaicPreTrainedModel):
             projection_view1=view1.projection,
             pooler_output_view0=view0.pooler_output,
             pooler_output_view1=view1.pooler_output,
+            hidden_states=view0.hidden_states,
+            attentions=view0.attentions,
+            hidden_states_view1=view1.hidden_states,
+            attentions_view1=view1.attentions,
         )
         return output if return_dict else output.to_tuple()
 
@@ -967,7 +1014,9 @@ class AudioMosaicForAudioClassification(AudioMosaicPreTrainedModel):
         *optional*): 1 for real frames. labels (*optional*): class indices `(batch_size,)` for single-label
         cross-entropy, or multi-hot floats `(batch_size, num_labels)` for multi-label BCE (`config.problem_type`).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, output_attentions, return_dict = self.resolve_output_flags(
+            output_hidden_states, output_attentions, return_dict
+        )
         encoded = self.audiomosaic(
             input_values,
             attention_mask=attention_mask,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from .configuration_audiomosaic_ltu import AudioMosaicLtuConfig
 from .modeling_audiomosaic import AudioMosaicModel
@@ -147,25 +147,49 @@ class AudioMosaicLtuForConditionalGeneration(AudioMosaicLtuPreTrainedModel, Gene
     def get_decoder(self) -> nn.Module:
         return self.language_model.get_decoder()
 
-    def get_audio_features(self, input_values: torch.Tensor, patch_order: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-Mel features (B, frames, mel) -> audio embeddings (B, num_audio_tokens, text hidden size).
+    def get_audio_features(
+        self,
+        input_values: torch.Tensor,
+        patch_order: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Log-Mel features (B, frames, mel) -> the audio tower's output whose `pooler_output` holds the audio
+        embeddings (B, num_audio_tokens, text hidden size), as transformers' audio-language models return them
+        (e.g. Voxtral); `last_hidden_state`, `hidden_states` and `attentions` are the encoder's.
 
         patch_order (`torch.LongTensor` of shape `(B, patches)`, *optional*): time-major patch indices in the order
         the encoder should see them (the authors' training-mode shuffle). By default the tokens are shuffled in
         training mode when `config.shuffle_patches_in_training` is set, and kept in order otherwise.
+        output_hidden_states / output_attentions / return_dict (*optional*): as in `forward`, default from the
+        config.
         """
         audio_config = self.config.audio_config
         num_freq_patches = audio_config.num_mel_bins // audio_config.patch_size
         if patch_order is None and self.training and self.config.shuffle_patches_in_training:
             num_patches = -(-input_values.shape[-2] // audio_config.patch_size) * num_freq_patches
             patch_order = torch.rand(input_values.shape[0], num_patches, device=input_values.device).argsort(dim=1)
-        hidden_states = self.audio_tower(input_values, keep_patch_indices=patch_order).last_hidden_state
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        audio_outputs = self.audio_tower(
+            input_values,
+            keep_patch_indices=patch_order,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
         # The authors' encoder ends in a per-token LayerNorm `norm`, which their loader initialises from the
         # pretraining `fc_norm`; the encoder's `fc_norm` plays that role here, applied to every token.
-        patch_tokens = self.audio_tower.fc_norm(hidden_states)[:, 1:]
+        patch_tokens = self.audio_tower.fc_norm(audio_outputs.last_hidden_state)[:, 1:]
         pooled = pool_audio_tokens(patch_tokens, num_freq_patches, self.config.audio_pool_size,
                                    self.config.audio_pooling)
-        return self.audio_projector(pooled)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=audio_outputs.last_hidden_state,
+            pooler_output=self.audio_projector(pooled),
+            hidden_states=audio_outputs.hidden_states,
+            attentions=audio_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
 
     def forward(
         self,
@@ -197,7 +221,7 @@ class AudioMosaicLtuForConditionalGeneration(AudioMosaicLtuPreTrainedModel, Gene
         if input_values is not None:
             if audio_mask is None:
                 raise ValueError("`input_values` needs `input_ids` with audio placeholders to place the audio in.")
-            audio_embeds = self.get_audio_features(input_values).to(inputs_embeds.dtype)
+            audio_embeds = self.get_audio_features(input_values, return_dict=True).pooler_output.to(inputs_embeds.dtype)
             num_placeholders = int(audio_mask.sum())
             if num_placeholders != audio_embeds.shape[0] * audio_embeds.shape[1]:
                 raise ValueError(

@@ -132,6 +132,38 @@ def test_eager_and_sdpa_agree_and_eager_returns_attentions():
     torch.testing.assert_close(eager.attentions[0].sum(-1), torch.ones(2, 4, 65))
 
 
+ENCODER_OUTPUT_FIELDS = {
+    AudioMosaicModel: [("hidden_states", "attentions")],
+    AudioMosaicForAudioClassification: [("hidden_states", "attentions")],
+    AudioMosaicForPreTraining: [("hidden_states", "attentions"), ("hidden_states_view1", "attentions_view1")],
+}
+
+
+@pytest.mark.parametrize("model_class", list(ENCODER_OUTPUT_FIELDS), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("classifier_type", ["linear", "layer_probe"])
+def test_output_flags_fall_back_to_the_config(model_class, classifier_type):
+    """`output_hidden_states`, `output_attentions` and `return_dict` left unset are read from the config, as in every
+    transformers model; an explicit argument wins. (A block-reading head needs the hidden states itself, and still
+    returns them only when asked.)"""
+    torch.manual_seed(0)
+    config = tiny_config(max_length=128, classifier_type=classifier_type, output_hidden_states=True,
+                         output_attentions=True, attn_implementation="eager")
+    model = model_class(config).eval()
+    x = torch.randn(2, 128, 128)
+    with torch.no_grad():
+        from_config = model(x)
+        asked_not = model(x, output_hidden_states=False, output_attentions=False)
+    for hidden_field, attention_field in ENCODER_OUTPUT_FIELDS[model_class]:
+        assert len(getattr(from_config, hidden_field)) == config.num_hidden_layers + 1
+        assert len(getattr(from_config, attention_field)) == config.num_hidden_layers
+        assert getattr(from_config, attention_field)[0].shape == (2, 4, 65, 65)
+        assert getattr(asked_not, hidden_field) is None and getattr(asked_not, attention_field) is None
+    config.return_dict = False
+    with torch.no_grad():
+        as_tuple = model(x)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(from_config)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     model = AudioMosaicForAudioClassification(tiny_config()).train()
