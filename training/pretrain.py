@@ -67,7 +67,7 @@ from modeling_audiomosaic.analysis import effective_rank  # RankMe: exp(entropy 
 from modeling_audiomosaic.norm_stats import AUTO_PRESET
 
 from .arguments import AudioDataArguments, parse_args_with_recipe
-from .augment import AUGMENTATIONS, TwoViewTransform
+from .augment import AUGMENTATIONS, TwoViewTransform, recipe_transforms
 from .data import open_train_split
 from .logger import setup_logging
 from .models import build_config, build_feature_extractor, parse_config_overrides
@@ -152,7 +152,11 @@ class DataArguments(AudioDataArguments):
     roll_magnitude: bool = field(default=True, metadata={"help": "Roll + Beta(10,10)+0.5 gain before augmentation."})
     streaming: bool = field(default=False, metadata={"help": "Iterate the source lazily (corpora beyond the disk)."})
     shuffle_buffer_size: int = field(default=10000, metadata={"help": "Shuffle buffer of a streamed source."})
-    augmentation: str = field(default="official", metadata={"help": f"Augmentation recipe: one of {AUGMENTATIONS}."})
+    augmentation: str = field(
+        default="official",
+        metadata={"help": f"Augmentation recipe: one of {AUGMENTATIONS}, optionally minus transforms for ablations "
+                          "(official-pitch: official without PitchShift)."},
+    )
     augmentation_backend: str = field(
         default="waveform",
         metadata={"help": "waveform: audiomentations on each clip in the DataLoader workers (the authors' pipeline); "
@@ -172,8 +176,10 @@ class DataArguments(AudioDataArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"--augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}.")
+        try:
+            recipe_transforms(self.augmentation)
+        except ValueError as error:
+            raise ValueError(f"--augmentation: {error}") from None
         if self.augmentation_backend not in AUGMENTATION_BACKENDS:
             raise ValueError(f"--augmentation_backend must be one of {AUGMENTATION_BACKENDS}, got "
                              f"{self.augmentation_backend!r}.")
@@ -310,6 +316,16 @@ def configure_gradient_checkpointing(model: AudioMosaicForPreTraining, fraction:
     for index, layer in enumerate(layers):
         layer.gradient_checkpointing = index < num_checkpointed
     return [layer.gradient_checkpointing for layer in layers]
+
+
+def compile_blocks(model: AudioMosaicForPreTraining) -> None:
+    """`torch.compile` each transformer block in place (the authors compile their pretraining): inductor fuses the
+    blocks' element-wise work (LayerNorm, GELU, residual adds, the attention layout copies) around the matmuls. Only
+    the blocks: the view masking stays eager, so a seeded run masks as an uncompiled one (drop path, inside the blocks,
+    draws from inductor's generator: same distribution, other draws). Parameter names and the state dict are
+    unchanged, so checkpoints load either way."""
+    for layer in model.audiomosaic.layers:
+        layer.compile(dynamic=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
