@@ -21,7 +21,6 @@ Prints one markdown table (and writes `budget_study.json` in `--output_dir`). Fi
 import argparse
 import csv
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -89,12 +88,12 @@ def write_pretraining_list(data_dir: Path, folder: str, path: Path) -> int:
 
 def pretrain_command(clips: Path, output_dir: Path, frames: int, preset: str, variant: dict, steps: int,
                      workers: int) -> list[str]:
-    # Every core busy: waveform augmentation keeps each worker on a core, the spectral workers are mostly idle.
-    cores = len(os.sched_getaffinity(0))
-    threads = max(1, cores - workers) if variant["augmentation_backend"] == "waveform" else cores
     settings = {"recipe": "pretrain_small_cpu", **MODEL, "max_length": frames, "feature_extractor_preset": preset,
                 "per_device_train_batch_size": 128, **variant, "max_steps": steps,
-                "warmup_steps": max(1, steps // 20), "dataloader_num_workers": workers, "torch_threads": threads,
+                "warmup_steps": max(1, steps // 20), "dataloader_num_workers": workers,
+                # One model thread: a CPU budget buys the most steps that way (no OpenMP barriers or spinning; on the
+                # shared 2-core machine 1.95x the samples per CPU-second of 2 threads, bench_pretrain --part cpu_step).
+                "torch_threads": 1,
                 "seed": SEED, "save_steps": 0, "effective_rank_steps": steps, "logging_steps": max(1, steps // 20)}
     command = [sys.executable, "-m", "audiomosaic_training.pretrain", "--dataset", str(clips),
                "--output_dir", str(output_dir), "--overwrite_output_dir", "--resume", "no", "--disable_tqdm"]
