@@ -109,11 +109,12 @@ def transform_pair(extractor: AudioMosaicFeatureExtractor, name: str,
     return reference, spectral
 
 
-def distribution(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, batch: int) -> None:
+def distribution(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, batch: int,
+                 cases: list[tuple[str, bool]] = CASES) -> None:
     num_frames = torch.tensor([min(1 + (len(clip) - 400) // 160, extractor.max_length) for clip in clips])
     real = (torch.arange(extractor.max_length) < num_frames.repeat_interleave(2)[:, None])
     rows = []
-    for name, roll in tqdm(CASES, desc="transforms"):
+    for name, roll in tqdm(cases, desc="transforms"):
         reference, spectral = transform_pair(extractor, name, roll)
         first, second = waveform_views(reference, clips, 0), waveform_views(reference, clips, 1)
         ours = spectral_views(spectral, clips, 2, batch)
@@ -153,7 +154,8 @@ def view_matching(views: torch.Tensor, real: torch.Tensor) -> tuple[float, float
     return float(accuracy), float(positive / negative)
 
 
-def view_match(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, batch: int) -> None:
+def view_match(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, batch: int,
+               cases: list[tuple[str, bool]] = CASES) -> None:
     """The views' contrastive difficulty for a fixed feature (band means and stds), per transform, waveform vs
     spectral: an augmentation whose spectral approximation makes the two views of a clip much more (or less) alike
     than the waveform reference does changes what pretraining learns, even when the value distributions agree."""
@@ -162,7 +164,7 @@ def view_match(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, 
     print("\n| transform (p = 1) | top-1 view match: waveform | spectral | positive / negative distance: waveform "
           "| spectral |")
     print("|---|---|---|---|---|")
-    for name, roll in tqdm(CASES, desc="view match"):
+    for name, roll in tqdm(cases, desc="view match"):
         reference, spectral = transform_pair(extractor, name, roll)
         wave_accuracy, wave_ratio = view_matching(waveform_views(reference, clips, 0), real)
         ours_accuracy, ours_ratio = view_matching(spectral_views(spectral, clips, 0, batch), real)
@@ -240,6 +242,7 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=128, help="frames per view")
     parser.add_argument("--preset", default="speechcommands", help="feature extractor normalisation")
     parser.add_argument("--data_dir", type=Path, default=DATA, help="folder of speechcommands_test and drumkits")
+    parser.add_argument("--cases", default=None, help="distribution / view_match: comma-separated rows (all)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--concatenate", type=int, default=1,
                         help="join this many consecutive clips into one example (e.g. 10 for 10 s examples)")
@@ -249,10 +252,11 @@ def main() -> None:
     extractor = AudioMosaicFeatureExtractor.from_preset(args.preset, max_length=args.max_length)
     clips = load_clips(args.clips, args.drum_clips, args.data_dir)
     clips = [np.concatenate(clips[i : i + args.concatenate]) for i in range(0, len(clips), args.concatenate)]
+    cases = [case for case in CASES if args.cases is None or case[0] in args.cases.split(",")]
     if args.part in ("distribution", "all"):
-        distribution(clips, extractor, args.batch_size)
+        distribution(clips, extractor, args.batch_size, cases)
     if args.part in ("view_match", "all"):
-        view_match(clips, extractor, args.batch_size)
+        view_match(clips, extractor, args.batch_size, cases)
     if args.part in ("bias", "all"):
         bias(clips, extractor)
     if args.part in ("throughput", "all"):

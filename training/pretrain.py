@@ -318,16 +318,6 @@ def configure_gradient_checkpointing(model: AudioMosaicForPreTraining, fraction:
     return [layer.gradient_checkpointing for layer in layers]
 
 
-def compile_blocks(model: AudioMosaicForPreTraining) -> None:
-    """`torch.compile` each transformer block in place (the authors compile their pretraining): inductor fuses the
-    blocks' element-wise work (LayerNorm, GELU, residual adds, the attention layout copies) around the matmuls. Only
-    the blocks: the view masking stays eager, so a seeded run masks as an uncompiled one (drop path, inside the blocks,
-    draws from inductor's generator: same distribution, other draws). Parameter names and the state dict are
-    unchanged, so checkpoints load either way."""
-    for layer in model.audiomosaic.layers:
-        layer.compile(dynamic=False)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------------------------
