@@ -148,22 +148,20 @@ def warped_mel_bank(semitones: torch.Tensor, num_mel_bins: int, fft_length: int,
     light up and lit ones go dark, a texture in the kick-drum bands that no real pitch shift makes.
     """
     device = semitones.device
-    bank = _kaldi_mel_bank(num_mel_bins, fft_length, sampling_rate).T.to(device)  # (bins, filters)
     bins = fft_length // 2
+    bank = _kaldi_mel_bank(num_mel_bins, fft_length, sampling_rate).T.to(device)  # (bins, filters)
+    padded = torch.cat([bank, bank.new_zeros(1, num_mel_bins)])  # row `bins`: output bins outside the spectrum
     ratio = torch.pow(2.0, semitones.double() / 12.0)[:, None]  # (views, 1)
-    output = torch.arange(bins, dtype=torch.float64, device=device)[None]
-    low, high = (output - 0.5) / ratio, (output + 0.5) / ratio  # the source band of each output bin, in bins
-    first = torch.floor(low + 0.5)  # the source bin holding `low`
-    # One extra row per view collects the weights of source bins outside the spectrum, then is dropped.
-    warped = torch.zeros(len(ratio), bins + 1, num_mel_bins, device=device)
-    view_rows = torch.arange(len(ratio), device=device)[:, None] * (bins + 1)
-    for offset in range(math.ceil(1.0 / float(ratio.min())) + 1):  # source bins one output band can overlap
-        source = first + offset
-        overlap = (torch.minimum(high, source + 0.5) - torch.maximum(low, source - 0.5)).clamp_min(0.0)
-        rows = view_rows + torch.where((source >= 0) & (source < bins), source, bins).long()
-        contribution = bank[None] * overlap.float()[..., None]  # (views, output bins, filters)
-        warped.view(-1, num_mel_bins).index_add_(0, rows.flatten(), contribution.flatten(0, 1))
-    return warped[:, :bins]
+    source = torch.arange(bins, dtype=torch.float64, device=device)[None]
+    first = torch.floor(ratio * (source - 0.5) + 0.5)  # the first output bin source bin j reaches
+    warped = torch.zeros(len(ratio), bins, num_mel_bins, device=device)
+    for offset in range(math.ceil(float(ratio.max())) + 1):  # output bins one source bin can overlap
+        output = first + offset
+        overlap = (torch.minimum((output + 0.5) / ratio, source + 0.5)
+                   - torch.maximum((output - 0.5) / ratio, source - 0.5)).clamp_min(0.0)
+        rows = torch.where((output >= 0) & (output < bins), output, bins).long()
+        warped.addcmul_(padded[rows], overlap.float()[..., None])
+    return warped
 
 
 class SpectralTwoViewTransform:
