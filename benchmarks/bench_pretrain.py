@@ -315,7 +315,11 @@ def bench_cpu_step(args) -> list[dict]:
                                projection_hidden_size=512, projection_dim=128)
     torch.manual_seed(0)
     initial = AudioMosaicForPreTraining(config).train()
-    names = [name for name in CPU_STEP_VARIANTS if not args.variants or name in args.variants.split(";")]
+    chosen = args.variants.split(";") if args.variants else list(CPU_STEP_VARIANTS)
+    unknown = [name for name in chosen if name not in CPU_STEP_VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --variants {unknown}; expected `;`-separated names of {list(CPU_STEP_VARIANTS)}")
+    names = [name for name in CPU_STEP_VARIANTS if name in chosen]
     runs = {}
     for name in names:
         attention, optimizer_kind, compiled, _ = CPU_STEP_VARIANTS[name]
@@ -329,7 +333,7 @@ def bench_cpu_step(args) -> list[dict]:
                       "warm_up_seconds": 0.0}
     generator = torch.Generator().manual_seed(1)
 
-    def step(run: dict, views: list[torch.Tensor], seed: int) -> float:
+    def step(run: dict, views: list[torch.Tensor], seed: int) -> tuple[float, float]:
         torch.manual_seed(seed)  # the same masks for every variant
         start, cpu_start = time.perf_counter(), time.process_time()
         loss = run["model"](input_values=views[0], input_values_view1=views[1]).loss
