@@ -12,6 +12,7 @@ activations, plus allocator slack; each configuration runs in its own process so
     python benchmarks/bench_pretrain.py --part gpu_table --device cuda    # base, ckpt 70 %, bf16, batch 64/128/256
     python benchmarks/bench_pretrain.py --part data                       # two-view pipeline, samples/s per core
     python benchmarks/bench_pretrain.py --part profile                    # real runs: waveform vs spectral backend
+    python benchmarks/bench_pretrain.py --part cpu_step --frames 512      # small-budget CPU step: kernels, threads
 
 Profile (`--part profile`): `audiomosaic pretrain` end to end on ESC-50-length clips (5 s, 512 frames: 5 Speech
 Commands clips concatenated, so no extra data is needed), 192-wide 6-block encoder, batch `--batch_size` (default 32)
@@ -35,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiomosaic_training.memory import checkpoint_blocks, estimate_peak_memory_gib, checkpointed_blocks_for_memory
-from audiomosaic_training.optim import build_optimizer
+from audiomosaic_training.memory import checkpoint_blocks, checkpointed_blocks_for_memory, estimate_peak_memory_gib
+from audiomosaic_training.optim import build_optimizer, optimizer_kwargs
 from audiomosaic_training.pretrain import configure_gradient_checkpointing
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicForPreTraining
 
@@ -172,7 +173,7 @@ def bench_gpu_table(args) -> list[dict]:
     if args.budget:
         variants["compile_budget"] = {"checkpointing": 0.0, "compile": True,
                                       "activation_memory_budget": args.budget}
-    for name in args.variants.split(","):
+    for name in (args.variants or "eager_70,eager_all,eager_none").split(","):
         kwargs = dict(variants[name])
         checkpointing = kwargs.pop("checkpointing", 0.0)
         for batch_size in kwargs.pop("batch_sizes", tuple(int(b) for b in args.batch_sizes.split(","))):
@@ -573,18 +574,129 @@ def bench_end_to_end(args) -> list[dict]:
     print(table(rows, [("pipeline", "pipeline", "{}"), ("samples/s", "samples_per_second", "{:.1f}"),
                        ("share of the model-step ceiling", "share_of_ceiling", "{:.0%}"),
                        ("data wait (s/step)", "data_wait_seconds", "{:.3f}"), ("steps", "steps", "{}")]))
+
+
+def compile_blocks(model: AudioMosaicForPreTraining) -> None:
+    """`torch.compile` each transformer block in place (the authors compile their pretraining): inductor fuses the
+    blocks' element-wise work (LayerNorm, GELU, residual adds, the attention layout copies) around the matmuls. Only
+    the blocks: the view masking stays eager, so a seeded run masks as an uncompiled one (drop path, inside the blocks,
+    draws from inductor's generator: same distribution, other draws). Parameter names and the state dict are
+    unchanged, so checkpoints load either way."""
+    for layer in model.audiomosaic.layers:
+        layer.compile(dynamic=False)
+
+
+# CPU step variants (`--part cpu_step`): name -> (attention, optimizer implementation, compiled blocks, threads; None:
+# every core). The first is today's step (what `pretrain` ran before issue 22); the others change one or two things.
+CPU_STEP_VARIANTS = {
+    "today (sdpa, for-loop AdamW, 2 threads)": ("sdpa", "for_loop", False, None),
+    "eager attention": ("eager", "for_loop", False, None),
+    "foreach AdamW": ("sdpa", "foreach", False, None),
+    "fused AdamW": ("sdpa", "fused", False, None),
+    "compiled blocks": ("sdpa", "for_loop", True, None),
+    "1 thread": ("sdpa", "for_loop", False, 1),
+    "compiled blocks, 1 thread": ("sdpa", "for_loop", True, 1),
+}
+
+
+def bench_cpu_step(args) -> list[dict]:
+    """The small-budget recipes' model step (192 wide, 6 blocks, 3 heads, official view masking, BatchNorm projector,
+    no drop path, AdamW 1e-3) under each `CPU_STEP_VARIANTS` entry, side by side in one process: every variant starts
+    from the same weights and takes the same inputs and masks at every step, and the rounds interleave the variants
+    (one timed step of each per round, median over rounds), so that load from other processes hits all of them alike.
+    Wall time gives samples/s; process CPU time (all threads) gives samples per CPU-second, what a CPU budget
+    (examples/budget_study.py) buys. Numerics: the largest parameter difference to the first variant after all
+    steps (AdamW turns rounding-level gradient differences into lr-sized steps), and the largest loss difference."""
+    import copy
+    import statistics
+
+    device = torch.device("cpu")
+    default_threads = torch.get_num_threads()
+    config = AudioMosaicConfig(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768,
+                               max_length=args.frames, pretraining_masking="official", drop_path_rate=0.0,
+                               projection_hidden_size=512, projection_dim=128)
+    torch.manual_seed(0)
+    initial = AudioMosaicForPreTraining(config).train()
+    chosen = args.variants.split(";") if args.variants else list(CPU_STEP_VARIANTS)
+    unknown = [name for name in chosen if name not in CPU_STEP_VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --variants {unknown}; expected `;`-separated names of {list(CPU_STEP_VARIANTS)}")
+    names = [name for name in CPU_STEP_VARIANTS if name in chosen]
+    runs = {}
+    for name in names:
+        attention, optimizer_kind, compiled, _ = CPU_STEP_VARIANTS[name]
+        model = copy.deepcopy(initial)
+        model.config._attn_implementation = attention
+        if compiled:
+            compile_blocks(model)
+        kwargs = {"foreach": False} if optimizer_kind == "for_loop" else {optimizer_kind: True}
+        optimizer = torch.optim.AdamW(**optimizer_kwargs(model, 1e-3, 0.05), **kwargs)
+        runs[name] = {"model": model, "optimizer": optimizer, "seconds": [], "cpu_seconds": [], "losses": [],
+                      "warm_up_seconds": 0.0}
+    generator = torch.Generator().manual_seed(1)
+
+    def step(run: dict, views: list[torch.Tensor], seed: int) -> tuple[float, float]:
+        torch.manual_seed(seed)  # the same masks for every variant
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = run["model"](input_values=views[0], input_values_view1=views[1]).loss
+        loss.backward()
+        run["optimizer"].step()
+        run["optimizer"].zero_grad(set_to_none=True)
+        run["losses"].append(loss.item())
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
+    for round_index in range(args.steps + args.warm_up_steps):
+        views = [torch.randn(args.batch_size, args.frames, 128, generator=generator) for _ in range(2)]
+        for name in names:
+            torch.set_num_threads(CPU_STEP_VARIANTS[name][3] or default_threads)
+            seconds, cpu_seconds = step(runs[name], views, round_index)
+            if round_index >= args.warm_up_steps:
+                runs[name]["seconds"].append(seconds)
+                runs[name]["cpu_seconds"].append(cpu_seconds)
+            else:
+                runs[name]["warm_up_seconds"] += seconds
+        print(f"round {round_index}: " + ", ".join(f"{n} {runs[n]['losses'][-1]:.6f}" for n in names), flush=True)
+    torch.set_num_threads(default_threads)
+    reference = runs[names[0]]
+    rows = []
+    for name in names:
+        run = runs[name]
+        seconds, cpu_seconds = statistics.median(run["seconds"]), statistics.median(run["cpu_seconds"])
+        parameter_difference = max(float((a - b).abs().max()) for a, b in zip(
+            run["model"].parameters(), reference["model"].parameters()))
+        rows.append({"variant": name, "threads": CPU_STEP_VARIANTS[name][3] or default_threads,
+                     "batch_size": args.batch_size, "frames": args.frames, "seconds_per_step": seconds,
+                     "samples_per_second": args.batch_size / seconds, "cpu_seconds_per_step": cpu_seconds,
+                     "samples_per_cpu_second": args.batch_size / cpu_seconds, "warm_up_seconds": run["warm_up_seconds"],
+                     "max_parameter_difference": parameter_difference,
+                     "max_loss_difference": max(abs(a - b) for a, b in zip(run["losses"], reference["losses"]))})
+    for row in rows:
+        row["speed_up"] = row["samples_per_second"] / rows[0]["samples_per_second"]
+        row["cpu_speed_up"] = row["samples_per_cpu_second"] / rows[0]["samples_per_cpu_second"]
+        print(json.dumps(row), flush=True)
+    print(f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, batch {args.batch_size}, {args.frames} frames, "
+          f"median of {args.steps} interleaved steps after {args.warm_up_steps} warm-up")
+    print(table(rows, [("variant", "variant", "{}"), ("threads", "threads", "{}"),
+                       ("s/step", "seconds_per_step", "{:.2f}"), ("samples/s", "samples_per_second", "{:.2f}"),
+                       ("× today", "speed_up", "{:.2f}"), ("CPU-s/step", "cpu_seconds_per_step", "{:.2f}"),
+                       ("samples per CPU-s", "samples_per_cpu_second", "{:.2f}"),
+                       ("× today (CPU)", "cpu_speed_up", "{:.2f}"),
+                       ("warm-up s", "warm_up_seconds", "{:.0f}"),
+                       ("max |Δ param|", "max_parameter_difference", "{:.1e}"),
+                       ("max |Δ loss|", "max_loss_difference", "{:.1e}")]))
     return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("model", "gpu_table", "memory", "data", "profile", "host", "epoch_stall",
-                                           "end_to_end"), default="model")
-    parser.add_argument("--variants", default="eager_70,eager_all,eager_none",
-                        help=f"gpu_table: memory set-ups among {', '.join(MEMORY_VARIANTS)}, memory_option_B, "
-                             "compile_budget")
+                                           "end_to_end", "cpu_step"), default="model")
+    parser.add_argument("--variants", default=None,
+                        help=f"gpu_table: `,`-separated memory set-ups among {', '.join(MEMORY_VARIANTS)}, "
+                             "memory_option_B, compile_budget (default eager_70,eager_all,eager_none); cpu_step: "
+                             "`;`-separated CPU_STEP_VARIANTS names (default all)")
     parser.add_argument("--batch_sizes", default="64,128,256", help="gpu_table: batch sizes")
-    parser.add_argument("--option_blocks", default="12,12,11",
+    parser.add_argument("--option_blocks", default="12,12,12",
                         help="gpu_table: blocks --gradient_checkpointing_memory_gib picks at 64,128,256 (--part memory)")
     parser.add_argument("--budget", type=float, default=None, help="gpu_table: compile_budget's activation budget")
     parser.add_argument("--clip_seconds", type=float, default=10.0, help="host, epoch_stall, end_to_end: clip length")
@@ -604,21 +716,23 @@ def main():
     parser.add_argument("--clips", type=int, default=100, help="data part: clips timed per setting")
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--num_workers", type=int, default=2, help="epoch_stall, end_to_end: DataLoader workers")
+    parser.add_argument("--frames", type=int, default=512, help="cpu_step: frames per clip (512, or 128-208)")
+    parser.add_argument("--warm_up_steps", type=int, default=2, help="cpu_step: untimed steps (compilation) first")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
-    default_batch = {"profile": 32, "host": 256, "end_to_end": 256, "epoch_stall": 16}.get(args.part, 64 if cuda else 2)
-    args.batch_size = args.batch_size or default_batch
+    default_batch = {"profile": 32, "host": 256, "end_to_end": 256, "epoch_stall": 16, "cpu_step": 64}
+    args.batch_size = args.batch_size or default_batch.get(args.part, 64 if cuda else 2)
     if args.batch_size < 2:
         raise SystemExit("--batch_size must be at least 2 (the projector BatchNorm needs two samples).")
-    args.steps = args.steps or (10 if cuda or args.part == "profile" else 1)
+    args.steps = args.steps or (10 if cuda or args.part == "profile" else 5 if args.part == "cpu_step" else 1)
     if args.part == "gpu_table" and not cuda:
         raise SystemExit("--part gpu_table needs --device cuda")
     if args.device == "cpu":
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     parts = {"model": bench_model, "gpu_table": bench_gpu_table, "memory": bench_memory, "data": bench_data,
              "profile": bench_profile, "host": bench_host, "epoch_stall": bench_epoch_stall,
-             "end_to_end": bench_end_to_end}
+             "end_to_end": bench_end_to_end, "cpu_step": bench_cpu_step}
     rows = parts[args.part](args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -8,6 +8,11 @@ are made by the waveform reference and by the spectral path; per Mel band, the m
 log-Mel values (real frames only) are compared, and the 1-Wasserstein distance between the two value distributions
 is averaged over bands. The noise floor is the same distance between two waveform-reference runs with other seeds.
 
+`--part view_match`: how hard each transform makes the contrastive task for a fixed feature (every view's band
+means and stds): top-1 accuracy of finding a clip's other view among all clips' other views, and the mean distance
+between a clip's two views over that between different clips, for the waveform reference and the spectral path.
+`--clips 0 --drum_clips 200 --max_length 208 --preset esc50` looks at percussive clips only.
+
 `--part bias`: the mean offset (spectral - waveform) of the two approximate transforms at fixed parameters (time
 stretch rates 0.75 and 1.25, pitch shifts of -4 and +4 semitones), with audiomentations' two methods.
 
@@ -51,14 +56,16 @@ SINGLE = {
 }
 
 
-def load_clips(clips: int, drum_clips: int) -> list[np.ndarray]:
+def load_clips(clips: int, drum_clips: int, data_dir: Path = DATA) -> list[np.ndarray]:
     """The first `clips` Speech Commands test clips of a fixed shuffle, and `drum_clips` drum-kit hits."""
     waveforms = []
     for folder, count in (("speechcommands_test", clips), ("drumkits", drum_clips)):
-        with open(DATA / folder / "meta.csv") as handle:
+        if count == 0:
+            continue
+        with open(data_dir / folder / "meta.csv") as handle:
             rows = list(csv.DictReader(handle))
         order = np.random.default_rng(0).permutation(len(rows))[:count]
-        waveforms += [load_audio(DATA / folder / rows[i]["filename"]) for i in order]
+        waveforms += [load_audio(data_dir / folder / rows[i]["filename"]) for i in order]
     return waveforms
 
 
@@ -87,18 +94,28 @@ def compare(reference: torch.Tensor, other: torch.Tensor, real: torch.Tensor) ->
     return mean_gap, std_gap, float(distance)
 
 
-def distribution(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, batch: int) -> None:
+# Each Table-8 transform alone (no roll/magnitude), then the whole `official` recipe with roll/magnitude.
+CASES = [(name, False) for name in SINGLE] + [("official", True)]
+
+
+def transform_pair(extractor: AudioMosaicFeatureExtractor, name: str,
+                   roll: bool) -> tuple[TwoViewTransform, SpectralTwoViewTransform]:
+    """The waveform reference and the spectral path for one of `CASES`."""
+    reference = TwoViewTransform(extractor, augmentation="official", roll_magnitude=roll)
+    spectral = SpectralTwoViewTransform(extractor, augmentation="official", roll_magnitude=roll)
+    if name in SINGLE:
+        reference.compose = am.Compose([SINGLE[name]()])
+        spectral.transforms, spectral.probabilities = (name,), {name: 1.0}
+    return reference, spectral
+
+
+def distribution(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, batch: int,
+                 cases: list[tuple[str, bool]] = CASES) -> None:
     num_frames = torch.tensor([min(1 + (len(clip) - 400) // 160, extractor.max_length) for clip in clips])
     real = (torch.arange(extractor.max_length) < num_frames.repeat_interleave(2)[:, None])
     rows = []
-    cases = [(name, False) for name in SINGLE] + [("official", True)]
     for name, roll in tqdm(cases, desc="transforms"):
-        reference = TwoViewTransform(extractor, augmentation="official", roll_magnitude=roll)
-        if name in SINGLE:
-            reference.compose = am.Compose([SINGLE[name]()])
-        spectral = SpectralTwoViewTransform(extractor, augmentation="official", roll_magnitude=roll)
-        if name in SINGLE:
-            spectral.transforms, spectral.probabilities = (name,), {name: 1.0}
+        reference, spectral = transform_pair(extractor, name, roll)
         first, second = waveform_views(reference, clips, 0), waveform_views(reference, clips, 1)
         ours = spectral_views(spectral, clips, 2, batch)
         rows.append((name, compare(first, second, real), compare(first, ours, real)))
@@ -109,6 +126,50 @@ def distribution(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor
         ratio = f"{ours[2] / floor[2]:.1f}" if floor[2] > 0 else "-"
         print(f"| {name} | {floor[2]:.4f} | {ours[2]:.4f} | {ratio} | {floor[0]:.4f} / {ours[0]:.4f} "
               f"| {floor[1]:.4f} / {ours[1]:.4f} |")
+
+
+def view_statistics(views: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """(views, 2 x bands): each view's band means and stds over its real frames (roll-invariant), standardised over
+    the views."""
+    weights = real[..., None].float()
+    count = weights.sum(1).clamp_min(1)
+    mean = (views * weights).sum(1) / count
+    std = (((views - mean[:, None]) ** 2 * weights).sum(1) / count).sqrt()
+    statistics = torch.cat([mean, std], dim=1)
+    return (statistics - statistics.mean(0)) / statistics.std(0).clamp_min(1e-6)
+
+
+def view_matching(views: torch.Tensor, real: torch.Tensor) -> tuple[float, float]:
+    """How hard the contrastive task of these views is for a fixed feature: (top-1 accuracy of finding a clip's
+    other view among every clip's other view by cosine similarity of `view_statistics`, both directions; mean
+    distance of a clip's two views over the mean distance between views of different clips)."""
+    statistics = torch.nn.functional.normalize(view_statistics(views, real), dim=1)
+    first, second = statistics[0::2], statistics[1::2]
+    similarity = first @ second.T
+    targets = torch.arange(len(first))
+    accuracy = ((similarity.argmax(1) == targets).float().mean() + (similarity.argmax(0) == targets).float().mean()) / 2
+    distances = torch.cdist(first, second)
+    positive = distances.diagonal().mean()
+    negative = (distances.sum() - distances.diagonal().sum()) / (len(first) * (len(first) - 1))
+    return float(accuracy), float(positive / negative)
+
+
+def view_match(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, batch: int,
+               cases: list[tuple[str, bool]] = CASES) -> None:
+    """The views' contrastive difficulty for a fixed feature (band means and stds), per transform, waveform vs
+    spectral: an augmentation whose spectral approximation makes the two views of a clip much more (or less) alike
+    than the waveform reference does changes what pretraining learns, even when the value distributions agree."""
+    num_frames = torch.tensor([min(1 + (len(clip) - 400) // 160, extractor.max_length) for clip in clips])
+    real = (torch.arange(extractor.max_length) < num_frames.repeat_interleave(2)[:, None])
+    print("\n| transform (p = 1) | top-1 view match: waveform | spectral | positive / negative distance: waveform "
+          "| spectral |")
+    print("|---|---|---|---|---|")
+    for name, roll in tqdm(cases, desc="view match"):
+        reference, spectral = transform_pair(extractor, name, roll)
+        wave_accuracy, wave_ratio = view_matching(waveform_views(reference, clips, 0), real)
+        ours_accuracy, ours_ratio = view_matching(spectral_views(spectral, clips, 0, batch), real)
+        print(f"| {name} | {100 * wave_accuracy:.1f} % | {100 * ours_accuracy:.1f} % | {wave_ratio:.3f} | "
+              f"{ours_ratio:.3f} |", flush=True)
 
 
 def bias(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor) -> None:
@@ -175,21 +236,27 @@ def throughput(clips: list[np.ndarray], extractor: AudioMosaicFeatureExtractor, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("distribution", "bias", "throughput", "all"), default="all")
+    parser.add_argument("--part", choices=("distribution", "view_match", "bias", "throughput", "all"), default="all")
     parser.add_argument("--clips", type=int, default=200, help="Speech Commands test clips")
     parser.add_argument("--drum_clips", type=int, default=56, help="drum-kit hits")
     parser.add_argument("--max_length", type=int, default=128, help="frames per view")
+    parser.add_argument("--preset", default="speechcommands", help="feature extractor normalisation")
+    parser.add_argument("--data_dir", type=Path, default=DATA, help="folder of speechcommands_test and drumkits")
+    parser.add_argument("--cases", default=None, help="distribution / view_match: comma-separated rows (all)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--concatenate", type=int, default=1,
                         help="join this many consecutive clips into one example (e.g. 10 for 10 s examples)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes of each path (throughput)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    extractor = AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=args.max_length)
-    clips = load_clips(args.clips, args.drum_clips)
+    extractor = AudioMosaicFeatureExtractor.from_preset(args.preset, max_length=args.max_length)
+    clips = load_clips(args.clips, args.drum_clips, args.data_dir)
     clips = [np.concatenate(clips[i : i + args.concatenate]) for i in range(0, len(clips), args.concatenate)]
+    cases = [case for case in CASES if args.cases is None or case[0] in args.cases.split(",")]
     if args.part in ("distribution", "all"):
-        distribution(clips, extractor, args.batch_size)
+        distribution(clips, extractor, args.batch_size, cases)
+    if args.part in ("view_match", "all"):
+        view_match(clips, extractor, args.batch_size, cases)
     if args.part in ("bias", "all"):
         bias(clips, extractor)
     if args.part in ("throughput", "all"):

@@ -13,6 +13,7 @@ For every dataset (pretraining on folds 1-4 only, labels unused) and every varia
 
     python examples/budget_study.py --cpu_minutes 25 --output_dir runs/budget
     python examples/budget_study.py --cpu_minutes 2 --datasets drumkits --variants released_spectral   # a quick look
+    python examples/budget_study.py --datasets drumkits --variants released_spectral,released_spectral-pitch  # ablation
 
 Prints one markdown table (and writes `budget_study.json` in `--output_dir`). Finished runs are reused.
 """
@@ -20,7 +21,6 @@ Prints one markdown table (and writes `budget_study.json` in `--output_dir`). Fi
 import argparse
 import csv
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiomosaic_training.augment import recipe_transforms
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicModel, decode_audio
 from modeling_audiomosaic import AudioMosaicForPreTraining
 from pretrain_and_probe_speechcommands import encoder_features, logmel_mean_std, probe
@@ -57,6 +58,20 @@ VARIANTS = {
 }
 
 
+def variant_settings(name: str) -> dict:
+    """`VARIANTS[name]`, or for `variant-transform[-transform...]` (ablations) that variant's recipe without those
+    transforms, e.g. `released_spectral-pitch`."""
+    base, _, left_out = name.partition("-")
+    if base not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}; expected one of {list(VARIANTS)}, optionally followed by "
+                         "`-transform` for each transform left out (e.g. released_spectral-pitch)")
+    variant = dict(VARIANTS[base])
+    if left_out:
+        variant["augmentation"] = f"{variant['augmentation']}-{left_out}"
+        recipe_transforms(variant["augmentation"])  # a clear error for a transform the recipe does not have
+    return variant
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -73,12 +88,12 @@ def write_pretraining_list(data_dir: Path, folder: str, path: Path) -> int:
 
 def pretrain_command(clips: Path, output_dir: Path, frames: int, preset: str, variant: dict, steps: int,
                      workers: int) -> list[str]:
-    # Every core busy: waveform augmentation keeps each worker on a core, the spectral workers are mostly idle.
-    cores = len(os.sched_getaffinity(0))
-    threads = max(1, cores - workers) if variant["augmentation_backend"] == "waveform" else cores
     settings = {"recipe": "pretrain_small_cpu", **MODEL, "max_length": frames, "feature_extractor_preset": preset,
                 "per_device_train_batch_size": 128, **variant, "max_steps": steps,
-                "warmup_steps": max(1, steps // 20), "dataloader_num_workers": workers, "torch_threads": threads,
+                "warmup_steps": max(1, steps // 20), "dataloader_num_workers": workers,
+                # One model thread: a CPU budget buys the most steps that way (no OpenMP barriers or spinning; on the
+                # shared 2-core machine 1.95x the samples per CPU-second of 2 threads, bench_pretrain --part cpu_step).
+                "torch_threads": 1,
                 "seed": SEED, "save_steps": 0, "effective_rank_steps": steps, "logging_steps": max(1, steps // 20)}
     command = [sys.executable, "-m", "audiomosaic_training.pretrain", "--dataset", str(clips),
                "--output_dir", str(output_dir), "--overwrite_output_dir", "--resume", "no", "--disable_tqdm"]
@@ -160,10 +175,10 @@ def main():
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--dataloader_num_workers", type=int, default=1)
     args = parser.parse_args()
-    unknown = set(args.datasets.split(",")) - set(DATASETS) | set(args.variants.split(",")) - set(VARIANTS)
+    unknown = set(args.datasets.split(",")) - set(DATASETS)
     if unknown:
-        raise SystemExit(f"unknown dataset or variant {sorted(unknown)}; datasets {list(DATASETS)}, variants "
-                         f"{list(VARIANTS)}")
+        raise SystemExit(f"unknown dataset {sorted(unknown)}; expected some of {list(DATASETS)}")
+    variants = {name: variant_settings(name) for name in args.variants.split(",")}
     torch.set_num_threads(2)
     data_dir, output_dir = Path(args.data_dir), Path(args.output_dir)
     rows = []
@@ -172,10 +187,10 @@ def main():
         clips = output_dir / dataset / "pretrain_list.csv"
         print(f"{dataset}: {write_pretraining_list(data_dir, folder, clips)} pretraining clips (folds 1-4)", flush=True)
         baselines = None
-        for name in args.variants.split(","):
+        for name, variant in variants.items():
             run_dir = output_dir / dataset / name
             print(f"{dataset} / {name}: pretraining for {args.cpu_minutes} CPU-minutes", flush=True)
-            run = pretrain_within_budget(clips, run_dir, frames, preset, VARIANTS[name], 60 * args.cpu_minutes,
+            run = pretrain_within_budget(clips, run_dir, frames, preset, variant, 60 * args.cpu_minutes,
                                          args.dataloader_num_workers)
             inputs, mask, labels, folds = probe_inputs(data_dir, folder, frames, preset, run_dir)
             pretrained = probe_accuracy(encoder_features(AudioMosaicModel.from_pretrained(run_dir), inputs), labels,

@@ -284,6 +284,25 @@ def test_augmentation_recipes_of_table_9():
         build_augmentation("aug5")
 
 
+
+def test_ablation_recipes_leave_transforms_out_on_both_backends():
+    from audiomosaic_training.spectral_augment import SpectralTwoViewTransform
+
+    names = [type(t).__name__ for t in build_augmentation("official-pitch-highpass").transforms]
+    assert names == ["PolarityInversion", "TimeStretch", "AddGaussianSNR", "Gain", "BandStopFilter"]
+    assert build_augmentation("paper-stretch").transforms[0].__class__.__name__ == "PolarityInversion"
+    assert [type(t).__name__ for t in build_augmentation("paper-pitch").transforms][1] == "TimeStretch"
+    assert build_augmentation("paper-pitch").transforms[1].max_rate == 1.25  # the base recipe's rate
+    spectral = SpectralTwoViewTransform(AudioMosaicFeatureExtractor.from_preset("speechcommands"), "official-stretch")
+    assert "stretch" not in spectral.probabilities and "pitch" in spectral.probabilities
+    # A left-out transform never applies: every view keeps rate 1 however the draws fall.
+    parameters = spectral.chain_parameters(np.zeros((8, 16)), np.zeros(8, np.uint64))
+    assert np.all(parameters.rate == 1.0) and np.all(parameters.semitones != 0.0)
+    with pytest.raises(ValueError, match="does not have"):
+        build_augmentation("aug2-pitch")
+    with pytest.raises(ValueError, match="--augmentation"):
+        args_for("pretrain_tiny_cpu.yaml", "--augmentation", "official-reverb")
+
 def test_two_views_are_reproducible_from_the_seed():
     extractor = AudioMosaicFeatureExtractor.from_preset("speechcommands")
     transform = TwoViewTransform(extractor, "official")

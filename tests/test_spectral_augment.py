@@ -210,6 +210,21 @@ def test_warped_bank_without_shift_is_kaldis():
     torch.testing.assert_close(bank, kaldi_mel_bank(128, 512, RATE).T, atol=5e-5, rtol=0)
 
 
+@pytest.mark.parametrize("semitones", [-4.0, -1.3, 0.7, 4.0])
+def test_warped_bank_keeps_the_extractors_filter_weights(semitones):
+    """A flat power spectrum shifted by a = 2^(semitones / 12) has density 1 / a wherever content remains: every Mel
+    filter there gets the extractor's weight / a. The narrow low filters (below one FFT bin wide) keep the weights the
+    extractor gives them, so a shift never lights up a filter the features leave empty or darkens a lit one."""
+    ratio = 2 ** (semitones / 12)
+    warped = warped_mel_bank(torch.tensor([semitones]), 128, 512, RATE)[0].double().sum(dim=0)
+    extractor = kaldi_mel_bank(128, 512, RATE).double().sum(dim=1)
+    low, high = 1127 * math.log(1 + 20 / 700), 1127 * math.log(1 + RATE / 2 / 700)  # Kaldi's Mel range
+    centres = 700 * (torch.exp((low + (high - low) / 129 * torch.arange(1, 129)) / 1127) - 1)  # filter centres, Hz
+    inside = centres < 0.95 * min(1.0, ratio) * RATE / 2  # away from the band edge a downward shift empties
+    torch.testing.assert_close(warped[inside], extractor[inside] / ratio, atol=1e-3, rtol=0.02)
+    assert warped[3] == 0 and extractor[3] == 0  # the filter Kaldi's 128-bin bank leaves empty stays empty
+
+
 def test_noise_matches_gaussian_noise_at_the_snr(extractor):
     """AddGaussianSNR at 10 dB on a tone against real Gaussian noise of the same std, 8 realisations each: same
     log-Mel band means and frame-to-frame spread."""

@@ -91,15 +91,26 @@ def build_augmentation(
 
 
 def recipe_transforms(name: str) -> tuple[str, ...]:
-    """The transform keys of recipe `name`, in the authors' order (keys of `TRANSFORM_PROBABILITIES`)."""
-    if name not in _RECIPE_TRANSFORMS:
-        raise ValueError(f"Unknown augmentation {name!r}; expected one of {AUGMENTATIONS}.")
-    return _RECIPE_TRANSFORMS[name]
+    """The transform keys of recipe `name`, in the authors' order (keys of `TRANSFORM_PROBABILITIES`).
+
+    For ablations a recipe can leave transforms out: `official-pitch` is `official` without PitchShift,
+    `official-highpass-bandstop` without both filters.
+    """
+    base, *left_out = name.split("-")
+    if base not in _RECIPE_TRANSFORMS:
+        raise ValueError(f"Unknown augmentation {name!r}; expected one of {AUGMENTATIONS}, optionally followed by "
+                         "`-transform` for each transform left out (e.g. official-pitch).")
+    unknown = [key for key in left_out if key not in _RECIPE_TRANSFORMS[base]]
+    if unknown:
+        raise ValueError(f"Augmentation {name!r} leaves out {unknown}, which {base!r} does not have; its transforms "
+                         f"are {_RECIPE_TRANSFORMS[base]}.")
+    return tuple(key for key in _RECIPE_TRANSFORMS[base] if key not in left_out)
 
 
 def time_stretch_max_rate_for(name: str, time_stretch_max_rate: float | None = None) -> float:
     """TimeStretch max rate of recipe `name` (1.25 for `paper`, else 1.3) unless `time_stretch_max_rate` is given."""
-    max_rate = time_stretch_max_rate if time_stretch_max_rate is not None else (1.25 if name == "paper" else 1.3)
+    paper = name.split("-")[0] == "paper"
+    max_rate = time_stretch_max_rate if time_stretch_max_rate is not None else (1.25 if paper else 1.3)
     if not TIME_STRETCH_MIN_RATE <= max_rate <= 10:
         raise ValueError(
             f"time_stretch_max_rate must be in [{TIME_STRETCH_MIN_RATE}, 10] (audiomentations' limit), got {max_rate}."

@@ -68,7 +68,7 @@ from modeling_audiomosaic.analysis import effective_rank  # RankMe: exp(entropy 
 from modeling_audiomosaic.norm_stats import AUTO_PRESET
 
 from .arguments import AudioDataArguments, parse_args_with_recipe
-from .augment import AUGMENTATIONS, TwoViewTransform
+from .augment import AUGMENTATIONS, TwoViewTransform, recipe_transforms
 from .data import open_train_split
 from .logger import setup_logging
 from .memory import checkpoint_blocks, checkpointed_blocks_for_memory
@@ -163,7 +163,11 @@ class DataArguments(AudioDataArguments):
     roll_magnitude: bool = field(default=True, metadata={"help": "Roll + Beta(10,10)+0.5 gain before augmentation."})
     streaming: bool = field(default=False, metadata={"help": "Iterate the source lazily (corpora beyond the disk)."})
     shuffle_buffer_size: int = field(default=10000, metadata={"help": "Shuffle buffer of a streamed source."})
-    augmentation: str = field(default="official", metadata={"help": f"Augmentation recipe: one of {AUGMENTATIONS}."})
+    augmentation: str = field(
+        default="official",
+        metadata={"help": f"Augmentation recipe: one of {AUGMENTATIONS}, optionally minus transforms for ablations "
+                          "(official-pitch: official without PitchShift)."},
+    )
     augmentation_backend: str = field(
         default="waveform",
         metadata={"help": "waveform: audiomentations on each clip in the DataLoader workers (the authors' pipeline); "
@@ -183,8 +187,10 @@ class DataArguments(AudioDataArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"--augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}.")
+        try:
+            recipe_transforms(self.augmentation)
+        except ValueError as error:
+            raise ValueError(f"--augmentation: {error}") from None
         if self.augmentation_backend not in AUGMENTATION_BACKENDS:
             raise ValueError(f"--augmentation_backend must be one of {AUGMENTATION_BACKENDS}, got "
                              f"{self.augmentation_backend!r}.")

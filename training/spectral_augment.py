@@ -14,10 +14,11 @@ or CUDA. For one view of a mean-removed clip, in the order of the audiomentation
   clip) added to the frames before the FFT, framed like the output (exact: noise follows the stretch in the chain);
 - Gain, HighPassFilter, BandStopFilter: the power factor and the squared magnitude response of the same
   Butterworth filters (scipy's bilinear design), folded into a per-view Mel bank (exact in steady state);
-- PitchShift (ratio a = 2^(semitones / 12)): the Mel bank is read at a * f and the Kaldi pre-emphasis gain moved
-  from f to a * f, so a partial at f lands where the shifted partial would, at its level (approximate: its window
-  main lobe is scaled by a too, which can move a tone's peak by one Mel bin); content pushed above Nyquist is
-  dropped as by resampling.
+- PitchShift (ratio a = 2^(semitones / 12)): the power spectrum is resampled on the frequency axis (output bin k
+  collects the source band [k - 1/2, k + 1/2] / a, power-conserving) before the extractor's own Mel bank, both
+  folded into one per-view bank, and the Kaldi pre-emphasis gain is moved from f to a * f, so a partial at f lands
+  where the shifted partial would, at its level (approximate: its window main lobe is scaled by a too, which can
+  move a tone's peak by one Mel bin); content pushed above Nyquist is dropped as by resampling.
 
 The power spectrum of each view is computed by the feature extractor's own code (`power_spectrum`) and the Mel
 product is one batched matmul, so the cost is about that of computing the features of both views. Randomness is
@@ -41,11 +42,11 @@ import torch
 from modeling_audiomosaic import AudioMosaicFeatureExtractor
 from modeling_audiomosaic.kaldi_audiomosaic import (
     LOG_FLOOR,
-    LOW_FREQ,
     MEL_GROUPS,
     PREEMPHASIS,
     KaldiConstants,
     kaldi_constants,
+    kaldi_mel_bank,
 )
 
 from .augment import (
@@ -215,19 +216,39 @@ def _preemphasis_power(hz: torch.Tensor, sampling_rate: int) -> torch.Tensor:
     return 1.0 + PREEMPHASIS**2 - 2.0 * PREEMPHASIS * torch.cos(2.0 * torch.pi * hz / sampling_rate)
 
 
+@functools.lru_cache(maxsize=8)
+def _transposed_mel_bank(num_mel_bins: int, fft_length: int, sampling_rate: int, device: torch.device) -> torch.Tensor:
+    return kaldi_mel_bank(num_mel_bins, fft_length, sampling_rate).T.to(device)
+
+
 def warped_mel_bank(semitones: torch.Tensor, num_mel_bins: int, fft_length: int, sampling_rate: int) -> torch.Tensor:
-    """Kaldi's triangular Mel filters read at frequency a * f with a = 2^(semitones / 12): (views, fft_length // 2,
-    num_mel_bins), float32. Semitones 0 gives the extractor's bank up to float rounding."""
-    low_mel = 1127.0 * np.log(1.0 + LOW_FREQ / 700.0)
-    high_mel = 1127.0 * np.log(1.0 + 0.5 * sampling_rate / 700.0)
-    delta = (high_mel - low_mel) / (num_mel_bins + 1)
-    left = low_mel + delta * torch.arange(num_mel_bins, dtype=torch.float32, device=semitones.device)
-    ratio = torch.pow(2.0, semitones.float() / 12.0)[:, None, None]
-    bins = torch.arange(fft_length // 2, dtype=torch.float32, device=semitones.device)[None, :, None]
-    bin_mel = 1127.0 * torch.log1p(ratio * bins * (sampling_rate / fft_length) / 700.0)
-    up = (bin_mel - left) / delta
-    down = (left + 2 * delta - bin_mel) / delta
-    return torch.minimum(up, down).clamp_min_(0.0)
+    """Per-view Mel banks (views, fft_length // 2, num_mel_bins), float32, for the power spectrum of a clip shifted by
+    a = 2^(semitones / 12): output bin k collects the power of the source band [k - 1/2, k + 1/2] / a (each source
+    bin's power split over the output bins in proportion to the overlap, so power is conserved and a flat spectrum
+    gets density 1 / a), and Kaldi's bank, sampled on the output bins exactly as the extractor samples it, is folded
+    into those weights. Semitones 0 gives the extractor's bank. Content beyond Nyquist is dropped, as by resampling.
+    Shifts must lie within PITCH_SEMITONES_RANGE.
+
+    Reading the triangles at a * f instead would sample the narrow low filters (narrower than a 31 Hz bin below about
+    300 Hz at 128 bins) at other points for every shift: filters the extractor leaves empty or dim (3, 1, 5 ...) would
+    light up and lit ones go dark, a texture in the kick-drum bands that no real pitch shift makes.
+    """
+    device = semitones.device
+    bins = fft_length // 2
+    bank = _transposed_mel_bank(num_mel_bins, fft_length, sampling_rate, device)  # (bins, filters)
+    padded = torch.cat([bank, bank.new_zeros(1, num_mel_bins)])  # row `bins`: output bins outside the spectrum
+    ratio = torch.pow(2.0, semitones.double() / 12.0)[:, None]  # (views, 1)
+    source = torch.arange(bins, dtype=torch.float64, device=device)[None]
+    first = torch.floor(ratio * (source - 0.5) + 0.5)  # the first output bin source bin j reaches
+    warped = torch.zeros(len(ratio), bins, num_mel_bins, device=device)
+    # Output bins one source bin can overlap, from the recipe's largest shift (a bound known without asking the device).
+    for offset in range(math.ceil(2.0 ** (PITCH_SEMITONES_RANGE[1] / 12.0)) + 1):
+        output = first + offset
+        overlap = (torch.minimum((output + 0.5) / ratio, source + 0.5)
+                   - torch.maximum((output - 0.5) / ratio, source - 0.5)).clamp_min(0.0)
+        rows = torch.where((output >= 0) & (output < bins), output, bins).long()
+        warped.addcmul_(padded[rows], overlap.float()[..., None])
+    return warped
 
 
 class SpectralTwoViewTransform:
