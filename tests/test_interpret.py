@@ -21,6 +21,7 @@ from modeling_audiomosaic.interpret import (  # noqa: E402
     HeadOutputCollector,
     SAVClassifier,
     SparseAutoencoder,
+    evaluate_head_intervention,
     evaluate_sae,
     latent_class_report,
     load_or_collect_activations,
@@ -83,6 +84,39 @@ def test_zeroing_a_head_equals_zeroing_its_output_projection_columns():
         HeadIntervention(model, [(2, 0)])
     with pytest.raises(ValueError, match="needs `values`"):
         HeadIntervention(model, [(0, 0)], mode="mean")
+
+
+def test_block_input_cache_reruns_only_later_blocks_with_identical_results():
+    from sklearn.linear_model import LogisticRegression
+
+    from modeling_audiomosaic.interpret.heads import BlockInputCache, dose_response, pooled_outputs
+
+    model = tiny_model()
+    inputs = torch.randn(10, 64, 128)
+    cache = BlockInputCache(model, inputs, blocks=[1], batch_size=4)
+    np.testing.assert_array_equal(cache.clean_pooled_outputs, pooled_outputs(model, inputs, batch_size=4))
+    calls = []
+    handle = model.layers[0].register_forward_pre_hook(lambda module, args: calls.append(1))
+    with HeadIntervention(model, [(1, 2), (1, 0)], mode="scale", scale=3.0):
+        edited = cache.pooled_outputs(first_block=1)
+        assert not calls  # block 0 was not rerun
+        np.testing.assert_array_equal(edited, pooled_outputs(model, inputs, batch_size=4))
+    handle.remove()
+    assert not np.array_equal(edited, cache.clean_pooled_outputs)
+    with pytest.raises(ValueError, match="not cached"):
+        cache.pooled_outputs(first_block=0)
+
+    labels = np.repeat(np.array(["a", "b"]), 5)
+    readout = LogisticRegression(C=100.0).fit(cache.clean_pooled_outputs, labels)
+    heads_by_class = {"a": [(1, 0), (1, 3)], "b": [(0, 1), (1, 1)]}
+    for mode in ("zero", "scale"):
+        runs = [evaluate_head_intervention(model, inputs, labels, readout, heads_by_class, mode=mode, scale=4.0,
+                                           n_random=3, progress=False, cache_block_inputs=cached)
+                for cached in (True, False)]
+        assert runs[0] == runs[1]
+    doses = [dose_response(model, inputs, labels, readout, heads_by_class, progress=False,
+                           cache_block_inputs=cached) for cached in (True, False)]
+    assert doses[0] == doses[1]
 
 
 def planted_dictionary(n: int, seed: int = 0):
