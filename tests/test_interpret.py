@@ -19,6 +19,7 @@ from modeling_audiomosaic.interpret import (  # noqa: E402
     CALMClassifier,
     HeadIntervention,
     HeadOutputCollector,
+    HeadSoftVoteClassifier,
     SAVClassifier,
     SparseAutoencoder,
     evaluate_head_intervention,
@@ -183,8 +184,21 @@ def test_calm_weights_the_informative_heads_and_sav_selects_them():
     sav = SAVClassifier(n_heads=2).fit(X, y)
     assert set(sav.selected_heads_) == {2, 5}
     assert sav.score(X_test, y_test) > 0.9
-    one_shot = CALMClassifier().fit(X[::15], y[::15])  # one clip per class: in-sample reliabilities
-    assert one_shot.predict(X_test).shape == y_test.shape
+    one_shot = CALMClassifier().fit(X[::15], y[::15])  # one clip per class, nothing held out: no reliabilities
+    assert one_shot.reliability_source_ == "none (one shot per class)"
+    np.testing.assert_array_equal(one_shot.weights_, np.full((8, 3), 1 / 8))
+    np.testing.assert_array_equal(one_shot.predict(X_test),
+                                  HeadSoftVoteClassifier().fit(X[::15], y[::15]).predict(X_test))
+    validated = CALMClassifier().fit(X[::15], y[::15], X_val=X, y_val=y)  # a reliability split, as the reference
+    assert validated.reliability_source_ == "validation split"
+    assert set(np.argsort(-validated.weights_.sum(axis=1))[:2]) == {2, 5}
+    for scheme in ("margin_softmax", "prob_softmax", "brier_softmax"):
+        soft_weights = CALMClassifier(weight_scheme=scheme, tau_w=0.1).fit(X, y)
+        expected = np.exp(soft_weights.reliability_ / 0.1)
+        np.testing.assert_allclose(soft_weights.weights_, expected / expected.sum(axis=0), rtol=1e-6)
+        assert set(np.argsort(-soft_weights.weights_.sum(axis=1))[:2]) == {2, 5}
+    with pytest.raises(ValueError, match="weight_scheme"):
+        CALMClassifier(weight_scheme="prob").fit(X, y)
     self_trained = CALMClassifier(self_training=True).fit(X[::5], y[::5], X_unlabeled=X_test)
     assert len(self_trained.pseudo_label_index_) > 0
     with pytest.raises(ValueError, match="head_dim"):
