@@ -107,9 +107,9 @@ def test_block_input_cache_reruns_only_later_blocks_with_identical_results():
     with pytest.raises(ValueError, match="not cached"):
         cache.pooled_outputs(first_block=0)
 
-    labels = np.repeat(np.array(["a", "b"]), 5)
+    labels = np.repeat(np.array(["a", "b", "c"]), [4, 3, 3])  # "c" fills block 1: no matched random heads left
     readout = LogisticRegression(C=100.0).fit(cache.clean_pooled_outputs, labels)
-    heads_by_class = {"a": [(1, 0), (1, 3)], "b": [(0, 1), (1, 1)]}
+    heads_by_class = {"a": [(1, 0), (1, 3)], "b": [(0, 1), (1, 1)], "c": [(1, 0), (1, 1), (1, 2), (1, 3)]}
     for mode in ("zero", "scale"):
         runs = [evaluate_head_intervention(model, inputs, labels, readout, heads_by_class, mode=mode, scale=4.0,
                                            n_random=3, progress=False, cache_block_inputs=cached)

@@ -241,8 +241,13 @@ def _forward_runner(model, input_values: torch.Tensor, head_sets, cache_block_in
     and a run starts there; otherwise every run is a full forward pass."""
     if not cache_block_inputs:
         return pooled_outputs(model, input_values), lambda heads: pooled_outputs(model, input_values)
-    cache = BlockInputCache(model, input_values, blocks=sorted({min(b for b, _ in heads) for heads in head_sets}))
-    return cache.clean_pooled_outputs, lambda heads: cache.pooled_outputs(min(b for b, _ in heads))
+    cache = BlockInputCache(model, input_values,
+                            blocks=sorted({min(b for b, _ in heads) for heads in head_sets if heads}))
+
+    def run(heads):  # no head edited (e.g. no free random head in a full block): the clean pass
+        return cache.pooled_outputs(min(b for b, _ in heads)) if heads else cache.clean_pooled_outputs
+
+    return cache.clean_pooled_outputs, run
 
 
 def evaluate_head_intervention(model, input_values: torch.Tensor, labels, readout, heads_by_class: dict,
