@@ -253,8 +253,8 @@ def main() -> None:
         files, labels, folds = read_labelled_audio(str(meta), "filename", "label", "fold")
         train, test = split_train_test(labels, folds, "5")
         start = time.time()
-        activations, _, _ = load_or_collect_activations(model, feature_extractor, files, args.cache_dir or out / "cache",
-                                                        progress=False)
+        cache_dir = args.cache_dir or out / "cache"
+        activations, _, _ = load_or_collect_activations(model, feature_extractor, files, cache_dir, progress=False)
         extraction = time.time() - start
         start = time.time()
         records = run_dataset(activations.head_features(), activations.hidden[:, -1].numpy(), labels, train, test,

@@ -109,7 +109,8 @@ def main() -> None:
                "eval_clips": after["payload"]["eval_clips"],
                "first_intervened_blocks": sorted({min(b for b, _ in heads)
                                                   for heads in after["payload"]["heads_by_class"].values()})}
-    (out / f"heads_cache_benchmark{'_cached_first' if args.cached_first else ''}.json").write_text(json.dumps(summary, indent=2))
+    name = "heads_cache_benchmark_cached_first.json" if args.cached_first else "heads_cache_benchmark.json"
+    (out / name).write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 
 

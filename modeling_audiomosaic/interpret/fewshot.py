@@ -144,7 +144,7 @@ class CALMClassifier(ClassifierMixin, BaseEstimator):
     Args:
         tau: prototype softmax temperature (0.07). tau_w: weight temperature (1.0).
         weight_scheme: "margin_clamped" (default), "margin_softmax", "prob_softmax" or "brier_softmax".
-            top_k: heads kept per class (None: all).
+        top_k: heads kept per class (None: all).
         shrinkage: alpha of r <- r n_c / (n_c + alpha) + mean(r) alpha / (n_c + alpha).
         cv: folds for cross-fitted reliabilities when `fit` gets no validation split (capped by the smallest
             class; with 1 shot the weights are uniform). global_weights: one weight per head, averaged over classes.
