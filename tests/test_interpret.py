@@ -19,8 +19,10 @@ from modeling_audiomosaic.interpret import (  # noqa: E402
     CALMClassifier,
     HeadIntervention,
     HeadOutputCollector,
+    HeadSoftVoteClassifier,
     SAVClassifier,
     SparseAutoencoder,
+    evaluate_head_intervention,
     evaluate_sae,
     latent_class_report,
     load_or_collect_activations,
@@ -83,6 +85,39 @@ def test_zeroing_a_head_equals_zeroing_its_output_projection_columns():
         HeadIntervention(model, [(2, 0)])
     with pytest.raises(ValueError, match="needs `values`"):
         HeadIntervention(model, [(0, 0)], mode="mean")
+
+
+def test_block_input_cache_reruns_only_later_blocks_with_identical_results():
+    from sklearn.linear_model import LogisticRegression
+
+    from modeling_audiomosaic.interpret.heads import BlockInputCache, dose_response, pooled_outputs
+
+    model = tiny_model()
+    inputs = torch.randn(10, 64, 128)
+    cache = BlockInputCache(model, inputs, blocks=[1], batch_size=4)
+    np.testing.assert_array_equal(cache.clean_pooled_outputs, pooled_outputs(model, inputs, batch_size=4))
+    calls = []
+    handle = model.layers[0].register_forward_pre_hook(lambda module, args: calls.append(1))
+    with HeadIntervention(model, [(1, 2), (1, 0)], mode="scale", scale=3.0):
+        edited = cache.pooled_outputs(first_block=1)
+        assert not calls  # block 0 was not rerun
+        np.testing.assert_array_equal(edited, pooled_outputs(model, inputs, batch_size=4))
+    handle.remove()
+    assert not np.array_equal(edited, cache.clean_pooled_outputs)
+    with pytest.raises(ValueError, match="not cached"):
+        cache.pooled_outputs(first_block=0)
+
+    labels = np.repeat(np.array(["a", "b", "c"]), [4, 3, 3])  # "c" fills block 1: no matched random heads left
+    readout = LogisticRegression(C=100.0).fit(cache.clean_pooled_outputs, labels)
+    heads_by_class = {"a": [(1, 0), (1, 3)], "b": [(0, 1), (1, 1)], "c": [(1, 0), (1, 1), (1, 2), (1, 3)]}
+    for mode in ("zero", "scale"):
+        runs = [evaluate_head_intervention(model, inputs, labels, readout, heads_by_class, mode=mode, scale=4.0,
+                                           n_random=3, progress=False, cache_block_inputs=cached)
+                for cached in (True, False)]
+        assert runs[0] == runs[1]
+    doses = [dose_response(model, inputs, labels, readout, heads_by_class, progress=False,
+                           cache_block_inputs=cached) for cached in (True, False)]
+    assert doses[0] == doses[1]
 
 
 def planted_dictionary(n: int, seed: int = 0):
@@ -149,8 +184,21 @@ def test_calm_weights_the_informative_heads_and_sav_selects_them():
     sav = SAVClassifier(n_heads=2).fit(X, y)
     assert set(sav.selected_heads_) == {2, 5}
     assert sav.score(X_test, y_test) > 0.9
-    one_shot = CALMClassifier().fit(X[::15], y[::15])  # one clip per class: in-sample reliabilities
-    assert one_shot.predict(X_test).shape == y_test.shape
+    one_shot = CALMClassifier().fit(X[::15], y[::15])  # one clip per class, nothing held out: no reliabilities
+    assert one_shot.reliability_source_ == "none (one shot per class)"
+    np.testing.assert_array_equal(one_shot.weights_, np.full((8, 3), 1 / 8))
+    np.testing.assert_array_equal(one_shot.predict(X_test),
+                                  HeadSoftVoteClassifier().fit(X[::15], y[::15]).predict(X_test))
+    validated = CALMClassifier().fit(X[::15], y[::15], X_val=X, y_val=y)  # a reliability split, as the reference
+    assert validated.reliability_source_ == "validation split"
+    assert set(np.argsort(-validated.weights_.sum(axis=1))[:2]) == {2, 5}
+    for scheme in ("margin_softmax", "prob_softmax", "brier_softmax"):
+        soft_weights = CALMClassifier(weight_scheme=scheme, tau_w=0.1).fit(X, y)
+        expected = np.exp(soft_weights.reliability_ / 0.1)
+        np.testing.assert_allclose(soft_weights.weights_, expected / expected.sum(axis=0), rtol=1e-6)
+        assert set(np.argsort(-soft_weights.weights_.sum(axis=1))[:2]) == {2, 5}
+    with pytest.raises(ValueError, match="weight_scheme"):
+        CALMClassifier(weight_scheme="prob").fit(X, y)
     self_trained = CALMClassifier(self_training=True).fit(X[::5], y[::5], X_unlabeled=X_test)
     assert len(self_trained.pseudo_label_index_) > 0
     with pytest.raises(ValueError, match="head_dim"):

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n_random", type=int, default=10, help="draws of matched random heads (default 10)")
     parser.add_argument("--max_eval_per_class", type=int, default=30, help="test clips per class for interventions")
     parser.add_argument("--steer_alpha", type=float, default=5.0, help="steering strength in std units")
+    parser.add_argument("--full_forward", action="store_true",
+                        help="rerun the whole encoder for every intervention instead of starting at the first "
+                             "edited block from cached block inputs (same results, slower; for checking)")
 
 
 def main(argv: list[str] | None = None) -> dict:

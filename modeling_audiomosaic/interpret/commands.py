@@ -405,15 +405,17 @@ def heads(args: argparse.Namespace) -> dict:
     inputs = featurize_files(fe, [files[i] for i in evaluation])
     eval_labels = labels[evaluation]
     start = time.time()
+    cached = {"cache_block_inputs": not args.full_forward}
     results = {"zero": evaluate_head_intervention(model, inputs, eval_labels, readout, heads_by_class, mode="zero",
-                                                  n_random=args.n_random, seed=args.seed, progress=not args.quiet)}
+                                                  n_random=args.n_random, seed=args.seed, progress=not args.quiet,
+                                                  **cached)}
     mean_values = head_vectors[train].mean(axis=0)
     results["mean"] = evaluate_head_intervention(model, inputs, eval_labels, readout, heads_by_class, mode="mean",
                                                  values=mean_values, n_random=args.n_random, seed=args.seed,
-                                                 progress=not args.quiet)
+                                                 progress=not args.quiet, **cached)
     timings["ablation_seconds"] = time.time() - start
     start = time.time()
-    doses = dose_response(model, inputs, eval_labels, readout, heads_by_class, progress=not args.quiet)
+    doses = dose_response(model, inputs, eval_labels, readout, heads_by_class, progress=not args.quiet, **cached)
     timings["dose_response_seconds"] = time.time() - start
     plot_dose_response(doses, output / "head_dose_response.png",
                        f"top {top} CALM heads per class, scaled (mean over {len(heads_by_class)} classes)")
@@ -422,7 +424,7 @@ def heads(args: argparse.Namespace) -> dict:
         directions, sigma = steering_directions(head_vectors[train], labels[train], name)
         steering += evaluate_head_intervention(model, inputs, eval_labels, readout, heads_by_class, targets=[name],
                                                mode="steer", directions=directions, sigma=sigma,
-                                               alpha=args.steer_alpha, n_random=0, progress=False)
+                                               alpha=args.steer_alpha, n_random=0, progress=False, **cached)
 
     def summarise(rows):
         return {"mean_target_drop": float(np.mean([r["target_drop"] for r in rows])),

@@ -7,13 +7,16 @@ Head features are arrays (clips, heads, head_dim) from `Activations.head_feature
 * `SAVClassifier` (Mitra et al.): per head, class centroids of the support vectors; heads ranked by
   leave-one-out nearest-centroid (cosine) accuracy on the support set; the top `n_heads` vote, majority wins
   (ties: the first class in `classes_` order).
-* `CALMClassifier` (Mehta et al.): L2-normalised per-head prototypes, per-head softmax over cosines / tau,
-  reliability r[h, c] = mean over class-c reliability items of max(0, p_h(c) - max_{c' != c} p_h(c'))
-  ("margin_clamped"), optionally only the `top_k` heads per class, weights r^(1/tau_w) normalised per class,
-  weighted soft vote. Without a validation split the reliabilities are cross-fitted inside the support set
-  (prototypes from the other folds); with one shot per class there is nothing to hold out and they are computed
-  in-sample (nearly uniform). `global_weights=True` averages r over classes (the paper's GW ablation);
-  `self_training=True` pseudo-labels an unlabelled pool and refits on support + confident pseudo-labels.
+* `CALMClassifier` (Mehta et al.; the arithmetic of the reference implementation mvideet/CALM `SAVs/src/calm.py`):
+  L2-normalised per-head prototypes, per-head softmax over cosines / tau, reliability r[h, c] = mean over class-c
+  reliability items of max(0, p_h(c) - max_{c' != c} p_h(c')) ("margin_clamped"), optionally only the `top_k`
+  heads per class, weights r^(1/tau_w) normalised per class (the "*_softmax" schemes: a softmax of r / tau_w over
+  heads), weighted soft vote. The reference estimates r on a separate labelled validation split (`fit(X, y, X_val,
+  y_val)`); without one the reliabilities are cross-fitted inside the support set (prototypes from the other
+  folds). With one shot per class and no validation split no clip can be held out, so there is no evidence of
+  reliability and the weights are uniform: CALM is then the uniform soft vote, by construction.
+  `global_weights=True` averages r over classes (the paper's GW ablation); `self_training=True` pseudo-labels an
+  unlabelled pool and refits on support + confident pseudo-labels.
 * Baselines: `HeadSoftVoteClassifier` (uniform mean of per-head posteriors, all heads or the SAV top heads),
   `CosineNearestCentroid` (pooled features), `pooled_logistic_regression()`.
 """
@@ -23,7 +26,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import accuracy_score, f1_score
 
 
-WEIGHT_SCHEMES = ("margin_clamped", "margin", "prob")
+# The reference's schemes: "margin_clamped" normalises r per class; the "*_softmax" ones take a softmax of r / tau_w
+# over heads ("margin_softmax": unclamped margin, "prob_softmax": mean p_h(c), "brier_softmax": 2 p_h(c) - sum p^2).
+WEIGHT_SCHEMES = ("margin_clamped", "margin_softmax", "prob_softmax", "brier_softmax")
 
 
 def _check_head_features(X, n_heads: int | None = None) -> np.ndarray:
@@ -68,8 +73,10 @@ def head_reliability(posteriors: np.ndarray, y_encoded: np.ndarray, n_classes: i
         raise ValueError(f"Unknown weight_scheme {scheme!r}; expected one of {WEIGHT_SCHEMES}.")
     rows = np.arange(len(y_encoded))
     true = posteriors[rows, :, y_encoded]  # (n, heads)
-    if scheme == "prob":
+    if scheme == "prob_softmax":
         score = true
+    elif scheme == "brier_softmax":
+        score = 2 * true - (posteriors ** 2).sum(axis=-1)
     else:
         others = posteriors.copy()
         others[rows, :, y_encoded] = -np.inf
@@ -136,15 +143,18 @@ class CALMClassifier(ClassifierMixin, BaseEstimator):
 
     Args:
         tau: prototype softmax temperature (0.07). tau_w: weight temperature (1.0).
-        weight_scheme: "margin_clamped" (default), "margin" or "prob". top_k: heads kept per class (None: all).
+        weight_scheme: "margin_clamped" (default), "margin_softmax", "prob_softmax" or "brier_softmax".
+        top_k: heads kept per class (None: all).
         shrinkage: alpha of r <- r n_c / (n_c + alpha) + mean(r) alpha / (n_c + alpha).
         cv: folds for cross-fitted reliabilities when `fit` gets no validation split (capped by the smallest
-            class; 1 shot: in-sample). global_weights: one weight per head, averaged over classes.
+            class; with 1 shot the weights are uniform). global_weights: one weight per head, averaged over classes.
         self_training: pseudo-label `X_unlabeled` passed to `fit` and refit on support + items whose CALM score
             margin (top minus second normalised score) is at least `pseudo_label_margin`.
 
-    Fitted: classes_, prototypes_ (classes, heads, dim), reliability_ (heads, classes), weights_ (heads, classes);
-    after self-training also pseudo_label_index_ and pseudo_labels_ (rows of X_unlabeled kept and their labels).
+    Fitted: classes_, prototypes_ (classes, heads, dim), reliability_ (heads, classes; zeros when there was no
+    evidence), weights_ (heads, classes), reliability_source_ ("validation split", "cross-fitted, k folds" or "none
+    (one shot per class)"); after self-training also pseudo_label_index_ and pseudo_labels_ (rows of X_unlabeled
+    kept and their labels).
     """
 
     def __init__(self, tau: float = 0.07, tau_w: float = 1.0, weight_scheme: str = "margin_clamped",
@@ -161,11 +171,12 @@ class CALMClassifier(ClassifierMixin, BaseEstimator):
         self.pseudo_label_margin = pseudo_label_margin
         self.random_state = random_state
 
-    def _cross_fitted_reliability(self, X: np.ndarray, encoded: np.ndarray, n_classes: int) -> np.ndarray:
+    def _cross_fitted_reliability(self, X: np.ndarray, encoded: np.ndarray, n_classes: int) -> np.ndarray | None:
+        """Out-of-fold reliabilities, or None with one shot of some class: its only clip cannot be held out (an
+        in-sample estimate scores every head on the clip that is its own prototype, which is no evidence)."""
         folds = min(self.cv, int(np.bincount(encoded, minlength=n_classes).min()))
-        if folds < 2:  # one shot: no other item of the class to build its prototype from
-            return head_reliability(head_posteriors(X, class_means(X, encoded, n_classes), self.tau),
-                                    encoded, n_classes, self.weight_scheme)
+        if folds < 2:
+            return None
         from sklearn.model_selection import StratifiedKFold
 
         posteriors = np.zeros((len(X), X.shape[1], n_classes))
@@ -187,6 +198,10 @@ class CALMClassifier(ClassifierMixin, BaseEstimator):
             allowed[:] = False
             top = np.argsort(-r, axis=0, kind="stable")[: self.top_k]
             np.put_along_axis(allowed, top, True, axis=0)
+        if self.weight_scheme.endswith("_softmax"):  # masked softmax over heads, as the reference
+            logits = np.where(allowed, r / self.tau_w, -np.inf)
+            weights = np.exp(logits - logits.max(axis=0, keepdims=True))
+            return weights / weights.sum(axis=0, keepdims=True)
         weights = np.where(allowed, np.maximum(r, 0.0) ** (1.0 / self.tau_w), 0.0)
         totals = weights.sum(axis=0, keepdims=True)
         uniform = allowed / allowed.sum(axis=0, keepdims=True)
@@ -199,15 +214,24 @@ class CALMClassifier(ClassifierMixin, BaseEstimator):
             reliability = head_reliability(head_posteriors(X_val, self.prototypes_, self.tau), y_val_encoded,
                                            n_classes, self.weight_scheme)
             counts = np.bincount(y_val_encoded, minlength=n_classes)
+            self.reliability_source_ = "validation split"
         else:
             reliability = self._cross_fitted_reliability(X, encoded, n_classes)
             counts = np.bincount(encoded, minlength=n_classes)
-        self.reliability_ = reliability
-        self.weights_ = self._weights(reliability, counts)
+            self.reliability_source_ = (f"cross-fitted, {min(self.cv, int(counts.min()))} folds"
+                                        if reliability is not None else "none (one shot per class)")
+        if reliability is None:
+            self.reliability_ = np.zeros((X.shape[1], n_classes))
+            self.weights_ = np.full((X.shape[1], n_classes), 1.0 / X.shape[1])
+        else:
+            self.reliability_ = reliability
+            self.weights_ = self._weights(reliability, counts)
 
     def fit(self, X, y, X_val=None, y_val=None, X_unlabeled=None):
         if self.tau <= 0 or self.tau_w <= 0:
             raise ValueError(f"tau and tau_w must be positive, got {self.tau} and {self.tau_w}.")
+        if self.weight_scheme not in WEIGHT_SCHEMES:
+            raise ValueError(f"Unknown weight_scheme {self.weight_scheme!r}; expected one of {WEIGHT_SCHEMES}.")
         X = _check_head_features(X)
         self.classes_, encoded = _encode_labels(y)
         val_encoded = None
