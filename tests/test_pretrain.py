@@ -296,8 +296,9 @@ def test_ablation_recipes_leave_transforms_out_on_both_backends():
     spectral = SpectralTwoViewTransform(AudioMosaicFeatureExtractor.from_preset("speechcommands"), "official-stretch")
     assert "stretch" not in spectral.probabilities and "pitch" in spectral.probabilities
     # A left-out transform never applies: every view keeps rate 1 however the draws fall.
-    parameters = spectral.chain_parameters(np.zeros((8, 16)), np.zeros(8, np.uint64))
-    assert np.all(parameters.rate == 1.0) and np.all(parameters.semitones != 0.0)
+    parameters = spectral.chain_parameters(torch.zeros(8, 16, dtype=torch.float64), torch.zeros(8, dtype=torch.int64),
+                                           torch.zeros(8, dtype=torch.int64), torch.ones(8, dtype=torch.float64))
+    assert torch.all(parameters.rate == 1.0) and torch.all(parameters.semitones != 0.0)
     with pytest.raises(ValueError, match="does not have"):
         build_augmentation("aug2-pitch")
     with pytest.raises(ValueError, match="--augmentation"):
