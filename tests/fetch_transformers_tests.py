@@ -14,6 +14,7 @@ Run this file (`python tests/fetch_transformers_tests.py`) to fetch the files ah
 """
 
 import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -103,9 +104,12 @@ def extract_common_files(archive: Path, package: Path) -> None:
 
 def import_common(module: str):
     """`transformers_common_tests.<module>` for the installed transformers, fetched if needed."""
-    root = str(fetch())
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    if PACKAGE not in sys.modules:  # registered as a package from the cache, without touching sys.path
+        folder = fetch() / PACKAGE
+        spec = importlib.util.spec_from_file_location(PACKAGE, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        sys.modules[PACKAGE] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[PACKAGE])
     return importlib.import_module(f"{PACKAGE}.{module}")
 
 
