@@ -574,11 +574,14 @@ def test_sigkilled_run_resumes_to_the_same_weights(clip_list, tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     subprocess.run(_command(clip_list, reference_dir), check=True, env=env, capture_output=True, timeout=300)
 
-    process = subprocess.Popen(_command(clip_list, killed_dir), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed_run.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(_command(clip_list, killed_dir), env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + 240
     while not pretrain.list_checkpoints(killed_dir) and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    if process.poll() is not None:  # it ended on its own: say how, rather than fail to kill it
+        pytest.fail(f"the run ended (exit {process.returncode}) before it could be killed:\n{log.read_text()[-2000:]}")
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (killed_dir / "model.safetensors").exists()
