@@ -613,7 +613,6 @@ def bench_cpu_step(args) -> list[dict]:
     import copy
     import statistics
 
-    device = torch.device("cpu")
     default_threads = torch.get_num_threads()
     config = AudioMosaicConfig(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768,
                                max_length=args.frames, pretraining_masking="official", drop_path_rate=0.0,
@@ -699,7 +698,7 @@ def main():
                              "memory_option_B, compile_budget (default eager_70,eager_all,eager_none); cpu_step: "
                              "`;`-separated CPU_STEP_VARIANTS names (default all)")
     parser.add_argument("--batch_sizes", default="64,128,256", help="gpu_table: batch sizes")
-    parser.add_argument("--option_blocks", default="12,12,12",
+    parser.add_argument("--option_blocks", default="12,12,11",
                         help="gpu_table: blocks --gradient_checkpointing_memory_gib picks at 64,128,256 (--part memory)")
     parser.add_argument("--budget", type=float, default=None, help="gpu_table: compile_budget's activation budget")
     parser.add_argument("--clip_seconds", type=float, default=10.0, help="host, epoch_stall, end_to_end: clip length")

@@ -4,7 +4,7 @@
 `FakeTensorMode` with `MemTracker` on CPU: tensors have shapes and no data, so the estimate takes seconds of CPU and no
 accelerator, and it counts what the step keeps alive (parameters, gradients, AdamW state, saved activations,
 temporaries) as `torch.cuda.max_memory_allocated` does. With bf16 autocast it follows CPU autocast's casting rules,
-which match CUDA's for the ops the encoder uses. Checked against an H200 (ViT-B/16, 1024 frames, batch 256, bf16):
+close enough to CUDA's for this encoder, as the comparison shows. Checked against an H200 (ViT-B/16, 1024 frames, batch 256, bf16):
 20.2 / 10.2 / 43.7 GiB estimated for 70 % / all / no blocks checkpointed against 20.7 / 10.6 / 44.3 GiB measured
 (`benchmarks/RESULTS.md`, "Pretraining memory").
 
