@@ -198,12 +198,20 @@ def load_feature_extractor(model_path: str, max_length: int | None, model_max_le
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse with the command line's one-line errors: `audiomosaic COMMAND: error: argument --x: ...` (exit 2)
+    instead of the usage block followed by the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def command_parser(command: str, description: str | None,
                    add_arguments: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
     """The parser of `audiomosaic COMMAND`, described by `description` (a command module's docstring) and filled by
     the module's `add_arguments`."""
-    parser = argparse.ArgumentParser(prog=f"audiomosaic {command}", description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog=f"audiomosaic {command}", description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return parser
 

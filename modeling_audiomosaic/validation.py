@@ -1,0 +1,294 @@
+"""The checks every command and entry point runs on its inputs before it loads or computes anything large: numeric
+options in range (named in the message), paths that exist and are of the right kind, outputs that can be written, a
+model folder of the kind the command needs, and weight files read so that a corrupt or foreign one is named.
+
+Numeric and path checks are argparse `type=` callables, so the command line reports them as
+`argument --batch_size: expected an integer >= 1, got '0'`; `check_arguments` applies the same declarations to a
+namespace built in Python (the `interpret` functions take one), so both entry points say the same thing.
+
+    parser.add_argument("--batch_size", type=integer(minimum=1), default=16)
+    parser.add_argument("--time_ratio", type=number(above=0, maximum=1), default=0.5)
+    parser.add_argument("--model", type=model_reference("encoder"), required=True)
+    parser.add_argument("--output_dir", type=output_folder, required=True)
+"""
+
+import argparse
+import json
+import os
+import pickle
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Numbers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _bounds(minimum, maximum, above, below) -> str:
+    parts = [f">= {minimum}" if minimum is not None else "", f"> {above}" if above is not None else "",
+             f"<= {maximum}" if maximum is not None else "", f"< {below}" if below is not None else ""]
+    return " and ".join(part for part in parts if part)
+
+
+def _validator(function: Callable) -> Callable:
+    function.is_validator = True  # `check_arguments` re-applies only these declarations
+    return function
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[object], int]:
+    """An argparse type (and a check for Python values): an integer within [minimum, maximum]."""
+    expected = " ".join(filter(None, ["an integer", _bounds(minimum, maximum, None, None)]))
+
+    @_validator
+    def parse(value) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+        try:
+            result = int(value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+        if (minimum is not None and result < minimum) or (maximum is not None and result > maximum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+        return result
+
+    parse.__name__ = expected  # argparse names the type in some messages
+    return parse
+
+
+def number(minimum: float | None = None, maximum: float | None = None, *, above: float | None = None,
+           below: float | None = None) -> Callable[[object], float]:
+    """An argparse type (and a check for Python values): a finite number within the bounds (`above`/`below` are
+    exclusive)."""
+    expected = " ".join(filter(None, ["a number", _bounds(minimum, maximum, above, below)]))
+
+    @_validator
+    def parse(value) -> float:
+        try:
+            result = float(value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+        if (result != result or result in (float("inf"), float("-inf"))
+                or (minimum is not None and result < minimum) or (maximum is not None and result > maximum)
+                or (above is not None and result <= above) or (below is not None and result >= below)):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+        return result
+
+    parse.__name__ = expected
+    return parse
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Paths
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@_validator
+def existing_file(value) -> str:
+    """An argparse type: a path to an existing file."""
+    path = Path(value)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{value} does not exist")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value} is a folder; expected a file")
+    return str(value)
+
+
+@_validator
+def existing_folder(value) -> str:
+    """An argparse type: a path to an existing folder."""
+    path = Path(value)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{value} does not exist")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a file; expected a folder")
+    return str(value)
+
+
+def _check_writable_below(path: Path, value) -> None:
+    """The nearest existing ancestor of `path` must be a writable folder (so the output can be created)."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create {value}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot create {value}: {ancestor} is not writable")
+
+
+@_validator
+def output_folder(value) -> str:
+    """An argparse type: a folder to write into (it may exist; it must not be a file, and it must be creatable)."""
+    path = Path(value)
+    if path.exists():
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{value} is an existing file; expected a folder to write into")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{value} is not writable")
+    else:
+        _check_writable_below(path, value)
+    return str(value)
+
+
+@_validator
+def output_file(value) -> str:
+    """An argparse type: a file to write (replaced if it exists; it must not be a folder, and it must be creatable)."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is an existing folder; expected a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{value} is not writable")
+    _check_writable_below(path, value)
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model folders
+# ----------------------------------------------------------------------------------------------------------------------
+
+# `architectures[0]` of an AudioMosaic config -> the kind of folder it is.
+_AUDIOMOSAIC_KINDS = {"AudioMosaicModel": "encoder", "AudioMosaicForAudioClassification": "classifier",
+                      "AudioMosaicForPreTraining": "pretraining"}
+# Kinds that hold an AudioMosaic encoder (what `embed`, HEAR, the SAE and head tools load).
+ENCODER_KINDS = ("encoder", "classifier", "pretraining")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def folder_kind(config: dict) -> str:
+    """What a folder's `config.json` describes: "encoder", "classifier", "pretraining", "ltu", "sae", or the foreign
+    model type (e.g. "llama")."""
+    model_type = config.get("model_type")
+    if model_type == "audiomosaic":
+        architectures = config.get("architectures") or ["AudioMosaicModel"]
+        return _AUDIOMOSAIC_KINDS.get(architectures[0], "encoder")
+    if model_type == "audiomosaic_ltu":
+        return "ltu"
+    if "d_sae" in config and "d_in" in config:
+        return "sae"
+    return str(model_type or "unknown")
+
+
+def _config_path(value: str) -> Path:
+    """The local `config.json` of a folder or Hub id, fetched (or found in the local Hub cache) for a Hub id."""
+    path = Path(value)
+    if path.exists():
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{value} is a file; expected a model folder (with config.json)")
+        if not (path / "config.json").is_file():
+            raise argparse.ArgumentTypeError(f"{value} is not a model folder: it has no config.json")
+        return path / "config.json"
+    if not _HUB_ID.match(value):
+        raise argparse.ArgumentTypeError(f"{value} does not exist")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(hf_hub_download(value, "config.json"))
+    except LocalEntryNotFoundError:
+        reason = "it is not in the local Hub cache and the Hub cannot be reached (offline)"
+    except RepositoryNotFoundError:
+        reason = "the Hub has no such model"
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        reason = f"fetching it failed: {str(error).splitlines()[0]}"
+    raise argparse.ArgumentTypeError(f"{value} does not exist as a local folder, and as a Hub id {reason}")
+
+
+def read_model_config(value: str, kinds: tuple[str, ...]) -> dict:
+    """The `config.json` of model folder or Hub id `value`, checked to be one of `kinds` (see `folder_kind`);
+    `argparse.ArgumentTypeError` naming what it is otherwise."""
+    path = _config_path(str(value))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise argparse.ArgumentTypeError(f"{path} is corrupt or not a JSON file ({error})") from None
+    if not isinstance(config, dict):
+        raise argparse.ArgumentTypeError(f"{path} is corrupt: expected a JSON object")
+    kind = folder_kind(config)
+    if kind not in kinds:
+        names = {"ltu": "an LTU model", "sae": "a sparse-autoencoder", "encoder": "an AudioMosaic encoder",
+                 "classifier": "an AudioMosaic classifier", "pretraining": "an AudioMosaic pretraining"}
+        wanted = " or ".join(names.get(k, f"a {k}") for k in kinds)
+        raise argparse.ArgumentTypeError(f"{value} is {names.get(kind, f'a {kind}')} folder; expected {wanted} folder")
+    return config
+
+
+def model_reference(*kinds: str) -> Callable[[object], str]:
+    """An argparse type: a model folder or Hub id of one of `kinds` (default: any folder holding an AudioMosaic
+    encoder). Only its config is read."""
+    kinds = kinds or ENCODER_KINDS
+
+    @_validator
+    def parse(value) -> str:
+        read_model_config(str(value), kinds)
+        return str(value)
+
+    parse.__name__ = " or ".join(kinds) + " model folder"
+    return parse
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Weight files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def corrupt_file(path: str | Path, what: str, error: BaseException | str) -> ValueError:
+    """The error for an unreadable artefact: "PATH is corrupt or not a WHAT file (reason)"."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(f"{path} is corrupt or not a {what} file ({reason})")
+
+
+def read_safetensors(path: str | Path, what: str = "safetensors weights") -> dict:
+    """All tensors of a safetensors file; a truncated or foreign file raises `corrupt_file`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise corrupt_file(path, what, error) from None
+
+
+def read_torch_weights(path: str | Path, what: str = "PyTorch weights") -> dict:
+    """A flat dict of tensors from a torch pickle, read with `weights_only=True` (pickles that need code are refused,
+    never run); anything else raises `corrupt_file`."""
+    import torch
+
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message spans many lines; the one naming the offending global is the useful one.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
+        raise ValueError(f"{path} needs code to be unpickled, which is refused (torch.load with weights_only=True); "
+                         f"re-save it as a plain dict of tensors ({detail})") from None
+    except (EOFError, OSError, RuntimeError, ValueError) as error:
+        raise corrupt_file(path, what, error) from None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise corrupt_file(path, what, "it does not hold a flat dict of tensors")
+    return state_dict
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Namespaces built in Python
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def check_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]
+                    ) -> argparse.Namespace:
+    """Apply the validators `add_arguments` declares (`type=integer(...)`, `output_folder`, ...) to a namespace that
+    did not come through the parser, converting values as the parser would; `ValueError` naming the option."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    for action in parser._actions:
+        validate = action.type
+        value = getattr(args, action.dest, None)
+        if value is None or not getattr(validate, "is_validator", False):
+            continue
+        name = action.option_strings[-1] if action.option_strings else action.dest
+        try:
+            converted = [validate(v) for v in value] if isinstance(value, list) else validate(value)
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"argument {name}: {error}") from None
+        setattr(args, action.dest, converted)
+    return args
