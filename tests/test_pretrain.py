@@ -26,6 +26,7 @@ from audiomosaic_training import pretrain, two_view_data
 from audiomosaic_training.data import open_train_split
 from audiomosaic_training.models import build_feature_extractor
 from audiomosaic_training.optim import build_optimizer, parameter_groups, warmup_cosine_schedule
+from modeling_audiomosaic import cli
 from modeling_audiomosaic import modeling_audiomosaic as modeling
 from audiomosaic_training.augment import TwoViewTransform, build_augmentation
 
@@ -602,6 +603,33 @@ def test_sigkilled_run_resumes_to_the_same_weights(clip_list, tmp_path):
 
     encoder = AutoModel.from_pretrained(pretrain.list_checkpoints(killed_dir)[-1])
     assert torch.equal(encoder.state_dict()["fc_norm.weight"], load_file(killed_dir / "model.safetensors")["fc_norm.weight"])
+
+
+def test_resuming_another_run_is_refused_naming_the_difference(clip_list, tmp_path, capsys, fresh_accelerate_state):
+    """An output folder holding a run on 24 clips for 2 steps is not silently continued on 12 clips for 4 steps: the
+    command line says which fields differ and the two ways out, and nothing in the folder changes; --force_resume
+    continues it; the same run with other logging options resumes as before."""
+    half = tmp_path / "half.csv"
+    half.write_text("".join(clip_list.read_text().splitlines(keepends=True)[:13]))
+    common = ["--recipe", "pretrain_tiny_cpu", *TINY_MODEL, "--per_device_train_batch_size", "4",
+              "--dataloader_num_workers", "0", "--disable_tqdm", "--probe_size", "0", "--output_dir", str(tmp_path / "run")]
+    pretrain.main([*common, "--dataset", str(clip_list), "--max_steps", "2"])
+    log_before = (tmp_path / "run" / "log.jsonl").read_text()
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["pretrain", *common, "--dataset", str(half), "--max_steps", "4"])
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if "error:" in line]  # besides the datasets progress bar
+    assert exit_info.value.code == 1 and len(errors) == 1 and "Traceback" not in stderr
+    message = errors[0]
+    assert "belongs to another run" in message and "clips: 24 -> 12" in message and "total_steps: 2 -> 4" in message
+    assert "--overwrite_output_dir" in message and "--force_resume" in message
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log_before
+
+    state = pretrain.main([*common, "--dataset", str(clip_list), "--max_steps", "2", "--logging_steps", "5"])
+    assert state.global_step == 2  # the same run (other logging) resumes; nothing is left to do
+    state = pretrain.main([*common, "--dataset", str(half), "--max_steps", "4", "--force_resume"])
+    assert state.global_step == 4 and state.run["clips"] == 12
 
 
 def test_run_batch_sampler_spans_epochs_and_resumes_exactly():

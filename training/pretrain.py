@@ -66,6 +66,7 @@ from datasets import Dataset, IterableDataset
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicForPreTraining
 from modeling_audiomosaic.analysis import effective_rank  # RankMe: exp(entropy of normalised singular values)
 from modeling_audiomosaic.norm_stats import AUTO_PRESET
+from modeling_audiomosaic.validation import corrupt_file
 
 from .arguments import AudioDataArguments, parse_args_with_recipe
 from .augment import AUGMENTATIONS, TwoViewTransform, recipe_transforms
@@ -236,6 +237,11 @@ class PretrainingArguments:
                   "if checkpoints exist, unless --overwrite_output_dir); or a checkpoint folder."},
     )
     overwrite_output_dir: bool = False
+    force_resume: bool = field(
+        default=False,
+        metadata={"help": "Resume a checkpoint even if what defines its run (data, model, batch, schedule) differs "
+                          "from this command's; without it such a resume is refused, naming the difference."},
+    )
     logging_steps: int = 10
     effective_rank_steps: int = field(default=100, metadata={"help": "Effective rank of the probe batch every N steps"})
     report_to: list[str] = field(
@@ -497,22 +503,73 @@ class PretrainState:
     failed_files: list[str] = field(default_factory=list)  # the first 1000 unreadable clips
     nonfinite_steps: int = 0
     consecutive_nonfinite: int = 0
+    run: dict = field(default_factory=dict)  # what defines the run (`run_definition`)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
-    def resume_from(self, path: Path) -> None:
-        """Take the position and counters of the state saved at `path`; the run's layout must be the same."""
-        saved = json.loads(path.read_text())
+    def resume_from(self, path: Path, force: bool = False) -> None:
+        """Take the position and counters of the state saved at `path`. The layout must be the same, and so must the
+        run's definition unless `force` (then the differences are logged)."""
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise corrupt_file(path, "pretraining state", error) from None
         if (saved.get("world_size"), saved.get("per_device_train_batch_size")) != (
                 self.world_size, self.per_device_train_batch_size):
             raise ValueError(
                 f"{path.parent} was written by {saved.get('world_size')} process(es) x "
                 f"{saved.get('per_device_train_batch_size')} clips; resuming needs the same layout to continue exactly."
             )
+        changes = run_differences(saved.get("run") or {}, self.run)
+        if changes and not force:
+            raise ValueError(
+                f"{path.parent} belongs to another run ({'; '.join(changes)}): start over with --overwrite_output_dir "
+                "(or another --output_dir), or continue it anyway with --force_resume."
+            )
+        if changes:
+            logger.warning("--force_resume: continuing %s although its run differs: %s.", path.parent,
+                           "; ".join(changes))
         for key in ("global_step", "epoch", "step_in_epoch", "stream_consumed", "samples_seen", "failed_loads",
                     "failed_files", "nonfinite_steps", "consecutive_nonfinite"):
             setattr(self, key, saved[key])
+
+
+def run_definition(config: AudioMosaicConfig, data_args: DataArguments, args: PretrainingArguments,
+                   clips: int | None, total_steps: int, warmup_steps: int) -> dict:
+    """What makes a checkpoint's run the same run as this command's: the data (source, selection, clip count,
+    preprocessing, augmentation), the model config, the batch and the schedule. Options that do not change the
+    result (logging, checkpointing, workers, threads) are left out, so that they can change on resume."""
+    dataset = data_args.dataset
+    if dataset and Path(dataset).exists():
+        dataset = str(Path(dataset).resolve())
+    model = {key: value for key, value in config.to_diff_dict().items() if key != "transformers_version"}
+    data = {key: getattr(data_args, key) for key in (
+        "dataset_config_name", "train_split", "audio_column", "fold_column", "train_folds", "max_train_samples",
+        "sampling_rate", "feature_extractor_preset", "norm_mean", "norm_std", "roll_magnitude", "streaming",
+        "augmentation", "augmentation_backend", "time_stretch_max_rate", "stretch_method")}
+    schedule = {key: getattr(args, key) for key in (
+        "per_device_train_batch_size", "learning_rate", "min_lr", "weight_decay", "adam_beta1", "adam_beta2",
+        "adam_epsilon", "max_grad_norm", "seed", "mixed_precision")}
+    # JSON round trip: the saved definition is compared with this one, so both must have JSON's types.
+    return json.loads(json.dumps({"dataset": dataset, "clips": clips, **data, "total_steps": total_steps,
+                                  "warmup_steps": warmup_steps, **schedule, "model": model}, default=str))
+
+
+def run_differences(saved: dict, current: dict) -> list[str]:
+    """`key: saved -> current` for every field of two run definitions that differs (model fields as `model.key`);
+    empty when the saved state predates run definitions."""
+    if not saved:
+        return []
+    flat = [{}, {}]
+    for target, definition in zip(flat, (saved, current)):
+        for key, value in definition.items():
+            if isinstance(value, dict):
+                target.update({f"{key}.{inner}": item for inner, item in value.items()})
+            else:
+                target[key] = value
+    return [f"{key}: {flat[0].get(key)} -> {flat[1].get(key)}" for key in sorted(set(flat[0]) | set(flat[1]))
+            if flat[0].get(key) != flat[1].get(key)]
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -557,11 +614,12 @@ def save_checkpoint(accelerator: Accelerator, model: AudioMosaicForPreTraining,
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state: PretrainState, log_path: Path) -> None:
-    """Restore model, optimizer, schedule and RNGs from `checkpoint`, its position into `state`, and drop the log
-    lines of steps after it (the killed run's, which the resumed run redoes)."""
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state: PretrainState, log_path: Path,
+                    force: bool = False) -> None:
+    """Restore model, optimizer, schedule and RNGs from `checkpoint`, its position into `state` (refused for another
+    run unless `force`), and drop the log lines of steps after it (the killed run's, which the resumed run redoes)."""
+    state.resume_from(checkpoint / STATE_FILE, force)
     accelerator.load_state(str(checkpoint / "state"))
-    state.resume_from(checkpoint / STATE_FILE)
     logger.info("Resumed from %s at step %d (epoch %d, batch %d of the epoch).", checkpoint, state.global_step,
                 state.epoch, state.step_in_epoch)
     if accelerator.is_main_process and log_path.is_file():
@@ -889,12 +947,14 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: 
     if accelerator.is_main_process and data_args.probe_size > 1 and args.effective_rank_steps > 0:
         probe = probe_features(data.source, data.feature_extractor, data_args.probe_size)
 
+    clips = len(data.source) if data.dataset is not None else None
     state = PretrainState(total_steps, data.steps_per_epoch, accelerator.num_processes,
-                          args.per_device_train_batch_size)
+                          args.per_device_train_batch_size,
+                          run=run_definition(config, data_args, args, clips, total_steps, warmup_steps))
     output_dir = Path(args.output_dir)
     log_path = output_dir / "log.jsonl"
     if resume_from is not None:
-        load_checkpoint(accelerator, resume_from, state, log_path)
+        load_checkpoint(accelerator, resume_from, state, log_path, args.force_resume)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "pretrain_args.json").write_text(json.dumps(
