@@ -319,13 +319,16 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
         return cls(**{**PRESETS[name], **kwargs})
 
-    def power_spectrum(self, frames: torch.Tensor) -> torch.Tensor:
+    def power_spectrum(self, frames: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """Kaldi power spectrum (num_frames, fft_length // 2) of waveform frames (num_frames, window_length).
 
         The steps of the features before the Mel bank (per-frame DC removal, pre-emphasis, Hann window, |rfft|^2;
         the Nyquist bin, which the bank does not weigh, is left out), with the same operations, on the frames'
         device. Spectral-domain augmentation (`audiomosaic_training.spectral_augment`) uses it to filter and warp the
         spectrum before its own Mel product; the features themselves do not go through this method.
+
+        `chunk_frames` frames are processed at a time (default: the extractor's own blocks for the device); larger
+        chunks issue fewer operations for more scratch memory (~8.3 KB per frame).
         """
         constants = kaldi_constants(self.num_mel_bins, self.sampling_rate, frames.device)
         if frames.dim() != 2 or frames.shape[1] != constants.window_length or frames.dtype != torch.float32:
@@ -333,7 +336,7 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
                 f"`frames` must be a float32 tensor (num_frames, {constants.window_length}), got "
                 f"{frames.dtype} {tuple(frames.shape)}."
             )
-        chunk = _CPU_CHUNK_FRAMES if frames.device.type == "cpu" else _GPU_CHUNK_FRAMES
+        chunk = chunk_frames or (_CPU_CHUNK_FRAMES if frames.device.type == "cpu" else _GPU_CHUNK_FRAMES)
         rows = min(chunk, frames.shape[0])
         scratch = _Scratch(
             centred=frames.new_empty(rows, constants.window_length),
@@ -342,6 +345,8 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
             power=frames.new_empty(rows, constants.fft_length // 2),
             mel=frames.new_empty(0),  # no Mel product here
         )
+        if rows == frames.shape[0]:  # one chunk: its scratch is the result
+            return _power_spectrum_block(frames, constants, scratch)
         power = frames.new_empty(frames.shape[0], constants.fft_length // 2)
         for start in range(0, frames.shape[0], chunk):
             block = frames[start : start + chunk]

@@ -72,9 +72,13 @@ PITCH_SEMITONES_RANGE = (-4.0, 4.0)
 _UNIFORM_COLUMNS = {"polarity": 0, "stretch": 1, "snr": 3, "gain": 5, "highpass": 7, "bandstop": 10, "pitch": 14}
 _NUM_UNIFORMS = 16
 # Frames per block of views on CPU: keeps the intermediates of a block in cache (as the feature extractor does); on
-# other devices, bounds the memory of a block (~3 GB for 256 clips of 10 s) while issuing few operations.
+# other devices, bounds the memory of a block (~3 GB for 256 clips of 10 s, plus the spectrum chunks' scratch) while
+# issuing few operations.
 _CPU_BLOCK_FRAMES = 4096
 _DEVICE_BLOCK_FRAMES = 2**19
+# Frames per power-spectrum chunk on other devices: 2 chunks per block (8 with the extractor's default), ~2.2 GB of
+# scratch; every chunk costs ~27 queued operations, which bound the device path's host time.
+_DEVICE_SPECTRUM_CHUNK_FRAMES = 2**18
 
 
 @dataclass
@@ -110,6 +114,8 @@ class ViewParameters:
         )
 
     def __getitem__(self, index: slice) -> "ViewParameters":
+        if index.indices(len(self.rate)) == (0, len(self.rate), 1):  # all views: no slicing operations to queue
+            return self
         return ViewParameters(**{field.name: getattr(self, field.name)[index] for field in fields(self)})
 
     def to(self, device: torch.device) -> "ViewParameters":
@@ -159,7 +165,7 @@ def counter_bits(keys: torch.Tensor, count: int) -> torch.Tensor:
 
 def counter_uniforms(keys: torch.Tensor, count: int) -> torch.Tensor:
     """Uniforms in (0, 1) (keys..., count), float64, from `counter_bits`."""
-    return (counter_bits(keys, count) + 0.5) / 2.0**32
+    return (counter_bits(keys, count).double() + 0.5) / 2.0**32
 
 
 def counter_normals(keys: torch.Tensor, count: int) -> torch.Tensor:
@@ -251,6 +257,58 @@ def warped_mel_bank(semitones: torch.Tensor, num_mel_bins: int, fft_length: int,
     return warped
 
 
+# The chain's drawn parameters, in the order `chain_parameters` unpacks them: (transform, its uniform column after the
+# "applies" one, low, high). Orders are uniform integers in BUTTERWORTH_ORDER_RANGE (floor of a uniform in
+# [low, high + 1)); filter frequencies are uniform on the mel scale. Stretch's high is the recipe's max rate.
+_DRAWN = (
+    ("stretch", 1, TIME_STRETCH_MIN_RATE, None),
+    ("snr", 1, *SNR_DB_RANGE),
+    ("gain", 1, *GAIN_DB_RANGE),
+    ("highpass", 1, BUTTERWORTH_ORDER_RANGE[0], BUTTERWORTH_ORDER_RANGE[1] + 1),
+    ("highpass", 2, *map(_hz_to_mel, HIGHPASS_CUTOFF_HZ_RANGE)),
+    ("bandstop", 1, BUTTERWORTH_ORDER_RANGE[0], BUTTERWORTH_ORDER_RANGE[1] + 1),
+    ("bandstop", 2, *map(_hz_to_mel, BANDSTOP_CENTRE_HZ_RANGE)),
+    ("bandstop", 3, *BANDSTOP_BANDWIDTH_FRACTION_RANGE),
+    ("pitch", 1, *PITCH_SEMITONES_RANGE),
+)
+# The fields `chain_parameters` derives from them, each with the transform it belongs to and its identity value.
+_FIELDS = (("stretch", 1.0), ("snr", math.inf), ("gain", 0.0), ("highpass", 0.0), ("highpass", 0.0),
+           ("bandstop", 0.0), ("bandstop", 0.0), ("bandstop", 0.0), ("pitch", 0.0))
+_APPLIABLE = ("stretch", "snr", "gain", "highpass", "bandstop", "pitch")
+
+
+@dataclass(eq=False)  # hashed by identity: `to` caches per device
+class _ChainDraws:
+    """The index and scale tensors that turn a view's uniforms into its chain parameters in a few batched operations
+    (float64; a transform the recipe lacks has probability 0, so it never applies)."""
+
+    applied_columns: torch.Tensor
+    probabilities: torch.Tensor
+    value_columns: torch.Tensor
+    low: torch.Tensor
+    span: torch.Tensor
+    transform_of_field: torch.Tensor
+    identity: torch.Tensor
+
+    @classmethod
+    def of(cls, probabilities: dict[str, float], time_stretch_max_rate: float) -> "_ChainDraws":
+        highs = [time_stretch_max_rate if high is None else high for _, _, _, high in _DRAWN]
+        lows = [low for _, _, low, _ in _DRAWN]
+        return cls(
+            applied_columns=torch.tensor([_UNIFORM_COLUMNS[name] for name in _APPLIABLE]),
+            probabilities=torch.tensor([probabilities.get(name, 0.0) for name in _APPLIABLE], dtype=torch.float64),
+            value_columns=torch.tensor([_UNIFORM_COLUMNS[name] + offset for name, offset, _, _ in _DRAWN]),
+            low=torch.tensor(lows, dtype=torch.float64),
+            span=torch.tensor([high - low for low, high in zip(lows, highs)], dtype=torch.float64),
+            transform_of_field=torch.tensor([_APPLIABLE.index(name) for name, _ in _FIELDS]),
+            identity=torch.tensor([value for _, value in _FIELDS], dtype=torch.float64),
+        )
+
+    @functools.lru_cache(maxsize=4)
+    def to(self, device: torch.device) -> "_ChainDraws":
+        return _ChainDraws(**{field.name: getattr(self, field.name).to(device) for field in fields(self)})
+
+
 class SpectralTwoViewTransform:
     """Batch of waveforms -> the two normalised log-Mel views of every clip, augmented in the spectral domain.
 
@@ -282,6 +340,7 @@ class SpectralTwoViewTransform:
         self.time_stretch_max_rate = time_stretch_max_rate_for(augmentation, time_stretch_max_rate)
         self.min_samples = int(self.sampling_rate * MIN_CLIP_SECONDS)
         self._groups: list[tuple[int, int, int, int]] | None = None
+        self._chain_draws = _ChainDraws.of(self.probabilities, self.time_stretch_max_rate)
 
     def __call__(
         self,
@@ -381,39 +440,26 @@ class SpectralTwoViewTransform:
                          magnitude: torch.Tensor) -> ViewParameters:
         """Chain parameters of views from their uniform draws (views, 16) float64: a transform of the recipe applies
         when its first uniform is below its Table 8 probability; its parameters follow audiomentations'
-        distributions through the inverse CDFs of its other uniforms (each transform has its own columns)."""
-        def draw(name: str, offset: int, low: float, high: float) -> torch.Tensor:
-            return low + (high - low) * uniforms[:, _UNIFORM_COLUMNS[name] + offset]
-
-        def applied(name: str) -> torch.Tensor:
-            if name not in self.probabilities:
-                return torch.zeros(len(uniforms), dtype=torch.bool, device=uniforms.device)
-            return uniforms[:, _UNIFORM_COLUMNS[name]] < self.probabilities[name]
-
-        def order(name: str) -> torch.Tensor:  # uniform integer in BUTTERWORTH_ORDER_RANGE, 0 when not applied
-            low, high = BUTTERWORTH_ORDER_RANGE
-            return torch.where(applied(name), torch.floor(draw(name, 1, low, high + 1)), 0.0).long()
-
-        def unless(name: str, values: torch.Tensor | float, identity: float) -> torch.Tensor:
-            return torch.where(applied(name), values, identity)
-
+        distributions through the inverse CDFs of its other uniforms (each transform has its own columns). All draws
+        are one batched product (`_ChainDraws`), so the device path issues a few operations, not one per parameter."""
+        draws = self._chain_draws.to(uniforms.device)
+        applied = uniforms[:, draws.applied_columns] < draws.probabilities  # (views, transforms of _DRAWN)
+        values = draws.low + draws.span * uniforms[:, draws.value_columns]  # (views, len(_DRAWN)), by _DRAWN's order
+        stretch, snr, gain, highpass_order, highpass_mel, bandstop_order, centre_mel, fraction, semitones = \
+            values.unbind(1)
         nyquist = self.sampling_rate // 2 * 0.9999  # audiomentations' clamp of a filter edge above Nyquist
-        cutoff = _mel_to_hz(draw("highpass", 2, *map(_hz_to_mel, HIGHPASS_CUTOFF_HZ_RANGE)))
-        centre = _mel_to_hz(draw("bandstop", 2, *map(_hz_to_mel, BANDSTOP_CENTRE_HZ_RANGE)))
-        bandwidth = centre * draw("bandstop", 3, *BANDSTOP_BANDWIDTH_FRACTION_RANGE)
+        cutoff, centre = _mel_to_hz(torch.stack([highpass_mel, centre_mel])).unbind(0)
+        bandwidth = centre * fraction
+        derived = torch.stack([
+            stretch, snr, gain, cutoff.clamp_max(nyquist), highpass_order.floor(), centre - bandwidth / 2,
+            (centre + bandwidth / 2).clamp_max(nyquist), bandstop_order.floor(), semitones], dim=1)
+        # Identity values where a transform does not apply (an order of 0 means no filter).
+        parameters = torch.where(applied[:, draws.transform_of_field], derived, draws.identity).unbind(1)
+        rate, snr_db, gain_db, highpass_hz, highpass_order, low_hz, high_hz, bandstop_order, semitones = parameters
         return ViewParameters(
-            shift=shift,
-            magnitude=magnitude,
-            rate=unless("stretch", draw("stretch", 1, TIME_STRETCH_MIN_RATE, self.time_stretch_max_rate), 1.0),
-            snr_db=unless("snr", draw("snr", 1, *SNR_DB_RANGE), math.inf),
-            gain_db=unless("gain", draw("gain", 1, *GAIN_DB_RANGE), 0.0),
-            highpass_hz=unless("highpass", cutoff.clamp_max(nyquist), 0.0),
-            highpass_order=order("highpass"),
-            bandstop_low_hz=unless("bandstop", centre - bandwidth / 2, 0.0),
-            bandstop_high_hz=unless("bandstop", (centre + bandwidth / 2).clamp_max(nyquist), 0.0),
-            bandstop_order=order("bandstop"),
-            semitones=unless("pitch", draw("pitch", 1, *PITCH_SEMITONES_RANGE), 0.0),
-            noise_seed=noise_seeds,
+            shift=shift, magnitude=magnitude, rate=rate, snr_db=snr_db, gain_db=gain_db, highpass_hz=highpass_hz,
+            highpass_order=highpass_order.long(), bandstop_low_hz=low_hz, bandstop_high_hz=high_hz,
+            bandstop_order=bandstop_order.long(), semitones=semitones, noise_seed=noise_seeds,
         )
 
     def render(
@@ -516,7 +562,8 @@ class SpectralTwoViewTransform:
             noise = noise.to(views.device)
         noise = noise.mul_(noise_std.float()[:, None])
         frames = frames + noise.as_strided((num_views, max_length, window_length), (noise_length, shift, 1))
-        power = self.feature_extractor.power_spectrum(frames.view(-1, window_length))
+        chunk = None if views.device.type == "cpu" else _DEVICE_SPECTRUM_CHUNK_FRAMES
+        power = self.feature_extractor.power_spectrum(frames.view(-1, window_length), chunk)
         return power.view(num_views, max_length, constants.fft_length // 2)
 
     def _noise_std(self, views: torch.Tensor, lengths: torch.Tensor, parameters: ViewParameters) -> torch.Tensor:
