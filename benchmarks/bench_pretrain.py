@@ -224,6 +224,50 @@ def bench_memory(args) -> list[dict]:
     return rows
 
 
+def bench_selective_memory(args) -> list[dict]:
+    """Estimated peak memory (as `--part memory`) of selective activation checkpointing: in the selectively
+    checkpointed blocks the matmul and attention outputs are kept and everything else (LayerNorms, GELU, casts, the
+    residual adds) is recomputed in backward, against keeping all (none) and recomputing all (full) per block. All
+    rows are traced without autocast's weight-cast cache, which selective checkpointing needs when one block sees
+    both views (pytorch/pytorch#193338); the `--part memory` figures keep it (~0.2 GiB less)."""
+    import functools
+
+    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+    from audiomosaic_training.memory import checkpoint_blocks, traced_peak_gib
+
+    aten = torch.ops.aten
+    kept = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten._scaled_dot_product_flash_attention.default,
+            aten._scaled_dot_product_flash_attention_for_cpu.default,
+            aten._scaled_dot_product_efficient_attention.default}
+
+    def policy(context, operation, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if operation in kept else CheckpointPolicy.PREFER_RECOMPUTE
+
+    selective = functools.partial(checkpoint, use_reentrant=False,
+                                  context_fn=functools.partial(create_selective_checkpoint_contexts, policy))
+
+    def prepare(full: int, partial: int):
+        def setup(model: AudioMosaicForPreTraining) -> None:
+            checkpoint_blocks(model, full + partial)
+            for layer in model.audiomosaic.layers[full:full + partial]:
+                layer._gradient_checkpointing_func = selective  # the checkpoint function transformers' switch set
+        return setup
+
+    config = AudioMosaicConfig(max_length=1024, pretraining_masking="official")
+    rows = []
+    for full, partial in ((0, 0), (0, 12), (8, 0), (8, 4), (10, 0), (10, 2), (11, 0), (11, 1), (12, 0)):
+        peak = traced_peak_gib(config, args.batch_size, prepare(full, partial), autocast_cache=False)
+        rows.append({"full_blocks": full, "selective_blocks": partial, "kept_blocks": 12 - full - partial,
+                     "peak_gib": peak})
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"Estimated peak GiB per device at batch {args.batch_size} (ViT-B/16, 1024 frames, official masking, bf16):")
+    print(table(rows, [("blocks recomputed in full", "full_blocks", "{}"),
+                       ("selectively (matmuls kept)", "selective_blocks", "{}"),
+                       ("not checkpointed", "kept_blocks", "{}"), ("peak (GiB)", "peak_gib", "{:.2f}")]))
+    return rows
+
+
 def bench_data(args) -> list[dict]:
     """Two-view pipeline (decode + per view roll/gain, audiomentations, fbank, pad, normalise) in one thread."""
     import numpy as np
@@ -421,8 +465,8 @@ def bench_host(args) -> list[dict]:
     batch, lengths = pad_clips(waveforms)
     inputs = (batch.to(device), lengths.to(device), torch.tensor(seeds, device=device))
     if device.type == "cuda":
-        operations = count_operations(transform.views_from_batch, *inputs)
         transform.views_from_batch(*inputs)
+        operations = count_operations(transform.views_from_batch, *inputs)
         torch.cuda.synchronize()
         queued = median_seconds(lambda: transform.views_from_batch(*inputs), args.repeats)
         torch.cuda.synchronize()
@@ -435,6 +479,7 @@ def bench_host(args) -> list[dict]:
         # The sequence a GPU run issues (meta tensors take the accelerator's branches and run no kernel), times the
         # host cost per operation of the same code on CPU tensors too small for their arithmetic to count.
         meta = tuple(tensor.to("meta") for tensor in inputs)
+        transform.views_from_batch(*meta)  # fills the per-device caches (banks, constants) as a run's first batch does
         operations = count_operations(transform.views_from_batch, *meta)
         small = SpectralTwoViewTransform(AudioMosaicFeatureExtractor.from_preset("audioset", max_length=4), "official")
         tiny = pad_clips([waveform[:800] for waveform in waveforms[:2]]) + (inputs[2][:2],)
@@ -691,8 +736,8 @@ def bench_cpu_step(args) -> list[dict]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("model", "gpu_table", "memory", "data", "profile", "host", "epoch_stall",
-                                           "end_to_end", "cpu_step"), default="model")
+    parser.add_argument("--part", choices=("model", "gpu_table", "memory", "selective_memory", "data", "profile", "host",
+                                           "epoch_stall", "end_to_end", "cpu_step"), default="model")
     parser.add_argument("--variants", default=None,
                         help=f"gpu_table: `,`-separated memory set-ups among {', '.join(MEMORY_VARIANTS)}, "
                              "memory_option_B, compile_budget (default eager_70,eager_all,eager_none); cpu_step: "
@@ -723,7 +768,8 @@ def main():
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
-    default_batch = {"profile": 32, "host": 256, "end_to_end": 256, "epoch_stall": 16, "cpu_step": 64}
+    default_batch = {"profile": 32, "host": 256, "end_to_end": 256, "epoch_stall": 16, "cpu_step": 64,
+                     "selective_memory": 256}
     args.batch_size = args.batch_size or default_batch.get(args.part, 64 if cuda else 2)
     if args.batch_size < 2:
         raise SystemExit("--batch_size must be at least 2 (the projector BatchNorm needs two samples).")
@@ -732,7 +778,8 @@ def main():
         raise SystemExit("--part gpu_table needs --device cuda")
     if args.device == "cpu":
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    parts = {"model": bench_model, "gpu_table": bench_gpu_table, "memory": bench_memory, "data": bench_data,
+    parts = {"model": bench_model, "gpu_table": bench_gpu_table, "memory": bench_memory,
+             "selective_memory": bench_selective_memory, "data": bench_data,
              "profile": bench_profile, "host": bench_host, "epoch_stall": bench_epoch_stall,
              "end_to_end": bench_end_to_end, "cpu_step": bench_cpu_step}
     rows = parts[args.part](args)

@@ -13,7 +13,8 @@ For every dataset (pretraining on folds 1-4 only, labels unused) and every varia
 
     python examples/budget_study.py --cpu_minutes 25 --output_dir runs/budget
     python examples/budget_study.py --cpu_minutes 2 --datasets drumkits --variants released_spectral   # a quick look
-    python examples/budget_study.py --datasets drumkits --variants released_spectral,released_spectral-pitch  # ablation
+    python examples/budget_study.py --datasets drumkits --steps 254 \\
+        --variants released_spectral,released_spectral-pitch  # ablation: the same updates for every variant
 
 Prints one markdown table (and writes `budget_study.json` in `--output_dir`). Finished runs are reused.
 """
@@ -110,24 +111,33 @@ def run_pretraining(command: list[str]) -> tuple[float, float]:
 
 
 def pretrain_within_budget(clips: Path, run_dir: Path, frames: int, preset: str, variant: dict, budget: float,
-                           workers: int) -> dict:
-    """Calibrate the CPU cost of a step, then pretrain as many steps as the budget (CPU seconds) allows."""
+                           workers: int, fixed_steps: int | None = None) -> dict:
+    """Calibrate the CPU cost of a step, then pretrain as many steps as the budget (CPU seconds) allows; or, with
+    `fixed_steps`, that many steps (ablations: every variant gets the same number of updates, whatever else the
+    machine runs meanwhile)."""
     summary_path = run_dir / "budget_run.json"
     if summary_path.is_file():
-        return json.loads(summary_path.read_text())
-    costs = {}
-    for steps in (1, 5):
-        command = pretrain_command(clips, run_dir / f"calibration_{steps}", frames, preset, variant, steps, workers)
-        command += ["--probe_size", "0"]
-        costs[steps] = run_pretraining(command)[0]
-    per_step = max((costs[5] - costs[1]) / 4, 1e-3)
-    startup = max(costs[1] - per_step, 0.0)
-    steps = max(int((budget - startup) / per_step), 1)
-    print(f"  {per_step:.2f} CPU-s per step, {startup:.0f} CPU-s start-up -> {steps} steps", flush=True)
+        summary = json.loads(summary_path.read_text())
+        if fixed_steps is None or summary["steps"] == fixed_steps:
+            return summary
+    per_step = None
+    if fixed_steps is None:
+        costs = {}
+        for steps in (1, 5):
+            command = pretrain_command(clips, run_dir / f"calibration_{steps}", frames, preset, variant, steps, workers)
+            command += ["--probe_size", "0"]
+            costs[steps] = run_pretraining(command)[0]
+        per_step = max((costs[5] - costs[1]) / 4, 1e-3)
+        startup = max(costs[1] - per_step, 0.0)
+        steps = max(int((budget - startup) / per_step), 1)
+        print(f"  {per_step:.2f} CPU-s per step, {startup:.0f} CPU-s start-up -> {steps} steps", flush=True)
+    else:
+        steps = fixed_steps
     cpu, wall = run_pretraining(pretrain_command(clips, run_dir, frames, preset, variant, steps, workers))
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     ranked = [entry for entry in log if "effective_rank" in entry]
-    summary = {"steps": steps, "cpu_seconds": cpu, "wall_seconds": wall, "cpu_seconds_per_step": per_step,
+    summary = {"steps": steps, "cpu_seconds": cpu, "wall_seconds": wall,
+               "cpu_seconds_per_step": per_step if per_step is not None else cpu / steps,
                "samples_per_second": steps * int(variant.get("per_device_train_batch_size", 128)) / wall,
                "effective_rank_first": ranked[0]["effective_rank"], "effective_rank_last": ranked[-1]["effective_rank"],
                "final_loss": next(e["loss"] for e in reversed(log) if "loss" in e),
@@ -174,6 +184,8 @@ def main():
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--dataloader_num_workers", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="pretrain every variant for this many steps instead of calibrating to --cpu_minutes")
     args = parser.parse_args()
     unknown = set(args.datasets.split(",")) - set(DATASETS)
     if unknown:
@@ -189,9 +201,10 @@ def main():
         baselines = None
         for name, variant in variants.items():
             run_dir = output_dir / dataset / name
-            print(f"{dataset} / {name}: pretraining for {args.cpu_minutes} CPU-minutes", flush=True)
+            budget = f"{args.steps} steps" if args.steps else f"{args.cpu_minutes} CPU-minutes"
+            print(f"{dataset} / {name}: pretraining for {budget}", flush=True)
             run = pretrain_within_budget(clips, run_dir, frames, preset, variant, 60 * args.cpu_minutes,
-                                         args.dataloader_num_workers)
+                                         args.dataloader_num_workers, args.steps)
             inputs, mask, labels, folds = probe_inputs(data_dir, folder, frames, preset, run_dir)
             pretrained = probe_accuracy(encoder_features(AudioMosaicModel.from_pretrained(run_dir), inputs), labels,
                                         folds)

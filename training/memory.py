@@ -17,6 +17,7 @@ moves with the checkpointing). Memory falls monotonically as blocks are checkpoi
 import functools
 import json
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -45,12 +46,15 @@ def checkpoint_blocks(model: AudioMosaicForPreTraining, num_checkpointed: int) -
     return [layer.gradient_checkpointing for layer in layers]
 
 
-@functools.lru_cache(maxsize=64)
-def _traced_peak_gib(config_json: str, batch_size: int, num_checkpointed: int, bf16: bool) -> float:
+def traced_peak_gib(config: AudioMosaicConfig, batch_size: int, prepare: Callable[[AudioMosaicForPreTraining], None],
+                    bf16: bool = True, autocast_cache: bool = True) -> float:
+    """Peak memory (GiB) of a pretraining step of `batch_size` clips traced under `FakeTensorMode` (see the module
+    docstring), after `prepare(model)` set up its checkpointing. `autocast_cache=False` traces autocast without its
+    weight-cast cache (each use casts its weights), which selective checkpointing of blocks that see both views needs
+    (pytorch/pytorch#193338)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    config = AudioMosaicConfig.from_dict(json.loads(config_json))
     with torch.device("meta"):
         model = AudioMosaicForPreTraining(config)
     with FakeTensorMode(allow_non_fake_inputs=True):
@@ -59,14 +63,14 @@ def _traced_peak_gib(config_json: str, batch_size: int, num_checkpointed: int, b
         # counted as trainable, a few KiB too many.
         for parameter in model.parameters():
             parameter.requires_grad_(True)
-        checkpoint_blocks(model, num_checkpointed)
+        prepare(model)
         optimizer = build_optimizer(model, 1e-3, 0.05)
         views = [torch.empty(batch_size, config.max_length, config.num_mel_bins) for _ in range(2)]
         tracker = MemTracker()
         tracker.track_external(model, optimizer)
         with tracker:
             for step in range(2):  # the second step has the AdamW state from the first, as every later one
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16, cache_enabled=autocast_cache):
                     output = model(input_values=views[0], input_values_view1=views[1], return_loss=False)
                     # The loss's own memory is negligible; a stand-in that reads both projections keeps the graph.
                     loss = (output.projection_view0.float() * output.projection_view1.float()).sum()
@@ -77,6 +81,12 @@ def _traced_peak_gib(config_json: str, batch_size: int, num_checkpointed: int, b
                     tracker.reset_mod_stats()
         peak = tracker.get_tracker_snapshot("peak")
     return sum(device_stats.get("Total", 0) for device_stats in peak.values()) / 2**30
+
+
+@functools.lru_cache(maxsize=64)
+def _traced_peak_gib(config_json: str, batch_size: int, num_checkpointed: int, bf16: bool) -> float:
+    config = AudioMosaicConfig.from_dict(json.loads(config_json))
+    return traced_peak_gib(config, batch_size, lambda model: checkpoint_blocks(model, num_checkpointed), bf16)
 
 
 def estimate_peak_memory_gib(config: AudioMosaicConfig, batch_size: int, num_checkpointed: int,
@@ -110,4 +120,4 @@ def checkpointed_blocks_for_memory(config: AudioMosaicConfig, batch_size: int, m
     return low, estimate(low)
 
 
-__all__ = ["checkpoint_blocks", "checkpointed_blocks_for_memory", "estimate_peak_memory_gib"]
+__all__ = ["checkpoint_blocks", "checkpointed_blocks_for_memory", "estimate_peak_memory_gib", "traced_peak_gib"]

@@ -246,15 +246,14 @@ def warped_mel_bank(semitones: torch.Tensor, num_mel_bins: int, fft_length: int,
     ratio = torch.pow(2.0, semitones.double() / 12.0)[:, None]  # (views, 1)
     source = torch.arange(bins, dtype=torch.float64, device=device)[None]
     first = torch.floor(ratio * (source - 0.5) + 0.5)  # the first output bin source bin j reaches
-    warped = torch.zeros(len(ratio), bins, num_mel_bins, device=device)
-    # Output bins one source bin can overlap, from the recipe's largest shift (a bound known without asking the device).
-    for offset in range(math.ceil(2.0 ** (PITCH_SEMITONES_RANGE[1] / 12.0)) + 1):
-        output = first + offset
-        overlap = (torch.minimum((output + 0.5) / ratio, source + 0.5)
-                   - torch.maximum((output - 0.5) / ratio, source - 0.5)).clamp_min(0.0)
-        rows = torch.where((output >= 0) & (output < bins), output, bins).long()
-        warped.addcmul_(padded[rows], overlap.float()[..., None])
-    return warped
+    # Output bins one source bin can overlap (offsets from `first`), from the recipe's largest shift: a bound known
+    # without asking the device. All offsets at once: (offsets, views, bins).
+    offsets = torch.arange(math.ceil(2.0 ** (PITCH_SEMITONES_RANGE[1] / 12.0)) + 1, dtype=torch.float64, device=device)
+    output = first + offsets[:, None, None]
+    overlap = (torch.minimum((output + 0.5) / ratio, source + 0.5)
+               - torch.maximum((output - 0.5) / ratio, source - 0.5)).clamp_min(0.0)
+    rows = torch.where((output >= 0) & (output < bins), output, bins).long()
+    return (padded[rows] * overlap.float()[..., None]).sum(dim=0)
 
 
 # The chain's drawn parameters, in the order `chain_parameters` unpacks them: (transform, its uniform column after the
@@ -406,10 +405,13 @@ class SpectralTwoViewTransform:
         other numbers."""
         lengths = lengths.clamp_min(self.min_samples).repeat_interleave(2)
         keys = stream_keys(seeds).flatten(0, 1)  # (views, streams)
-        chain = counter_uniforms(keys[:, _STREAM_CHAIN], _NUM_UNIFORMS)
+        # The chain's and the roll's streams in one call (a draw depends on its key and counter only, not on how many
+        # are drawn): (views, 2, 1 + _BETA_UNIFORMS), the chain's uniforms first in their row.
+        chain_and_roll = counter_uniforms(keys[:, [_STREAM_CHAIN, _STREAM_ROLL]], max(_NUM_UNIFORMS, 1 + _BETA_UNIFORMS))
+        chain = chain_and_roll[:, 0, :_NUM_UNIFORMS]
         noise_keys = keys[:, _STREAM_NOISE]
         if self.roll_magnitude:
-            roll = counter_uniforms(keys[:, _STREAM_ROLL], 1 + _BETA_UNIFORMS)
+            roll = chain_and_roll[:, 1]
             shift = (roll[:, 0] * lengths).floor().long().clamp_max_(lengths - 1)
             magnitude = roll[:, 1:].median(dim=1).values + 0.5
         else:
