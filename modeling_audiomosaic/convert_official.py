@@ -144,6 +144,9 @@ def load_official_checkpoint(src: str | Path) -> tuple[dict[str, torch.Tensor], 
             raise FileNotFoundError(f"{src} is a folder but has no model.safetensors (an authors' Hub release has one).")
         if config_path.is_file():
             release_config = read_release_config(config_path)
+        if release_config.get("model_type") == "audiomosaic":
+            raise ConversionError(f"{src} is already a transformers AudioMosaic folder (its config.json has model_type "
+                                  "audiomosaic): load it with from_pretrained, there is nothing to convert.")
         state_dict = read_safetensors(weights_path, "safetensors checkpoint")
     elif not src.is_file():
         raise FileNotFoundError(f"Checkpoint {src} does not exist.")
@@ -230,7 +233,10 @@ def infer_config(
     if num_patches % num_freq_patches:
         raise ConversionError(f"pos_embed has {num_patches} patch slots, not a multiple of {num_freq_patches}.")
     depth = 1 + max(int(m.group(1)) for key in state_dict if (m := re.match(r"blocks\.(\d+)\.", key)))
-    heads = num_heads or release_config.get("num_heads") or hidden_size // 64
+    heads = num_heads or release_config.get("num_heads") or max(1, hidden_size // 64)
+    if hidden_size % heads:
+        raise ConversionError(f"{heads} attention heads (--num-heads) do not divide the checkpoint's width "
+                              f"{hidden_size}.")
     kwargs = dict(
         hidden_size=hidden_size,
         num_hidden_layers=depth,
@@ -452,6 +458,8 @@ def convert_with_report(
         problem_type = release.problem_type
     config = infer_config(state_dict, release_config, detected, num_heads=num_heads, probe_layer=probe_layer,
                           problem_type=problem_type)
+    if max_length is not None and max_length % config.patch_size:
+        raise ConversionError(f"--max-length {max_length} is not a multiple of the patch size {config.patch_size}.")
     id2label = read_labels(labels) if labels is not None else None
     if id2label is not None and len(id2label) != config.num_labels:
         raise ValueError(f"{labels} has {len(id2label)} labels but the checkpoint's head has {config.num_labels}.")

@@ -7,6 +7,7 @@ runs one way: CLI -> library.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -173,8 +174,25 @@ def load_for_inference(model_class, args: argparse.Namespace, kinds: tuple[str, 
     in `--dtype` on `--device` in eval mode, and its feature extractor at `--max_length` (never longer than the model
     takes)."""
     device = resolve_device(args.device)
-    model = load_pretrained(model_class, args.model, kinds, dtype=resolve_dtype(args.dtype, device))
+    dtype = resolve_dtype(args.dtype, device)
+    with loading_bars(not args.quiet):
+        model = load_pretrained(model_class, args.model, kinds, dtype=dtype)
     return model.to(device).eval(), load_feature_extractor(args.model, args.max_length, model.config.max_length), device
+
+
+@contextlib.contextmanager
+def loading_bars(show: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights") as they are, or hidden for the block (--quiet)."""
+    from transformers.utils import logging as transformers_logging
+
+    hide = not show and transformers_logging.is_progress_bar_enabled()
+    if hide:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hide:
+            transformers_logging.enable_progress_bar()
 
 
 def load_feature_extractor(model_path: str, max_length: int | None, model_max_length: int):

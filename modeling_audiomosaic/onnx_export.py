@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .caching import atomic_folder
+from .configuration_audiomosaic import AudioMosaicConfig
 from .inputs import load_feature_extractor
 from .modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicModel
 from .validation import (
@@ -108,6 +109,9 @@ def export_onnx(
 
     opset = check_value("opset", opset, integer(minimum=MINIMUM_OPSET, maximum=onnx.defs.onnx_opset_version()))
     output_dir = Path(check_value("output_dir", output_dir, output_folder))
+    # The feature extractor first: a bad preprocessor_config.json is found before the weights are loaded.
+    max_length = AudioMosaicConfig.from_dict(read_model_config(str(model_dir), ENCODER_KINDS)).max_length
+    feature_extractor = load_feature_extractor(str(model_dir), None, max_length)
     model = load_for_export(model_dir, task)
     task = "classifier" if isinstance(model, AudioMosaicForAudioClassification) else "encoder"
     config = model.config
@@ -118,7 +122,6 @@ def export_onnx(
                                       config.max_length}))
     check_lengths = check_value("check_lengths", list(check_lengths),
                                 lambda lengths: [integer(config.patch_size, config.max_length)(n) for n in lengths])
-    feature_extractor = load_feature_extractor(str(model_dir), None, config.max_length)
     names = ["model.onnx", *(["model_int8.onnx"] if int8 else []), "preprocessor_config.json", "config.json"]
 
     # Everything is written to a temporary folder and moves into `output_dir` only once it passed the check.

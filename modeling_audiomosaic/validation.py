@@ -305,8 +305,11 @@ def _kind_name(model_class) -> str:
 
 
 def corrupt_file(path: str | Path, what: str, error: BaseException | str) -> ValueError:
-    """The error for an unreadable artefact: "PATH is corrupt or not a WHAT file (reason)"."""
+    """The error for an unreadable artefact: "PATH is corrupt or not a WHAT file (reason)"; the reason is `error`'s
+    first line, and for an exception (a library's message, often paragraphs of advice) its first sentence."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, BaseException):
+        reason = reason.split(". ")[0].rstrip(".")
     article = "an" if what[:1].lower() in "aeiou" else "a"
     return ValueError(f"{path} is corrupt or not {article} {what} file ({reason})")
 
