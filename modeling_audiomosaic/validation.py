@@ -4,7 +4,10 @@ model folder of the kind the command needs, and weight files read so that a corr
 
 Numeric and path checks are argparse `type=` callables, so the command line reports them as
 `argument --batch_size: expected an integer >= 1, got '0'`; `check_arguments` applies the same declarations to a
-namespace built in Python (the `interpret` functions take one), so both entry points say the same thing.
+namespace built in Python (the `interpret` functions take one), and `check_value` one of them to a Python argument, so
+every entry point says the same thing. The checks raise `InvalidInput`, both an argparse argument error and a
+`ValueError`. `load_pretrained` is `from_pretrained` behind these checks: the folder's kind first, then weights that
+are corrupt, pickle code, lack tensors or have other shapes named instead of a traceback or a random initialisation.
 
     parser.add_argument("--batch_size", type=integer(minimum=1), default=16)
     parser.add_argument("--time_ratio", type=number(above=0, maximum=1), default=0.5)
@@ -14,6 +17,7 @@ namespace built in Python (the `interpret` functions take one), so both entry po
 
 import argparse
 import json
+import logging
 import os
 import pickle
 import re
@@ -239,66 +243,6 @@ def model_reference(*kinds: str) -> Callable[[object], str]:
     return parse
 
 
-def _weights_file(reference: str) -> str:
-    """The weights file of a local model folder (for messages), else the reference itself."""
-    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-    return next((str(Path(reference) / name) for name in names if (Path(reference) / name).is_file()), reference)
-
-
-def _drop_warnings(record) -> bool:
-    return record.levelno != 30  # logging.WARNING
-
-
-def load_pretrained(model_class, reference, kinds: tuple[str, ...] = ENCODER_KINDS, **from_pretrained_kwargs):
-    """`model_class.from_pretrained(reference, ...)` once `reference` is known to be a model folder or Hub id of one of
-    `kinds` (its config only is read first, so a missing path or a foreign model is named before anything is built).
-    Weights that are truncated, foreign, of other shapes or that pickle code are named (`corrupt_file`,
-    `code_pickle`) instead of surfacing as the loader's traceback, and weights the model lacks (which transformers
-    would initialise at random) are an error. The head or projector of a classifier or pretraining folder loaded as
-    its encoder is dropped quietly: that is what loading the encoder means."""
-    import logging
-
-    from safetensors import SafetensorError
-
-    reference = str(reference)
-    read_model_config(reference, kinds)
-    # transformers reports missing and unexpected keys as a multi-line warning; they are checked here instead. (A
-    # filter, not a level: transformers' loader reads its logger's level to decide on other warnings.)
-    report_logger = logging.getLogger("transformers.modeling_utils")
-    report_logger.addFilter(_drop_warnings)
-    try:
-        # Mismatched shapes come back in the loading info (listed below) rather than as the report's error.
-        model, info = model_class.from_pretrained(reference, output_loading_info=True, ignore_mismatched_sizes=True,
-                                                  **from_pretrained_kwargs)
-    except pickle.UnpicklingError as error:
-        raise code_pickle(_weights_file(reference), error) from None
-    except (SafetensorError, RuntimeError, EOFError) as error:
-        # A state-dict mismatch lists every key; its first "size mismatch" line says what is wrong.
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(error).__name__)
-        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights", reason) from None
-    finally:
-        report_logger.removeFilter(_drop_warnings)
-    mismatched = sorted(info.get("mismatched_keys") or [])
-    if mismatched:
-        key, *shapes = mismatched[0]
-        shapes = " in the file vs ".join(str(tuple(shape)) for shape in shapes[:2])
-        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights",
-                           f"{len(mismatched)} weight(s) do not fit its config.json, e.g. {key}: {shapes} in the model")
-    missing = sorted(info.get("missing_keys") or [])
-    if missing:
-        listed = ", ".join(missing[:4]) + (f", ... ({len(missing) - 4} more)" if len(missing) > 4 else "")
-        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights",
-                           f"it lacks {len(missing)} weight(s) the model needs: {listed}")
-    return model
-
-
-def _kind_name(model_class) -> str:
-    """"AudioMosaic encoder" for AudioMosaicModel, ... (the class name for other models)."""
-    kind = _AUDIOMOSAIC_KINDS.get(model_class.__name__)
-    return f"AudioMosaic {kind}" if kind else model_class.__name__
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Weight files
 # ----------------------------------------------------------------------------------------------------------------------
@@ -348,6 +292,65 @@ def read_torch_weights(path: str | Path, what: str = "PyTorch weights") -> dict:
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise corrupt_file(path, what, "it does not hold a flat dict of tensors")
     return state_dict
+
+
+def _weights_file(reference: str) -> str:
+    """The weights file of a local model folder (for messages), else the reference itself."""
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    return next((str(Path(reference) / name) for name in names if (Path(reference) / name).is_file()), reference)
+
+
+def _drop_warnings(record: logging.LogRecord) -> bool:
+    return record.levelno != logging.WARNING
+
+
+def load_pretrained(model_class, reference, kinds: tuple[str, ...] = ENCODER_KINDS, **from_pretrained_kwargs):
+    """`model_class.from_pretrained(reference, ...)` once `reference` is known to be a model folder or Hub id of one of
+    `kinds` (its config only is read first, so a missing path or a foreign model is named before anything is built).
+    Weights that are truncated, foreign, of other shapes or that pickle code are named (`corrupt_file`,
+    `code_pickle`) instead of surfacing as the loader's traceback, and weights the model lacks (which transformers
+    would initialise at random) are an error. The head or projector of a classifier or pretraining folder loaded as
+    its encoder is dropped quietly: that is what loading the encoder means."""
+    from safetensors import SafetensorError
+
+    reference = str(reference)
+    read_model_config(reference, kinds)
+    # transformers reports missing and unexpected keys as a multi-line warning; they are checked here instead. (A
+    # filter, not a level: transformers' loader reads its logger's level to decide on other warnings.)
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addFilter(_drop_warnings)
+    # Mismatched shapes come back in the loading info (named below) rather than as an error about the report.
+    allow_mismatch = from_pretrained_kwargs.pop("ignore_mismatched_sizes", False)
+    try:
+        model, info = model_class.from_pretrained(reference, output_loading_info=True, ignore_mismatched_sizes=True,
+                                                  **from_pretrained_kwargs)
+    except pickle.UnpicklingError as error:
+        raise code_pickle(_weights_file(reference), error) from None
+    except (SafetensorError, RuntimeError, EOFError) as error:
+        # A state-dict mismatch lists every key; its first "size mismatch" line says what is wrong.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(error).__name__)
+        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights", reason) from None
+    finally:
+        report_logger.removeFilter(_drop_warnings)
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    if mismatched and not allow_mismatch:
+        key, *shapes = mismatched[0]
+        shapes = " in the file vs ".join(str(tuple(shape)) for shape in shapes[:2])
+        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights",
+                           f"{len(mismatched)} weight(s) do not fit its config.json, e.g. {key}: {shapes} in the model")
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        listed = ", ".join(missing[:4]) + (f", ... ({len(missing) - 4} more)" if len(missing) > 4 else "")
+        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights",
+                           f"it lacks {len(missing)} weight(s) the model needs: {listed}")
+    return model
+
+
+def _kind_name(model_class) -> str:
+    """"AudioMosaic encoder" for AudioMosaicModel, ... (the class name for other models)."""
+    kind = _AUDIOMOSAIC_KINDS.get(model_class.__name__)
+    return f"AudioMosaic {kind}" if kind else model_class.__name__
 
 
 # ----------------------------------------------------------------------------------------------------------------------
