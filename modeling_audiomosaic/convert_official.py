@@ -317,7 +317,10 @@ def read_labels(path: str | Path) -> dict[int, str]:
         rows = list(csv.DictReader(handle))
     if not rows or not {"index", "display_name"} <= set(rows[0]):
         raise ValueError(f"{path} must be a CSV with a header containing `index` and `display_name` (and `mid`).")
-    return {int(row["index"]): row["display_name"] for row in rows}
+    try:
+        return {int(row["index"]): row["display_name"] for row in rows}
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: every `index` must be an integer (index,mid,display_name rows).") from None
 
 
 def feature_extractor_for(config: AudioMosaicConfig, release_config: dict, release: Release | None = None
@@ -626,11 +629,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push-to", metavar="NAMESPACE", default=None,
                         help="with --all-releases: upload each folder to NAMESPACE/<name> on the Hub")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a Hub id source")
-    parser.add_argument("--cache-dir", type=output_folder, default=None, help="Hugging Face cache folder (default: the library's)")
+    parser.add_argument("--cache-dir", type=output_folder, default=None,
+                        help="Hugging Face cache folder (default: the library's)")
     parser.add_argument("--verify", action="store_true",
                         help="run the release's own modeling.py (the authors' code: it executes) and compare its "
                              f"forward pass with ours; fail above {PARITY_TOLERANCE:g}")
-    parser.add_argument("--num-heads", type=integer(minimum=1), default=None, help="attention heads (default: release config or width/64)")
+    parser.add_argument("--num-heads", type=integer(minimum=1), default=None,
+                        help="attention heads (default: release config or width/64)")
     parser.add_argument("--labels", type=existing_file, default=None,
                         help="index,mid,display_name CSV for id2label (default: the release's, when known)")
     parser.add_argument("--classifier-type", choices=sorted(set(CLASSIFIER_TYPES.values())), default=None,

@@ -149,9 +149,9 @@ def frame_embeddings(
         names: what to call the clips in errors (e.g. their file paths; default "clip i").
 
     Returns:
-        One [`FrameEmbeddings`] per clip. A clip too short for one row (under 8 frames, about 95 ms) is a
-        `ValueError` naming it, rather than an empty result. A row comes from the window in which its centre is closest to the window's
+        One [`FrameEmbeddings`] per clip. A row comes from the window in which its centre is closest to the window's
         centre, so rows far from the edges of a window are preferred; padding never produces rows past the clip's end.
+        A clip too short for one row (under 8 frames, about 95 ms) is a `ValueError` naming it, not an empty result.
     """
     encoder = _base_encoder(model)
     batch_size = check_value("batch_size", batch_size, integer(minimum=1))

@@ -83,10 +83,13 @@ def load_for_export(
     if task not in ("auto", "classifier", "encoder"):
         raise ValueError(f"task must be 'auto', 'classifier' or 'encoder', got {task!r}.")
     try:
-        kind = folder_kind(read_model_config(str(model_dir), ("classifier",) if task == "classifier" else ENCODER_KINDS))
+        config = read_model_config(str(model_dir), ("classifier",) if task == "classifier" else ENCODER_KINDS)
     except InvalidInput as error:
-        # Without a head, a classifier export would be a randomly initialised one.
-        raise InvalidInput(f"{error} (task {task!r})") from None
+        if task != "classifier":
+            raise
+        raise InvalidInput(f"{error} (task 'classifier': without a trained head the export would be a random one)"
+                           ) from None
+    kind = folder_kind(config)
     cls = AudioMosaicForAudioClassification if kind == "classifier" and task != "encoder" else AudioMosaicModel
     return load_pretrained(cls, model_dir, (kind,), dtype=torch.float32, attn_implementation="eager").eval()
 

@@ -138,6 +138,8 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     torch.save({"cls_token": argparse.Namespace(code="runs on load")}, p["evil_pt"])
     p["list_pt"] = root / "list.pt"
     torch.save([torch.zeros(2)], p["list_pt"])
+    p["labels_bad"] = root / "labels_bad.csv"
+    p["labels_bad"].write_text("index,mid,display_name\nfirst,/m/0,a\n")
     p["release_bad_config"] = root / "release_bad_config"
     p["release_bad_config"].mkdir()
     save_file(state, p["release_bad_config"] / "model.safetensors")
@@ -505,7 +507,7 @@ EXPORT_CASES = {
     "opset-future": (dict(opset=1000), ValueError, "`opset`"),
     "task-unknown": (dict(task="decoder"), ValueError, "task must be"),
     "encoder-as-classifier": (dict(model_dir="{enc}", task="classifier"), ValueError,
-                              "expected an AudioMosaic classifier folder (task 'classifier')"),
+                              "expected an AudioMosaic classifier folder (task 'classifier': without a trained head"),
     "output-is-a-file": (dict(output_dir="{afile}"), ValueError, "is an existing file"),
     "missing-model": (dict(model_dir="{root}/missing"), ValueError, "does not exist"),
     "llama-model": (dict(model_dir="{llama}"), ValueError, "is a llama folder"),
@@ -540,7 +542,8 @@ def test_a_failed_export_leaves_the_output_folder_as_it_was(paths, tmp_path, mon
     with pytest.raises(ValueError, match="nothing was written"):
         export_onnx(paths["cls"], out, check_lengths=(16,))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
-    assert [p.name for p in out.iterdir()] == ["model.onnx"] and (out / "model.onnx").read_text() == "the previous export"
+    assert [p.name for p in out.iterdir()] == ["model.onnx"]
+    assert (out / "model.onnx").read_text() == "the previous export"
 
 
 def test_export_of_an_encoder_of_a_classifier_is_allowed(paths):
@@ -558,6 +561,8 @@ CONVERT_CASES = {
     "max-length-0": (dict(max_length=0), "`max_length`"),
     "max-length-not-a-patch": (dict(max_length=100), "not a multiple of the patch size"),
     "labels-missing": (dict(labels="{root}/labels.csv"), "`labels`: {root}/labels.csv does not exist"),
+    "labels-not-indexed": (dict(labels="{labels_bad}"), "every `index` must be an integer"),
+    "labels-not-a-label-table": (dict(labels="{afile}"), "must be a CSV with a header containing `index`"),
     "src-missing": (dict(src="{root}/missing.pt"), "does not exist"),
     "src-truncated-pickle": (dict(src="{trunc_pt}"), "is corrupt or not a PyTorch state-dict file"),
     "src-truncated-safetensors": (dict(src="{trunc_st}"), "is corrupt or not a safetensors checkpoint file"),

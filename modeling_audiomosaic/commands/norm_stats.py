@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files, folders, or CSV/JSON/Parquet lists")
     parser.add_argument("--max_samples", type=integer(minimum=1), default=None,
                         help="use at most this many clips, drawn at random (seed 0)")
-    parser.add_argument("--output_dir", type=output_folder, default=None, help="write a feature extractor with these statistics here")
+    parser.add_argument("--output_dir", type=output_folder, default=None,
+                        help="write a feature extractor with these statistics here")
     # AST's batches of 1000 clips (the result is the mean over batches); 1024 frames = 10.24 s (Speech Commands: 128).
     add_input_arguments(parser, model=False, device=False, batch_size=1000, max_length=1024)
 
