@@ -474,21 +474,25 @@ def test_feature_extractor_refuses_impossible_values(case, tmp_path):
         AudioMosaicFeatureExtractor.from_pretrained(tmp_path)
 
 
-def test_norm_stats_arguments(tmp_path):
-    clips = [np.zeros(16000, dtype=np.float32)]
-    cases = [
-        (lambda: compute_norm_stats(clips, 0), "`max_length`: expected an integer >= 1, got 0"),
-        (lambda: compute_norm_stats(clips, 128, batch_size=0), "`batch_size`: expected an integer >= 1, got 0"),
-        (lambda: compute_norm_stats(clips, 128, batch_size=2.5), "`batch_size`"),
-        (lambda: compute_norm_stats(clips, 128, sampling_rate=0), "`sampling_rate`"),
-        (lambda: compute_norm_stats([], 128), "No clips"),
-        (lambda: subsample(clips * 3, 0), "`max_samples`: expected an integer >= 1, got 0"),
-        (lambda: subsample(clips * 3, "two"), "`max_samples`"),
-    ]
-    for call, expected in cases:
-        with pytest.raises(ValueError) as info:
-            call()
-        assert_one_line(str(info.value), expected)
+CLIPS = [np.zeros(16000, dtype=np.float32)]
+NORM_STATS_CASES = {
+    "max-length-0": (lambda: compute_norm_stats(CLIPS, 0), "`max_length`: expected an integer >= 1, got 0"),
+    "batch-size-0": (lambda: compute_norm_stats(CLIPS, 128, batch_size=0),
+                     "`batch_size`: expected an integer >= 1, got 0"),
+    "batch-size-fraction": (lambda: compute_norm_stats(CLIPS, 128, batch_size=2.5), "`batch_size`"),
+    "sampling-rate-0": (lambda: compute_norm_stats(CLIPS, 128, sampling_rate=0), "`sampling_rate`"),
+    "no-clips": (lambda: compute_norm_stats([], 128), "No clips"),
+    "max-samples-0": (lambda: subsample(CLIPS * 3, 0), "`max_samples`: expected an integer >= 1, got 0"),
+    "max-samples-text": (lambda: subsample(CLIPS * 3, "two"), "`max_samples`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NORM_STATS_CASES))
+def test_norm_stats_arguments(case):
+    call, expected = NORM_STATS_CASES[case]
+    with pytest.raises(ValueError) as info:
+        call()
+    assert_one_line(str(info.value), expected)
 
 
 def test_a_corrupt_norm_stats_cache_is_recomputed(tmp_path):
@@ -604,28 +608,35 @@ def tiny_classifier(paths):
             AudioMosaicFeatureExtractor.from_pretrained(paths["cls"]))
 
 
-def test_embeddings_arguments(tiny_classifier):
+EMBEDDINGS_CASES = {
+    "frames-batch-size-0": (lambda m, fe, clip, t: frame_embeddings(m, fe, clip, batch_size=0),
+                            "`batch_size`: expected an integer >= 1"),
+    "frames-layer-99": (lambda m, fe, clip, t: frame_embeddings(m, fe, clip, layers=99), "layer 99 is out of range"),
+    "frames-hop-not-a-patch": (lambda m, fe, clip, t: frame_embeddings(m, fe, clip, window_hop=10),
+                               "multiple of the patch size"),
+    "frames-one-clip-too-short": (lambda m, fe, clip, t: frame_embeddings(m, fe, [clip, clip[:800]],
+                                                                          names=["a.wav", "b.wav"]),
+                                  "b.wav is too short for frame embeddings"),
+    "segments-batch-size-0": (lambda m, fe, clip, t: classify_segments(m, fe, clip, batch_size=0), "`batch_size`"),
+    "segments-hop-0": (lambda m, fe, clip, t: classify_segments(m, fe, clip, window_hop=0),
+                       "`window_hop` must be an integer"),
+    "top-0": (lambda m, fe, clip, t: t.top(0), "`top_k`: expected an integer >= 1, got 0"),
+    "top-negative": (lambda m, fe, clip, t: t.top(-3), "`top_k`"),
+    "csv-top-0": (lambda m, fe, clip, t: timelines_to_csv([t], top_k=0), "`top_k`"),
+    "csv-of-nothing": (lambda m, fe, clip, t: timelines_to_csv([]), "No timelines"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EMBEDDINGS_CASES))
+def test_embeddings_arguments(case, tiny_classifier):
     model, extractor = tiny_classifier
     clip = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     timeline = classify_segments(model, extractor, clip)[0]
-    cases = [
-        (lambda: frame_embeddings(model, extractor, clip, batch_size=0), "`batch_size`: expected an integer >= 1"),
-        (lambda: frame_embeddings(model, extractor, clip, layers=99), "layer 99 is out of range"),
-        (lambda: frame_embeddings(model, extractor, clip, window_hop=10), "multiple of the patch size"),
-        (lambda: frame_embeddings(model, extractor, [clip, clip[:800]], names=["a.wav", "b.wav"]),
-         "b.wav is too short for frame embeddings"),
-        (lambda: classify_segments(model, extractor, clip, batch_size=0), "`batch_size`"),
-        (lambda: classify_segments(model, extractor, clip, window_hop=0), "`window_hop` must be an integer"),
-        (lambda: timeline.top(0), "`top_k`: expected an integer >= 1, got 0"),
-        (lambda: timeline.top(-3), "`top_k`"),
-        (lambda: timelines_to_csv([timeline], top_k=0), "`top_k`"),
-        (lambda: timelines_to_csv([]), "No timelines"),
-    ]
-    for call, expected in cases:
-        with pytest.raises(ValueError) as info:
-            call()
-        assert_one_line(str(info.value), expected)
-    assert isinstance(timeline, SegmentScores)
+    assert isinstance(timeline, SegmentScores) and timeline.scores.shape[1] == 3
+    call, expected = EMBEDDINGS_CASES[case]
+    with pytest.raises(ValueError) as info:
+        call(model, extractor, clip, timeline)
+    assert_one_line(str(info.value), expected)
 
 
 @pytest.mark.parametrize("kinds, reference, expected", [
