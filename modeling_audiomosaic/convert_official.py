@@ -446,6 +446,9 @@ def convert_with_report(
     if labels is not None:
         check_value("labels", labels, existing_file)
     folder = resolve_source(src, revision=revision, cache_dir=cache_dir)
+    if out_dir.resolve() == folder.resolve():
+        raise ValueError(f"{out_dir} is the checkpoint's own folder: the conversion would replace its config.json and "
+                         "model.safetensors; choose another output folder.")
     state_dict, release_config = load_official_checkpoint(folder)
     release = release_for(str(src)) if folder.is_dir() else None
     detected = detect_classifier_type(state_dict, release_config)

@@ -177,6 +177,9 @@ def load_for_inference(model_class, args: argparse.Namespace, kinds: tuple[str, 
     dtype = resolve_dtype(args.dtype, device)
     with loading_bars(not args.quiet):
         model = load_pretrained(model_class, args.model, kinds, dtype=dtype)
+    if args.max_length is not None and args.max_length < model.config.patch_size:
+        raise ValueError(f"--max_length {args.max_length} is shorter than one patch of the model "
+                         f"({model.config.patch_size} frames).")
     return model.to(device).eval(), load_feature_extractor(args.model, args.max_length, model.config.max_length), device
 
 

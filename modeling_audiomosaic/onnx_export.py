@@ -112,6 +112,9 @@ def export_onnx(
 
     opset = check_value("opset", opset, integer(minimum=MINIMUM_OPSET, maximum=onnx.defs.onnx_opset_version()))
     output_dir = Path(check_value("output_dir", output_dir, output_folder))
+    if output_dir.resolve() == Path(model_dir).resolve():
+        raise ValueError(f"{output_dir} is the model folder itself: the export's config.json would replace the model's; "
+                         "choose another output folder.")
     # The feature extractor first: a bad preprocessor_config.json is found before the weights are loaded.
     max_length = AudioMosaicConfig.from_dict(read_model_config(str(model_dir), ENCODER_KINDS)).max_length
     feature_extractor = load_feature_extractor(str(model_dir), None, max_length)

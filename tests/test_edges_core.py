@@ -252,6 +252,13 @@ CLI_CASES = {
                                     "is an existing folder"),
     "classify-window-hop-too-long": (["classify", "{clip}", "--model", "{cls}", "--window_hop", "9999"], 1,
                                      "must not exceed `max_length`"),
+    "classify-output-is-an-input": (["classify", "{clip}", "--model", "{cls}", "--output", "{clip}"], 1,
+                                    "--output {clip} is one of the inputs"),
+    "classify-max-length-below-a-patch": (["classify", "{clip}", "--model", "{cls}", "--max_length", "8"], 1,
+                                          "--max_length 8 is shorter than one patch of the model (16 frames)"),
+    "onnx-into-the-model-folder": (["export-onnx", "{cls}", "{cls}"], 1, "is the model folder itself"),
+    "convert-into-the-release-folder": (["convert-official", "{release_bad_config}", "{release_bad_config}"], 1,
+                                        "is the checkpoint's own folder"),
     "classify-format-unknown": (["classify", "{clip}", "--model", "{cls}", "--format", "xml"], 2, "--format"),
     "classify-missing-input": (["classify", "{root}/missing.wav", "--model", "{cls}"], 1, "does not exist"),
     # norm-stats

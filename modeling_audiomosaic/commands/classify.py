@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         except ImportError:
             raise ImportError("--plot needs matplotlib: pip install matplotlib.") from None
     items = inputs.expand_inputs(args.inputs, args.audio_column)
+    read = {Path(path).resolve() for path in [*args.inputs, *items] if isinstance(path, str)}
+    for option, path in (("--output", args.output), ("--plot", args.plot)):
+        if path is not None and Path(path).resolve() in read:
+            raise ValueError(f"{option} {path} is one of the inputs; writing there would replace it.")
     model, fe, device = inputs.load_for_inference(AudioMosaicForAudioClassification, args, kinds=("classifier",))
     if args.timeline:
         return classify_timeline(args, model, fe, items)
