@@ -218,7 +218,7 @@ def load_feature_extractor(model_path: str, max_length: int | None, model_max_le
             feature_extractor = AutoFeatureExtractor.from_pretrained(model_path)
         except (OSError, ValueError) as error:
             if local or not isinstance(error, OSError):
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
                 raise ValueError(f"{config_file if local else model_path}: cannot load its feature extractor "
                                  f"({reason})") from None
             feature_extractor = None  # a Hub model without a preprocessor_config.json
