@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .kaldi_audiomosaic import FRAME_LENGTH_MS, FRAME_SHIFT_MS
-from .validation import check_value, integer
+from .validation import check_value, integer, is_a
 
 
 @dataclass
@@ -87,7 +87,16 @@ def frame_centre_seconds(frame_index: torch.Tensor | float) -> torch.Tensor | fl
 
 def _base_encoder(model: torch.nn.Module) -> torch.nn.Module:
     """The AudioMosaicModel inside a classifier / pretraining model (transformers' `base_model`), or the model."""
-    return getattr(model, "base_model", model)
+    encoder = getattr(model, "base_model", model)
+    if not is_a(encoder, "AudioMosaicModel"):
+        raise ValueError(f"Expected an AudioMosaic model (encoder, classifier or pretraining), got "
+                         f"{type(model).__name__}.")
+    return encoder
+
+
+def _check_extractor(feature_extractor) -> None:
+    if not is_a(feature_extractor, "AudioMosaicFeatureExtractor"):
+        raise ValueError(f"Expected the model's AudioMosaicFeatureExtractor, got {type(feature_extractor).__name__}.")
 
 
 def _windows(feature_extractor, audio, window_hop: int, sampling_rate: int | None, device: torch.device):
@@ -154,6 +163,7 @@ def frame_embeddings(
         A clip too short for one row (under 8 frames, about 95 ms) is a `ValueError` naming it, not an empty result.
     """
     encoder = _base_encoder(model)
+    _check_extractor(feature_extractor)
     batch_size = check_value("batch_size", batch_size, integer(minimum=1))
     config = encoder.config
     patch = config.patch_size
@@ -229,6 +239,9 @@ def classify_segments(
 
     Returns one [`SegmentScores`] per clip (`names`, if given, label them, e.g. with file paths).
     """
+    if not is_a(model, "AudioMosaicForAudioClassification"):
+        raise ValueError(f"Expected an AudioMosaicForAudioClassification, got {type(model).__name__}.")
+    _check_extractor(feature_extractor)
     batch_size = check_value("batch_size", batch_size, integer(minimum=1))
     config = model.config
     max_length = feature_extractor.max_length

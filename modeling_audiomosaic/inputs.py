@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .validation import ENCODER_KINDS, integer, load_pretrained, model_reference
+from .validation import ENCODER_KINDS, integer, is_a, load_pretrained, model_reference
 
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"})
@@ -222,7 +222,7 @@ def load_feature_extractor(model_path: str, max_length: int | None, model_max_le
                 raise ValueError(f"{config_file if local else model_path}: cannot load its feature extractor "
                                  f"({reason})") from None
             feature_extractor = None  # a Hub model without a preprocessor_config.json
-    if feature_extractor is not None and not isinstance(feature_extractor, AudioMosaicFeatureExtractor):
+    if feature_extractor is not None and not is_a(feature_extractor, "AudioMosaicFeatureExtractor"):
         raise ValueError(f"{config_file if local else model_path}: holds a {type(feature_extractor).__name__}, not an "
                          "AudioMosaicFeatureExtractor.")
     if feature_extractor is None:

@@ -358,6 +358,12 @@ def _kind_name(model_class) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def is_a(value, class_name: str) -> bool:
+    """Whether `value` is an instance of a class named `class_name` (or of a subclass): by name, so that the classes
+    transformers loads as Hub remote code (`trust_remote_code=True`), which are copies of ours, count too."""
+    return any(cls.__name__ == class_name for cls in type(value).__mro__)
+
+
 def check_value(name: str, value, validate: Callable):
     """`validate(value)` (an `integer(...)`, `number(...)`, path check, ...) for a Python argument `name`: the
     converted value, or `InvalidInput` "`name`: expected ..., got ..."."""
