@@ -20,6 +20,7 @@ Run it with onnxruntime on features from this package's extractor:
     logits = session.run(["logits"], {"input_values": features})[0]
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from .validation import (
     read_model_config,
 )
 
+
+logger = logging.getLogger(__name__)
 
 # torch's dynamo exporter writes opset 18 or newer: it silently raises an older request to 18.
 MINIMUM_OPSET = 18
@@ -157,6 +160,11 @@ def export_onnx(
         if bad:
             raise ValueError(f"The ONNX export differs from PyTorch by more than {PARITY_TOLERANCE} at lengths {bad}; "
                              "nothing was written.")
+    stale = output_dir / "model_int8.onnx"
+    if not int8 and stale.is_file():
+        # A quantised model of an earlier export beside this model.onnx would be taken for its int8 version.
+        stale.unlink()
+        logger.warning("Removed %s: it came from an earlier export (this one ran without int8).", stale)
     return {"task": task, "files": [str(output_dir / name) for name in names], "max_abs_error": errors}
 
 

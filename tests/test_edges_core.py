@@ -557,6 +557,20 @@ def test_a_failed_export_leaves_the_output_folder_as_it_was(paths, tmp_path, mon
     assert (out / "model.onnx").read_text() == "the previous export"
 
 
+def test_an_export_without_int8_removes_an_earlier_int8_model(paths, tmp_path):
+    """model_int8.onnx of an earlier export would be taken for the new model's quantised version."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "model_int8.onnx").write_text("an earlier export")
+    (out / "notes.txt").write_text("not the export's")
+    result = export_onnx(paths["cls"], out, check_lengths=(16,))
+    written = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "config.json", "preprocessor_config.json", "notes.txt"} <= written
+    assert "model_int8.onnx" not in written
+    assert sorted(Path(f).name for f in result["files"]) == ["config.json", "model.onnx", "preprocessor_config.json"]
+
+
 def test_export_of_an_encoder_of_a_classifier_is_allowed(paths):
     """--task encoder on a classifier folder exports its encoder (a legitimate request), --task classifier needs one."""
     assert isinstance(load_for_export(paths["cls"], "encoder"), AudioMosaicModel)
