@@ -34,11 +34,22 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from .caching import atomic_folder
 from .configuration_audiomosaic import AudioMosaicConfig
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor
 from .inputs import command_parser
 from .modeling_audiomosaic import AudioMosaicForAudioClassification, AudioMosaicForPreTraining
 from .releases import AUTHORS_SOURCE, RELEASES, Release, labels_file, release_for
+from .validation import (
+    check_value,
+    corrupt_file,
+    existing_file,
+    from_hub,
+    integer,
+    output_folder,
+    read_safetensors,
+    read_torch_weights,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -132,26 +143,33 @@ def load_official_checkpoint(src: str | Path) -> tuple[dict[str, torch.Tensor], 
         if not weights_path.is_file():
             raise FileNotFoundError(f"{src} is a folder but has no model.safetensors (an authors' Hub release has one).")
         if config_path.is_file():
-            release_config = json.loads(config_path.read_text())
-        state_dict = load_file(weights_path)
+            release_config = read_release_config(config_path)
+        if release_config.get("model_type") == "audiomosaic":
+            raise ConversionError(f"{src} is already a transformers AudioMosaic folder (its config.json has model_type "
+                                  "audiomosaic): load it with from_pretrained, there is nothing to convert.")
+        state_dict = read_safetensors(weights_path, "safetensors checkpoint")
     elif not src.is_file():
         raise FileNotFoundError(f"Checkpoint {src} does not exist.")
     elif src.suffix == ".safetensors":
-        state_dict = load_file(src)
+        state_dict = read_safetensors(src, "safetensors checkpoint")
     elif src.suffix in (".pt", ".pth", ".bin"):
-        try:
-            state_dict = torch.load(src, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - re-raised with the path and the reason
-            raise ConversionError(
-                f"Could not read {src} as a plain state dict with torch.load(weights_only=True): {error}"
-            ) from error
+        state_dict = read_torch_weights(src, "PyTorch state-dict")
     else:
         raise ConversionError(f"Unsupported checkpoint file {src}: expected .pt, .pth, .bin, .safetensors or a folder.")
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ConversionError(f"{src} does not hold a flat state dict of tensors.")
     # The authors' training compiles (`_orig_mod.`) and wraps in DDP (`module.`); their loaders drop both anywhere.
     state_dict = {key.replace("module.", "").replace("_orig_mod.", ""): value for key, value in state_dict.items()}
     return state_dict, release_config
+
+
+def read_release_config(path: Path) -> dict:
+    """The `config.json` of an authors' release folder (a JSON object); `corrupt_file` otherwise."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise corrupt_file(path, "JSON release config", error) from None
+    if not isinstance(config, dict):
+        raise corrupt_file(path, "JSON release config", "expected a JSON object")
+    return config
 
 
 def detect_classifier_type(state_dict: dict[str, torch.Tensor], release_config: dict) -> str | None:
@@ -215,7 +233,10 @@ def infer_config(
     if num_patches % num_freq_patches:
         raise ConversionError(f"pos_embed has {num_patches} patch slots, not a multiple of {num_freq_patches}.")
     depth = 1 + max(int(m.group(1)) for key in state_dict if (m := re.match(r"blocks\.(\d+)\.", key)))
-    heads = num_heads or release_config.get("num_heads") or hidden_size // 64
+    heads = num_heads or release_config.get("num_heads") or max(1, hidden_size // 64)
+    if hidden_size % heads:
+        raise ConversionError(f"{heads} attention heads (--num-heads) do not divide the checkpoint's width "
+                              f"{hidden_size}.")
     kwargs = dict(
         hidden_size=hidden_size,
         num_hidden_layers=depth,
@@ -296,7 +317,10 @@ def read_labels(path: str | Path) -> dict[int, str]:
         rows = list(csv.DictReader(handle))
     if not rows or not {"index", "display_name"} <= set(rows[0]):
         raise ValueError(f"{path} must be a CSV with a header containing `index` and `display_name` (and `mid`).")
-    return {int(row["index"]): row["display_name"] for row in rows}
+    try:
+        return {int(row["index"]): row["display_name"] for row in rows}
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: every `index` must be an integer (index,mid,display_name rows).") from None
 
 
 def feature_extractor_for(config: AudioMosaicConfig, release_config: dict, release: Release | None = None
@@ -330,7 +354,8 @@ def resolve_source(src: str | Path, revision: str | None = None, cache_dir: str 
     if HUB_REPO_ID.match(str(src)):
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(src), revision=revision, cache_dir=cache_dir))
+        return Path(from_hub(str(src), lambda: snapshot_download(str(src), revision=revision, cache_dir=cache_dir),
+                             local="local file or folder"))
     raise FileNotFoundError(f"Checkpoint {src} does not exist (neither a local file or folder nor a Hub id owner/name).")
 
 
@@ -413,7 +438,17 @@ def convert_with_report(
     verify: bool = False,
 ) -> Conversion:
     """`convert`, returning the model, the release it recognised and the check it passed."""
+    out_dir = Path(check_value("out_dir", out_dir, output_folder))
+    for name, value, minimum in (("num_heads", num_heads, 1), ("probe_layer", probe_layer, 0),
+                                 ("max_length", max_length, 1)):
+        if value is not None:
+            check_value(name, value, integer(minimum=minimum))
+    if labels is not None:
+        check_value("labels", labels, existing_file)
     folder = resolve_source(src, revision=revision, cache_dir=cache_dir)
+    if out_dir.resolve() == folder.resolve():
+        raise ValueError(f"{out_dir} is the checkpoint's own folder: the conversion would replace its config.json and "
+                         "model.safetensors; choose another output folder.")
     state_dict, release_config = load_official_checkpoint(folder)
     release = release_for(str(src)) if folder.is_dir() else None
     detected = detect_classifier_type(state_dict, release_config)
@@ -429,6 +464,8 @@ def convert_with_report(
         problem_type = release.problem_type
     config = infer_config(state_dict, release_config, detected, num_heads=num_heads, probe_layer=probe_layer,
                           problem_type=problem_type)
+    if max_length is not None and max_length % config.patch_size:
+        raise ConversionError(f"--max-length {max_length} is not a multiple of the patch size {config.patch_size}.")
     id2label = read_labels(labels) if labels is not None else None
     if id2label is not None and len(id2label) != config.num_labels:
         raise ValueError(f"{labels} has {len(id2label)} labels but the checkpoint's head has {config.num_labels}.")
@@ -447,10 +484,10 @@ def convert_with_report(
         parity = f"max |error| {error:.1e} against the authors' forward pass"
     if max_length is not None and max_length != config.max_length:
         model.audiomosaic.resize_position_embeddings(max_length, method="official")
-    out_dir = Path(out_dir)
-    model.save_pretrained(out_dir)
     feature_extractor = feature_extractor_for(config, release_config, release)
-    feature_extractor.save_pretrained(out_dir)
+    with atomic_folder(out_dir) as partial:
+        model.save_pretrained(partial)
+        feature_extractor.save_pretrained(partial)
     return Conversion(out_dir, model, feature_extractor, release, parity)
 
 
@@ -588,24 +625,26 @@ def format_table(rows: list[dict[str, str]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", nargs="?",
                         help="authors' state dict (.pt/.pth/.bin/.safetensors), release folder or Hub id owner/name")
-    parser.add_argument("out_dir", nargs="?", help="folder to write the transformers checkpoint to")
-    parser.add_argument("--all-releases", metavar="OUT_ROOT", default=None,
+    parser.add_argument("out_dir", nargs="?", type=output_folder, help="folder to write the transformers checkpoint to")
+    parser.add_argument("--all-releases", metavar="OUT_ROOT", type=output_folder, default=None,
                         help="convert every authors' release (hanxunh/AudioMosaic-vit-b16-*) into OUT_ROOT/<name>/ "
                              "with a model card, and print a summary table")
     parser.add_argument("--push-to", metavar="NAMESPACE", default=None,
                         help="with --all-releases: upload each folder to NAMESPACE/<name> on the Hub")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a Hub id source")
-    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: the library's)")
+    parser.add_argument("--cache-dir", type=output_folder, default=None,
+                        help="Hugging Face cache folder (default: the library's)")
     parser.add_argument("--verify", action="store_true",
                         help="run the release's own modeling.py (the authors' code: it executes) and compare its "
                              f"forward pass with ours; fail above {PARITY_TOLERANCE:g}")
-    parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: release config or width/64)")
-    parser.add_argument("--labels", default=None,
+    parser.add_argument("--num-heads", type=integer(minimum=1), default=None,
+                        help="attention heads (default: release config or width/64)")
+    parser.add_argument("--labels", type=existing_file, default=None,
                         help="index,mid,display_name CSV for id2label (default: the release's, when known)")
     parser.add_argument("--classifier-type", choices=sorted(set(CLASSIFIER_TYPES.values())), default=None,
                         help="head type when it cannot be told from the keys (a layer probe looks like a classifier)")
-    parser.add_argument("--probe-layer", type=int, default=None, help="block read by a layer probe")
-    parser.add_argument("--max-length", type=int, default=None,
+    parser.add_argument("--probe-layer", type=integer(minimum=0), default=None, help="block read by a layer probe")
+    parser.add_argument("--max-length", type=integer(minimum=1), default=None,
                         help="resize the positional embeddings to this many frames (authors' interpolation)")
     parser.add_argument("--problem-type", choices=PROBLEM_TYPES, default=None,
                         help="override the head's problem type (default: the release's; else multi-label for 527 "

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .kaldi_audiomosaic import FRAME_LENGTH_MS, FRAME_SHIFT_MS
+from .validation import check_value, integer, is_a
 
 
 @dataclass
@@ -56,6 +57,7 @@ class SegmentScores:
 
     def top(self, k: int = 3) -> list[dict]:
         """[{"start", "end", "predictions": [{"label", "score"}, ...]}] with the k best labels of each segment."""
+        k = check_value("top_k", k, integer(minimum=1))
         values, indices = self.scores.topk(min(k, self.scores.shape[1]), dim=1)
         return [
             {"start": round(start, 3), "end": round(end, 3),
@@ -85,7 +87,16 @@ def frame_centre_seconds(frame_index: torch.Tensor | float) -> torch.Tensor | fl
 
 def _base_encoder(model: torch.nn.Module) -> torch.nn.Module:
     """The AudioMosaicModel inside a classifier / pretraining model (transformers' `base_model`), or the model."""
-    return getattr(model, "base_model", model)
+    encoder = getattr(model, "base_model", model)
+    if not is_a(encoder, "AudioMosaicModel"):
+        raise ValueError(f"Expected an AudioMosaic model (encoder, classifier or pretraining), got "
+                         f"{type(model).__name__}.")
+    return encoder
+
+
+def _check_extractor(feature_extractor) -> None:
+    if not is_a(feature_extractor, "AudioMosaicFeatureExtractor"):
+        raise ValueError(f"Expected the model's AudioMosaicFeatureExtractor, got {type(feature_extractor).__name__}.")
 
 
 def _windows(feature_extractor, audio, window_hop: int, sampling_rate: int | None, device: torch.device):
@@ -127,6 +138,7 @@ def frame_embeddings(
     batch_size: int = 16,
     mask_padding: bool = False,
     sampling_rate: int | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[FrameEmbeddings]:
     """Time-aligned embeddings, one vector per patch row (16 frames = 160 ms), for clips of any length.
 
@@ -143,12 +155,16 @@ def frame_embeddings(
         mask_padding: exclude the padding at the end of the last window from attention (the checkpoints were
             trained with padding included, as `audiomosaic embed` does by default).
         sampling_rate: rate of array inputs (default: the extractor's).
+        names: what to call the clips in errors (e.g. their file paths; default "clip i").
 
     Returns:
         One [`FrameEmbeddings`] per clip. A row comes from the window in which its centre is closest to the window's
         centre, so rows far from the edges of a window are preferred; padding never produces rows past the clip's end.
+        A clip too short for one row (under 8 frames, about 95 ms) is a `ValueError` naming it, not an empty result.
     """
     encoder = _base_encoder(model)
+    _check_extractor(feature_extractor)
+    batch_size = check_value("batch_size", batch_size, integer(minimum=1))
     config = encoder.config
     patch = config.patch_size
     max_length = feature_extractor.max_length
@@ -169,6 +185,16 @@ def frame_embeddings(
 
     device = next(encoder.parameters()).device
     values, mask, clips = _windows(feature_extractor, audio, window_hop, sampling_rate, device)
+    # A row is kept when its centre (frame 16 r + 7.5) lies in the real frames: at least 8 of 16 are real.
+    rows_per_clip = [num_frames // patch + (num_frames % patch >= patch // 2) for _, _, num_frames in clips]
+    for index, ((_, _, num_frames), num_rows) in enumerate(zip(clips, rows_per_clip)):
+        if num_rows == 0:
+            name = names[index] if names is not None else f"clip {index}"
+            raise ValueError(
+                f"{name} is too short for frame embeddings: its {num_frames} frame(s) give no {patch}-frame row, which "
+                f"needs at least {patch // 2} frames ({(patch // 2 - 1) * FRAME_SHIFT_MS + FRAME_LENGTH_MS:g} ms of "
+                "audio)."
+            )
     window_rows = max_length // patch
     num_freq = config.num_mel_bins // patch
     rows_per_window = []
@@ -184,9 +210,7 @@ def frame_embeddings(
 
     hop_rows = window_hop // patch
     results = []
-    for first, count, num_frames in clips:
-        # A row is kept when its centre (frame 16 r + 7.5) lies in the real frames: at least 8 of 16 are real.
-        num_rows = num_frames // patch + (num_frames % patch >= patch // 2)
+    for (first, count, num_frames), num_rows in zip(clips, rows_per_clip):
         rows = torch.arange(num_rows)
         # The window whose centre (w * hop_rows + window_rows / 2) is nearest to the row centre (r + 0.5).
         window = torch.floor((rows + 0.5 - window_rows / 2) / hop_rows + 0.5).long().clamp(0, count - 1)
@@ -215,6 +239,10 @@ def classify_segments(
 
     Returns one [`SegmentScores`] per clip (`names`, if given, label them, e.g. with file paths).
     """
+    if not is_a(model, "AudioMosaicForAudioClassification"):
+        raise ValueError(f"Expected an AudioMosaicForAudioClassification, got {type(model).__name__}.")
+    _check_extractor(feature_extractor)
+    batch_size = check_value("batch_size", batch_size, integer(minimum=1))
     config = model.config
     max_length = feature_extractor.max_length
     if max_length > config.max_length:
@@ -242,7 +270,9 @@ def classify_segments(
 
 def timelines_to_csv(timelines: Sequence[SegmentScores], top_k: int = 3) -> str:
     """One CSV for several clips: file, start, end, label_1, score_1, ..., label_k, score_k."""
-    k = min(top_k, len(timelines[0].labels))
+    if not timelines:
+        raise ValueError("No timelines to write.")
+    k = min(check_value("top_k", top_k, integer(minimum=1)), len(timelines[0].labels))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "start", "end", *[f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "score")]])

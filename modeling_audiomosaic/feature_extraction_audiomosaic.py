@@ -301,6 +301,12 @@ class AudioMosaicFeatureExtractor(SequenceFeatureExtractor):
                 f"AudioMosaic pads at the end of the clip, as in training; `padding_side` must be 'right', "
                 f"got {self.padding_side!r}."
             )
+        # Checked here so that a bad preprocessor_config.json fails when it is loaded, not at the first clip.
+        _check_positive_int(sampling_rate, "sampling_rate")
+        _check_positive_int(feature_size, "feature_size")
+        for name, value in (("mean", mean), ("padding_value", padding_value), ("std", std)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         if not std > 0:
             raise ValueError(f"`std` must be positive, got {std}.")
         self.num_mel_bins = num_mel_bins

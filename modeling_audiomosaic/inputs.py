@@ -7,11 +7,14 @@ runs one way: CLI -> library.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+
+from .validation import ENCODER_KINDS, integer, is_a, load_pretrained, model_reference
 
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au"})
@@ -166,29 +169,65 @@ def featurize(feature_extractor, waveforms: list, window_hop: int | None, device
     return batch["input_values"].to(device), batch["window_clip_index"].to(device), batch.get("attention_mask")
 
 
-def load_for_inference(model_class, args: argparse.Namespace):
-    """(model, feature extractor, device) of `--model` for inference: the model in `--dtype` on `--device` in eval
-    mode, and its feature extractor at `--max_length` (never longer than the model takes)."""
+def load_for_inference(model_class, args: argparse.Namespace, kinds: tuple[str, ...] = ENCODER_KINDS):
+    """(model, feature extractor, device) of `--model` (a folder or Hub id of one of `kinds`) for inference: the model
+    in `--dtype` on `--device` in eval mode, and its feature extractor at `--max_length` (never longer than the model
+    takes)."""
     device = resolve_device(args.device)
-    model = model_class.from_pretrained(args.model, dtype=resolve_dtype(args.dtype, device)).to(device).eval()
-    return model, load_feature_extractor(args.model, args.max_length, model.config.max_length), device
+    dtype = resolve_dtype(args.dtype, device)
+    with loading_bars(not args.quiet):
+        model = load_pretrained(model_class, args.model, kinds, dtype=dtype)
+    if args.max_length is not None and args.max_length < model.config.patch_size:
+        raise ValueError(f"--max_length {args.max_length} is shorter than one patch of the model "
+                         f"({model.config.patch_size} frames).")
+    return model.to(device).eval(), load_feature_extractor(args.model, args.max_length, model.config.max_length), device
+
+
+@contextlib.contextmanager
+def loading_bars(show: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights") as they are, or hidden for the block (--quiet)."""
+    from transformers.utils import logging as transformers_logging
+
+    hide = not show and transformers_logging.is_progress_bar_enabled()
+    if hide:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hide:
+            transformers_logging.enable_progress_bar()
 
 
 def load_feature_extractor(model_path: str, max_length: int | None, model_max_length: int):
-    """The feature extractor saved with `model_path`, else the AudioSet one (with a note on stderr), at `max_length`
-    frames when given, else at its own length; never longer than the model's `model_max_length` (its position
-    embeddings end there)."""
+    """The feature extractor saved with `model_path`, else (no preprocessor_config.json) the AudioSet one, with a note
+    on stderr, at `max_length` frames when given, else at its own length; never longer than the model's
+    `model_max_length` (its position embeddings end there). A preprocessor_config.json that is there but unreadable
+    or impossible (e.g. `sampling_rate` 0) is an error naming the file, not a silent fallback."""
     from transformers import AutoFeatureExtractor
 
     from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor
 
-    try:
-        feature_extractor = AutoFeatureExtractor.from_pretrained(model_path)
-    except (OSError, ValueError):
-        print(f"{model_path} has no preprocessor_config.json; using the AudioSet feature extractor.", file=sys.stderr)
-        feature_extractor = AudioMosaicFeatureExtractor()
     if max_length is not None and max_length > model_max_length:
         raise ValueError(f"--max_length {max_length} is longer than the model's max_length {model_max_length}.")
+    local = Path(model_path).is_dir()
+    config_file = Path(model_path) / "preprocessor_config.json"
+    if local and not config_file.is_file():
+        feature_extractor = None
+    else:
+        try:
+            feature_extractor = AutoFeatureExtractor.from_pretrained(model_path)
+        except (OSError, ValueError) as error:
+            if local or not isinstance(error, OSError):
+                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+                raise ValueError(f"{config_file if local else model_path}: cannot load its feature extractor "
+                                 f"({reason})") from None
+            feature_extractor = None  # a Hub model without a preprocessor_config.json
+    if feature_extractor is not None and not is_a(feature_extractor, "AudioMosaicFeatureExtractor"):
+        raise ValueError(f"{config_file if local else model_path}: holds a {type(feature_extractor).__name__}, not an "
+                         "AudioMosaicFeatureExtractor.")
+    if feature_extractor is None:
+        print(f"{model_path} has no preprocessor_config.json; using the AudioSet feature extractor.", file=sys.stderr)
+        feature_extractor = AudioMosaicFeatureExtractor()
     feature_extractor.max_length = max_length or min(feature_extractor.max_length, model_max_length)
     return feature_extractor
 
@@ -217,15 +256,18 @@ def command_parser(command: str, description: str | None,
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, *, model: bool = True, batch_size: int = 16,
-                        max_length: int | None = None, device: bool = True, inference: bool = False) -> None:
+                        max_length: int | None = None, device: bool = True, inference: bool = False,
+                        model_kinds: tuple[str, ...] = ENCODER_KINDS) -> None:
     """The options every audio-reading command shares (--model, --batch_size, --max_length, --audio_column,
-    --device, --quiet), defined once; `max_length` is the default frame count (None: the checkpoint's). With
-    `inference`, also --window_hop and --dtype (`embed`, `classify`)."""
+    --device, --quiet), defined once; `max_length` is the default frame count (None: the checkpoint's); --model must
+    be a folder or Hub id of one of `model_kinds`. With `inference`, also --window_hop and --dtype (`embed`,
+    `classify`)."""
     if model:
-        parser.add_argument("--model", required=True, help="AudioMosaic checkpoint folder or Hub id")
-    parser.add_argument("--batch_size", type=int, default=batch_size,
+        parser.add_argument("--model", required=True, type=model_reference(*model_kinds),
+                            help="AudioMosaic checkpoint folder or Hub id")
+    parser.add_argument("--batch_size", type=integer(minimum=1), default=batch_size,
                         help=f"clips per forward pass (default {batch_size})")
-    parser.add_argument("--max_length", type=int, default=max_length,
+    parser.add_argument("--max_length", type=integer(minimum=1), default=max_length,
                         help="frames per clip or window (default: "
                              f"{max_length if max_length is not None else 'the checkpoint'})")
     parser.add_argument("--audio_column", default="audio", help="audio column of CSV/JSON/Parquet lists (default 'audio')")
@@ -233,7 +275,7 @@ def add_input_arguments(parser: argparse.ArgumentParser, *, model: bool = True, 
         parser.add_argument("--device", default=None, help="cpu / cuda / cuda:N (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     if inference:
-        parser.add_argument("--window_hop", type=int, default=None,
+        parser.add_argument("--window_hop", type=integer(minimum=1), default=None,
                             help="hop between windows of clips longer than max_length (default max_length // 2); "
                                  "window outputs are averaged per clip")
         parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",

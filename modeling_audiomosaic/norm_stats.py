@@ -26,6 +26,7 @@ import torch
 
 from .caching import atomic_write, fingerprint
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor, decode_audio
+from .validation import check_value, integer
 
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,11 @@ class NormStats:
 def subsample(clips: Sequence, max_samples: int | None, seed: int = 0) -> list:
     """At most `max_samples` clips, drawn at random (seeded) but kept in their original order, so that a sorted
     folder (one class after another) is not cut to its first classes."""
-    if max_samples is None or max_samples >= len(clips):
+    if max_samples is None:
         return list(clips)
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be at least 1, got {max_samples}.")
+    max_samples = check_value("max_samples", max_samples, integer(minimum=1))
+    if max_samples >= len(clips):
+        return list(clips)
     keep = sorted(random.Random(seed).sample(range(len(clips)), max_samples))
     return [clips[i] for i in keep]
 
@@ -67,6 +69,9 @@ def compute_norm_stats(
     `sampling_rate`) padded / truncated to `max_length` frames, averaged over batches of `batch_size` clips."""
     if not len(clips):
         raise ValueError("No clips to compute statistics on.")
+    max_length = check_value("max_length", max_length, integer(minimum=1))
+    batch_size = check_value("batch_size", batch_size, integer(minimum=1))
+    sampling_rate = check_value("sampling_rate", sampling_rate, integer(minimum=1))
     feature_extractor = AudioMosaicFeatureExtractor(max_length=max_length, sampling_rate=sampling_rate,
                                                     do_normalize=False)
     from tqdm.auto import tqdm
@@ -122,9 +127,14 @@ def cached_norm_stats(
     identity = [[_clip_identity(clip) for clip in clips], max_length, sampling_rate]
     path = Path(cache_dir or DEFAULT_CACHE_DIR) / f"norm_stats_{fingerprint(identity)}.json"
     if path.is_file():
-        stats = NormStats(**json.loads(path.read_text()))
-        logger.info("Normalisation statistics from %s: mean %.6f, std %.6f", path, stats.mean, stats.std)
-        return stats
+        try:
+            stats = NormStats(**json.loads(path.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
+            # Only a cache: a damaged entry is recomputed and replaced.
+            logger.warning("%s is corrupt (%s); recomputing the statistics.", path, error)
+        else:
+            logger.info("Normalisation statistics from %s: mean %.6f, std %.6f", path, stats.mean, stats.std)
+            return stats
     stats = compute_norm_stats(clips, max_length, sampling_rate=sampling_rate, progress=progress)
     with atomic_write(path) as partial:
         partial.write_text(json.dumps(asdict(stats)))

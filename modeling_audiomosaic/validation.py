@@ -4,7 +4,10 @@ model folder of the kind the command needs, and weight files read so that a corr
 
 Numeric and path checks are argparse `type=` callables, so the command line reports them as
 `argument --batch_size: expected an integer >= 1, got '0'`; `check_arguments` applies the same declarations to a
-namespace built in Python (the `interpret` functions take one), so both entry points say the same thing.
+namespace built in Python (the `interpret` functions take one), and `check_value` one of them to a Python argument, so
+every entry point says the same thing. The checks raise `InvalidInput`, both an argparse argument error and a
+`ValueError`. `load_pretrained` is `from_pretrained` behind these checks: the folder's kind first, then weights that
+are corrupt, pickle code, lack tensors or have other shapes named instead of a traceback or a random initialisation.
 
     parser.add_argument("--batch_size", type=integer(minimum=1), default=16)
     parser.add_argument("--time_ratio", type=number(above=0, maximum=1), default=0.5)
@@ -14,11 +17,17 @@ namespace built in Python (the `interpret` functions take one), so both entry po
 
 import argparse
 import json
+import logging
 import os
 import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
+
+
+class InvalidInput(ValueError, argparse.ArgumentTypeError):
+    """Bad input found by a check here: argparse reports it as an argument error (`type=` callables), the command
+    line's error boundary and Python callers see a `ValueError`."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -44,13 +53,13 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[
     @_validator
     def parse(value) -> int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+            raise InvalidInput(f"expected {expected}, got {value!r}")
         try:
             result = int(value)
         except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+            raise InvalidInput(f"expected {expected}, got {value!r}") from None
         if (minimum is not None and result < minimum) or (maximum is not None and result > maximum):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+            raise InvalidInput(f"expected {expected}, got {value!r}")
         return result
 
     parse.__name__ = expected  # argparse names the type in some messages
@@ -68,11 +77,11 @@ def number(minimum: float | None = None, maximum: float | None = None, *, above:
         try:
             result = float(value)
         except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+            raise InvalidInput(f"expected {expected}, got {value!r}") from None
         if (result != result or result in (float("inf"), float("-inf"))
                 or (minimum is not None and result < minimum) or (maximum is not None and result > maximum)
                 or (above is not None and result <= above) or (below is not None and result >= below)):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+            raise InvalidInput(f"expected {expected}, got {value!r}")
         return result
 
     parse.__name__ = expected
@@ -89,9 +98,9 @@ def existing_file(value) -> str:
     """An argparse type: a path to an existing file."""
     path = Path(value)
     if not path.exists():
-        raise argparse.ArgumentTypeError(f"{value} does not exist")
+        raise InvalidInput(f"{value} does not exist")
     if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{value} is a folder; expected a file")
+        raise InvalidInput(f"{value} is a folder; expected a file")
     return str(value)
 
 
@@ -100,9 +109,9 @@ def existing_folder(value) -> str:
     """An argparse type: a path to an existing folder."""
     path = Path(value)
     if not path.exists():
-        raise argparse.ArgumentTypeError(f"{value} does not exist")
+        raise InvalidInput(f"{value} does not exist")
     if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{value} is a file; expected a folder")
+        raise InvalidInput(f"{value} is a file; expected a folder")
     return str(value)
 
 
@@ -112,9 +121,9 @@ def _check_writable_below(path: Path, value) -> None:
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot create {value}: {ancestor} is a file, not a folder")
+        raise InvalidInput(f"cannot create {value}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot create {value}: {ancestor} is not writable")
+        raise InvalidInput(f"cannot create {value}: {ancestor} is not writable")
 
 
 @_validator
@@ -123,9 +132,9 @@ def output_folder(value) -> str:
     path = Path(value)
     if path.exists():
         if not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{value} is an existing file; expected a folder to write into")
+            raise InvalidInput(f"{value} is an existing file; expected a folder to write into")
         if not os.access(path, os.W_OK | os.X_OK):
-            raise argparse.ArgumentTypeError(f"{value} is not writable")
+            raise InvalidInput(f"{value} is not writable")
     else:
         _check_writable_below(path, value)
     return str(value)
@@ -136,9 +145,9 @@ def output_file(value) -> str:
     """An argparse type: a file to write (replaced if it exists; it must not be a folder, and it must be creatable)."""
     path = Path(value)
     if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{value} is an existing folder; expected a file name")
+        raise InvalidInput(f"{value} is an existing folder; expected a file name")
     if path.exists() and not os.access(path, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{value} is not writable")
+        raise InvalidInput(f"{value} is not writable")
     _check_writable_below(path, value)
     return str(value)
 
@@ -174,42 +183,49 @@ def _config_path(value: str) -> Path:
     path = Path(value)
     if path.exists():
         if not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{value} is a file; expected a model folder (with config.json)")
+            raise InvalidInput(f"{value} is a file; expected a model folder (with config.json)")
         if not (path / "config.json").is_file():
-            raise argparse.ArgumentTypeError(f"{value} is not a model folder: it has no config.json")
+            raise InvalidInput(f"{value} is not a model folder: it has no config.json")
         return path / "config.json"
-    if not _HUB_ID.match(value):
-        raise argparse.ArgumentTypeError(f"{value} does not exist")
     from huggingface_hub import hf_hub_download
+
+    return Path(from_hub(value, lambda: hf_hub_download(value, "config.json")))
+
+
+def from_hub(value: str, fetch: Callable[[], str], local: str = "local folder") -> str:
+    """`fetch()` (a `huggingface_hub` download of Hub id `value`, which is not a local path), or `InvalidInput`
+    saying why there is nothing: not a path at all, not in the local cache while offline, or no such repository."""
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    if not _HUB_ID.match(value):
+        raise InvalidInput(f"{value} does not exist")
     try:
-        return Path(hf_hub_download(value, "config.json"))
+        return fetch()
     except LocalEntryNotFoundError:
         reason = "it is not in the local Hub cache and the Hub cannot be reached (offline)"
     except RepositoryNotFoundError:
         reason = "the Hub has no such model"
     except (HfHubHTTPError, OSError, ValueError) as error:
-        reason = f"fetching it failed: {str(error).splitlines()[0]}"
-    raise argparse.ArgumentTypeError(f"{value} does not exist as a local folder, and as a Hub id {reason}")
+        reason = f"fetching it failed: {str(error).strip().splitlines()[0] if str(error).strip() else error!r}"
+    raise InvalidInput(f"{value} does not exist as a {local}, and as a Hub id {reason}")
 
 
 def read_model_config(value: str, kinds: tuple[str, ...]) -> dict:
     """The `config.json` of model folder or Hub id `value`, checked to be one of `kinds` (see `folder_kind`);
-    `argparse.ArgumentTypeError` naming what it is otherwise."""
+    `InvalidInput` naming what it is otherwise."""
     path = _config_path(str(value))
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise argparse.ArgumentTypeError(f"{path} is corrupt or not a JSON file ({error})") from None
+        raise InvalidInput(f"{path} is corrupt or not a JSON file ({error})") from None
     if not isinstance(config, dict):
-        raise argparse.ArgumentTypeError(f"{path} is corrupt: expected a JSON object")
+        raise InvalidInput(f"{path} is corrupt: expected a JSON object")
     kind = folder_kind(config)
     if kind not in kinds:
         names = {"ltu": "an LTU model", "sae": "a sparse-autoencoder", "encoder": "an AudioMosaic encoder",
                  "classifier": "an AudioMosaic classifier", "pretraining": "an AudioMosaic pretraining"}
         wanted = " or ".join(names.get(k, f"a {k}") for k in kinds)
-        raise argparse.ArgumentTypeError(f"{value} is {names.get(kind, f'a {kind}')} folder; expected {wanted} folder")
+        raise InvalidInput(f"{value} is {names.get(kind, f'a {kind}')} folder; expected {wanted} folder")
     return config
 
 
@@ -233,9 +249,22 @@ def model_reference(*kinds: str) -> Callable[[object], str]:
 
 
 def corrupt_file(path: str | Path, what: str, error: BaseException | str) -> ValueError:
-    """The error for an unreadable artefact: "PATH is corrupt or not a WHAT file (reason)"."""
+    """The error for an unreadable artefact: "PATH is corrupt or not a WHAT file (reason)"; the reason is `error`'s
+    first line, and for an exception (a library's message, often paragraphs of advice) its first sentence."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ValueError(f"{path} is corrupt or not a {what} file ({reason})")
+    if isinstance(error, BaseException):
+        reason = reason.split(". ")[0].rstrip(".")
+    article = "an" if what[:1].lower() in "aeiou" else "a"
+    return ValueError(f"{path} is corrupt or not {article} {what} file ({reason})")
+
+
+def code_pickle(path: str | Path, error: BaseException) -> ValueError:
+    """The error for a torch pickle that needs code to be read (refused by `weights_only=True`, never run)."""
+    # torch's message spans many lines; the sentence naming the offending global is the useful one.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "").split(". ")[0]
+    return ValueError(f"{path} needs code to be unpickled, which is refused (torch.load with weights_only=True); "
+                      f"re-save it as a plain dict of tensors ({detail})")
 
 
 def read_safetensors(path: str | Path, what: str = "safetensors weights") -> dict:
@@ -257,11 +286,7 @@ def read_torch_weights(path: str | Path, what: str = "PyTorch weights") -> dict:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        # torch's message spans many lines; the one naming the offending global is the useful one.
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
-        raise ValueError(f"{path} needs code to be unpickled, which is refused (torch.load with weights_only=True); "
-                         f"re-save it as a plain dict of tensors ({detail})") from None
+        raise code_pickle(path, error) from None
     except (EOFError, OSError, RuntimeError, ValueError) as error:
         raise corrupt_file(path, what, error) from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
@@ -269,9 +294,83 @@ def read_torch_weights(path: str | Path, what: str = "PyTorch weights") -> dict:
     return state_dict
 
 
+def _weights_file(reference: str) -> str:
+    """The weights file of a local model folder (for messages), else the reference itself."""
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    return next((str(Path(reference) / name) for name in names if (Path(reference) / name).is_file()), reference)
+
+
+def _drop_warnings(record: logging.LogRecord) -> bool:
+    return record.levelno != logging.WARNING
+
+
+def load_pretrained(model_class, reference, kinds: tuple[str, ...] = ENCODER_KINDS, **from_pretrained_kwargs):
+    """`model_class.from_pretrained(reference, ...)` once `reference` is known to be a model folder or Hub id of one of
+    `kinds` (its config only is read first, so a missing path or a foreign model is named before anything is built).
+    Weights that are truncated, foreign, of other shapes or that pickle code are named (`corrupt_file`,
+    `code_pickle`) instead of surfacing as the loader's traceback, and weights the model lacks (which transformers
+    would initialise at random) are an error. The head or projector of a classifier or pretraining folder loaded as
+    its encoder is dropped quietly: that is what loading the encoder means."""
+    from safetensors import SafetensorError
+
+    reference = str(reference)
+    read_model_config(reference, kinds)
+    # transformers reports missing and unexpected keys as a multi-line warning; they are checked here instead. (A
+    # filter, not a level: transformers' loader reads its logger's level to decide on other warnings.)
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addFilter(_drop_warnings)
+    # Mismatched shapes come back in the loading info (named below) rather than as an error about the report.
+    allow_mismatch = from_pretrained_kwargs.pop("ignore_mismatched_sizes", False)
+    try:
+        model, info = model_class.from_pretrained(reference, output_loading_info=True, ignore_mismatched_sizes=True,
+                                                  **from_pretrained_kwargs)
+    except pickle.UnpicklingError as error:
+        raise code_pickle(_weights_file(reference), error) from None
+    except (SafetensorError, RuntimeError, EOFError) as error:
+        # A state-dict mismatch lists every key; its first "size mismatch" line says what is wrong.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(error).__name__)
+        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights", reason) from None
+    finally:
+        report_logger.removeFilter(_drop_warnings)
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    if mismatched and not allow_mismatch:
+        key, *shapes = mismatched[0]
+        shapes = " in the file vs ".join(str(tuple(shape)) for shape in shapes[:2])
+        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights",
+                           f"{len(mismatched)} weight(s) do not fit its config.json, e.g. {key}: {shapes} in the model")
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        listed = ", ".join(missing[:4]) + (f", ... ({len(missing) - 4} more)" if len(missing) > 4 else "")
+        raise corrupt_file(_weights_file(reference), f"{_kind_name(model_class)} weights",
+                           f"it lacks {len(missing)} weight(s) the model needs: {listed}")
+    return model
+
+
+def _kind_name(model_class) -> str:
+    """"AudioMosaic encoder" for AudioMosaicModel, ... (the class name for other models)."""
+    kind = _AUDIOMOSAIC_KINDS.get(model_class.__name__)
+    return f"AudioMosaic {kind}" if kind else model_class.__name__
+
+
 # ----------------------------------------------------------------------------------------------------------------------
-# Namespaces built in Python
+# Values and namespaces built in Python
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def is_a(value, class_name: str) -> bool:
+    """Whether `value` is an instance of a class named `class_name` (or of a subclass): by name, so that the classes
+    transformers loads as Hub remote code (`trust_remote_code=True`), which are copies of ours, count too."""
+    return any(cls.__name__ == class_name for cls in type(value).__mro__)
+
+
+def check_value(name: str, value, validate: Callable):
+    """`validate(value)` (an `integer(...)`, `number(...)`, path check, ...) for a Python argument `name`: the
+    converted value, or `InvalidInput` "`name`: expected ..., got ..."."""
+    try:
+        return validate(value)
+    except argparse.ArgumentTypeError as error:
+        raise InvalidInput(f"`{name}`: {error}") from None
 
 
 def check_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]

@@ -47,7 +47,7 @@ def test_default_head_count_is_width_over_64(pretrain_state, tmp_path):
 def test_pickled_code_is_refused(tmp_path):
     # Any non-tensor object needs code to unpickle; weights_only loading refuses it.
     torch.save({"cls_token": argparse.Namespace(payload="code")}, tmp_path / "evil.pt")
-    with pytest.raises(ConversionError, match="weights_only"):
+    with pytest.raises(ValueError, match="weights_only=True"):
         convert(tmp_path / "evil.pt", tmp_path / "out")
 
 

@@ -49,7 +49,7 @@ def test_api_contract(model_dir):
 
 def test_bad_input_is_named(model_dir):
     model = hear.load_model(str(model_dir))
-    with pytest.raises(ValueError, match="2-D tensor"):
+    with pytest.raises(ValueError, match="2-D float tensor"):
         hear.get_scene_embeddings(torch.rand(16000), model)
     with pytest.raises(ValueError, match="folder or Hub id"):
         hear.load_model()

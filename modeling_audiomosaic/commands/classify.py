@@ -11,21 +11,23 @@ import sys
 from pathlib import Path
 
 from .. import inputs
+from ..validation import integer, output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files, folders, or CSV/JSON/Parquet lists")
-    parser.add_argument("--top_k", type=int, default=5, help="labels per clip (default 5)")
+    parser.add_argument("--top_k", type=integer(minimum=1), default=5,
+                        help="labels per clip or segment (default 5; at most the model's number of labels is shown)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
-    parser.add_argument("--output", default=None, help="write to this file instead of stdout")
+    parser.add_argument("--output", type=output_file, default=None, help="write to this file instead of stdout")
     parser.add_argument("--timeline", action="store_true",
                         help="per-segment scores instead of one prediction per clip: each window of the model's "
                              "length (--window_hop apart) is a segment with its start/end in seconds and top-k "
                              "labels (sigmoid for multi-label models, softmax otherwise)")
-    parser.add_argument("--plot", default=None, metavar="FILE.png",
+    parser.add_argument("--plot", type=output_file, default=None, metavar="FILE.png",
                         help="with --timeline: draw the timeline (time x top classes heatmap); several inputs get "
                              "FILE_<index>_<name>.png (needs matplotlib)")
-    inputs.add_input_arguments(parser, inference=True)
+    inputs.add_input_arguments(parser, inference=True, model_kinds=("classifier",))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -39,8 +41,19 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     if args.plot and not args.timeline:
         raise ValueError("--plot draws a timeline: add --timeline.")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise ValueError(f"--plot writes a PNG: give a file name ending in .png, got {args.plot}.")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError("--plot needs matplotlib: pip install matplotlib.") from None
     items = inputs.expand_inputs(args.inputs, args.audio_column)
-    model, fe, device = inputs.load_for_inference(AudioMosaicForAudioClassification, args)
+    read = {Path(path).resolve() for path in [*args.inputs, *items] if isinstance(path, str)}
+    for option, path in (("--output", args.output), ("--plot", args.plot)):
+        if path is not None and Path(path).resolve() in read:
+            raise ValueError(f"{option} {path} is one of the inputs; writing there would replace it.")
+    model, fe, device = inputs.load_for_inference(AudioMosaicForAudioClassification, args, kinds=("classifier",))
     if args.timeline:
         return classify_timeline(args, model, fe, items)
     multi_label = model.config.problem_type == "multi_label_classification"
@@ -74,11 +87,19 @@ def run(args: argparse.Namespace) -> list[dict]:
             for rank, x in enumerate(p["predictions"]):
                 lines.append(f"{p['file'] if rank == 0 else '':<{width}}  {x['label']:<{label_width}}  {x['score']:.4f}")
         text = "\n".join(lines)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    else:
-        print(text)
+    write_or_print(text, args.output)
     return predictions
+
+
+def write_or_print(text: str, output: str | None) -> None:
+    """`text` to the --output file (complete or not at all), else to stdout."""
+    if output is None:
+        print(text)
+        return
+    from ..caching import atomic_write
+
+    with atomic_write(output) as partial:
+        partial.write_text(text + "\n")
 
 
 def classify_timeline(args: argparse.Namespace, model, fe, items: list) -> list[dict]:
@@ -107,8 +128,5 @@ def classify_timeline(args: argparse.Namespace, model, fe, items: list) -> list[
         text = timelines_to_csv(timelines, args.top_k).rstrip("\n")
     else:
         text = timelines_to_table(timelines, args.top_k)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    else:
-        print(text)
+    write_or_print(text, args.output)
     return result

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from .. import inputs
+from ..validation import output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files, folders, or CSV/JSON/Parquet lists")
-    parser.add_argument("--output", required=True, help="embeddings.npy or embeddings.safetensors")
+    parser.add_argument("--output", required=True, type=output_file, help="embeddings.npy or embeddings.safetensors")
     parser.add_argument("--layers", default="pooled",
                         help="'pooled' (default), 'all' (embedding output + every block) or indices, e.g. '0,6,12'")
     parser.add_argument("--no_fc_norm", action="store_true", help="pooled: the token mean without fc_norm")
@@ -44,7 +45,11 @@ def parse_layers(spec: str, num_entries: int) -> list[int] | None:
         return list(range(num_entries))
     layers = []
     for part in spec.split(","):
-        index = int(part)
+        try:
+            index = int(part)
+        except ValueError:
+            raise ValueError(f"--layers: expected 'pooled', 'all' or comma-separated block indices such as '0,6,12', "
+                             f"got {spec!r}.") from None
         if not -num_entries <= index < num_entries:
             raise ValueError(f"--layers: {index} is out of range; the model has {num_entries} entries "
                              f"(0 = embedding output, 1..{num_entries - 1} = blocks).")
@@ -53,7 +58,6 @@ def parse_layers(spec: str, num_entries: int) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> Path:
-    import numpy as np
     import torch
 
     from .. import AudioMosaicModel, average_windows, decode_audio
@@ -82,23 +86,34 @@ def run(args: argparse.Namespace) -> Path:
     meta = {"files": [inputs.item_name(i) for i in items], "model": args.model,
             "layers": "pooled" if layers is None else layers,
             "shape": list(embeddings.shape)}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".npy":
-        np.save(output, embeddings.numpy())
-        output.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-    else:
-        from safetensors.torch import save_file
-
-        save_file({"embeddings": embeddings.contiguous()}, str(output),
-                  metadata={k: json.dumps(v) for k, v in meta.items()})
+    write_embeddings(output, {"embeddings": embeddings}, meta)
     print(f"Wrote {tuple(embeddings.shape)} embeddings of {len(items)} clip(s) to {output}", file=sys.stderr)
     return output
+
+
+def write_embeddings(output: Path, tensors: dict, meta: dict) -> None:
+    """A .npy of `tensors["embeddings"]` with `meta` in a .json beside it, or a .safetensors of all `tensors` with
+    `meta` (less the per-row timestamps, which are a tensor there) in its metadata; each file appears complete or not
+    at all."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from ..caching import atomic_write
+
+    if output.suffix == ".npy":
+        with atomic_write(output.with_suffix(".json")) as partial:
+            partial.write_text(json.dumps(meta, indent=2))
+        with atomic_write(output) as partial, open(partial, "wb") as handle:
+            np.save(handle, tensors["embeddings"].numpy())
+    else:
+        metadata = {key: json.dumps(value) for key, value in meta.items() if key != "timestamps_seconds"}
+        with atomic_write(output) as partial:
+            save_file({key: value.contiguous() for key, value in tensors.items()}, str(partial), metadata=metadata)
 
 
 def embed_frames(args: argparse.Namespace, model, fe, items: list, layers: list[int] | None, output: Path) -> Path:
     """`embed --frames`: one vector per 160 ms patch row of every clip (see `embeddings.frame_embeddings`), all clips'
     rows concatenated, with each row's clip and centre time."""
-    import numpy as np
     import torch
 
     from .. import decode_audio
@@ -107,25 +122,17 @@ def embed_frames(args: argparse.Namespace, model, fe, items: list, layers: list[
     frames, names = [], []
     for chunk in inputs.batched(items, args.batch_size, "Embedding", not args.quiet):
         waveforms = [decode_audio(item, fe.sampling_rate) for item in chunk]
+        chunk_names = [inputs.item_name(item) for item in chunk]
         frames += frame_embeddings(model, fe, waveforms, layers=-1 if layers is None else layers,
                                    window_hop=args.window_hop, batch_size=args.batch_size,
-                                   mask_padding=args.mask_padding)
-        names += [inputs.item_name(item) for item in chunk]
+                                   mask_padding=args.mask_padding, names=chunk_names)
+        names += chunk_names
     embeddings = torch.cat([f.embeddings for f in frames])
     timestamps = torch.cat([f.timestamps for f in frames])
     clip_index = torch.cat([torch.full((len(f.timestamps),), i) for i, f in enumerate(frames)])
     meta = {"files": names, "model": args.model, "layers": "last" if layers is None else layers,
             "shape": list(embeddings.shape), "frames_per_file": [len(f.timestamps) for f in frames],
             "timestamps_seconds": [[round(t, 4) for t in f.timestamps.tolist()] for f in frames]}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".npy":
-        np.save(output, embeddings.numpy())
-        output.with_suffix(".json").write_text(json.dumps(meta))
-    else:
-        from safetensors.torch import save_file
-
-        meta.pop("timestamps_seconds")
-        save_file({"embeddings": embeddings.contiguous(), "timestamps": timestamps, "clip_index": clip_index},
-                  str(output), metadata={k: json.dumps(v) for k, v in meta.items()})
+    write_embeddings(output, {"embeddings": embeddings, "timestamps": timestamps, "clip_index": clip_index}, meta)
     print(f"Wrote {tuple(embeddings.shape)} frame embeddings of {len(items)} clip(s) to {output}", file=sys.stderr)
     return output

@@ -9,13 +9,15 @@ import argparse
 from pathlib import Path
 
 from ..inputs import add_input_arguments, command_parser, expand_inputs
+from ..validation import integer, output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files, folders, or CSV/JSON/Parquet lists")
-    parser.add_argument("--max_samples", type=int, default=None,
+    parser.add_argument("--max_samples", type=integer(minimum=1), default=None,
                         help="use at most this many clips, drawn at random (seed 0)")
-    parser.add_argument("--output_dir", default=None, help="write a feature extractor with these statistics here")
+    parser.add_argument("--output_dir", type=output_folder, default=None,
+                        help="write a feature extractor with these statistics here")
     # AST's batches of 1000 clips (the result is the mean over batches); 1024 frames = 10.24 s (Speech Commands: 128).
     add_input_arguments(parser, model=False, device=False, batch_size=1000, max_length=1024)
 
@@ -24,6 +26,7 @@ def run(args: argparse.Namespace):
     """Log-Mel mean and std of the inputs at --max_length frames; printed, and written as a feature-extractor folder
     with --output_dir."""
     from .. import AudioMosaicFeatureExtractor
+    from ..caching import atomic_folder
     from ..norm_stats import compute_norm_stats, subsample
 
     clips = subsample(expand_inputs(args.inputs, args.audio_column), args.max_samples)
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace):
     print(f"mean {stats.mean:.7g}  std {stats.std:.7g}  ({stats.num_clips} clips at {stats.max_length} frames)")
     if args.output_dir:
         feature_extractor = AudioMosaicFeatureExtractor(max_length=args.max_length, mean=stats.mean, std=stats.std)
-        feature_extractor.save_pretrained(args.output_dir)
+        with atomic_folder(args.output_dir) as partial:
+            feature_extractor.save_pretrained(partial)
         print(f"Wrote {Path(args.output_dir) / 'preprocessor_config.json'}")
     return stats
 
