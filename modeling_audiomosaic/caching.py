@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,3 +40,26 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder to write a command's outputs to; when the block finishes they move into `path`
+    (created if needed; same-named entries replaced), and an error leaves the file system as it was (no output
+    folder, no partial file). The staging folder sits in the nearest existing ancestor of `path`, so the moves are
+    renames on one file system."""
+    path = Path(path)
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=ancestor))
+    try:
+        yield staging
+        path.mkdir(parents=True, exist_ok=True)
+        for entry in staging.iterdir():
+            target = path / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            entry.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
