@@ -214,8 +214,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", help="LTU release folder (with extra_weights.bin) or the weight file itself")
     parser.add_argument("out_dir", type=output_folder,
                         help="folder to write the composite model, processor and adapter/ to")
-    parser.add_argument("--base-model", required=True, type=language_model_reference,
-                        help="folder (or Hub id) of the base LLaMA of the release")
+    parser.add_argument("--base-model", required=True,
+                        help="folder (or Hub id) of the base LLaMA of the release (checked by `convert_ltu`)")
     parser.add_argument("--num-heads", type=integer(minimum=1), default=None,
                         help="encoder attention heads (default: width/64)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",

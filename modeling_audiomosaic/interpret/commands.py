@@ -305,6 +305,7 @@ def sae_report(args: argparse.Namespace) -> dict:
     from .sae import SparseAutoencoder
 
     check_command_arguments(args, add_arguments)
+    sae = SparseAutoencoder.from_pretrained(args.sae).eval()  # names a missing, foreign or corrupt --sae folder
     info_path = Path(args.sae) / "audiomosaic_sae.json"
     if not info_path.is_file():
         raise FileNotFoundError(f"{args.sae} is not an `audiomosaic sae-train` output (no audiomosaic_sae.json).")
@@ -313,7 +314,6 @@ def sae_report(args: argparse.Namespace) -> dict:
         layer, mode = int(info["layer"]), str(info["mode"])
     except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, ValueError) as error:
         raise corrupt_file(info_path, "sae-train description (layer, mode)", repr(error)) from None
-    sae = SparseAutoencoder.from_pretrained(args.sae).eval()
     files, labels, train, test = labelled_data(args)
     config = encoder_config(args)
     if sae.d_in != config.hidden_size or not 0 <= layer <= config.num_hidden_layers:
