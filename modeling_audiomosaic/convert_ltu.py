@@ -64,8 +64,8 @@ def load_release_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"LTU weights {path} do not exist.")
     if path.suffix == ".safetensors":
-        return read_safetensors(path, "LTU release weights")
-    return read_torch_weights(path, "LTU release weights")
+        return read_safetensors(path)
+    return read_torch_weights(path)
 
 
 def split_release_state_dict(

@@ -163,7 +163,7 @@ class Activations:
                 meta=meta,
             )
         except (SafetensorError, OSError, KeyError, TypeError, AttributeError, ValueError) as error:
-            raise corrupt_file(path, "activation cache", repr(error) if isinstance(error, KeyError) else error) from None
+            raise corrupt_file(path, "safetensors activation cache", repr(error) if isinstance(error, KeyError) else error) from None
 
 
 def cache_key(model: torch.nn.Module, files: list[str], options: dict) -> str:
