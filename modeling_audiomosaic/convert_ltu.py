@@ -29,6 +29,7 @@ from .modeling_audiomosaic import AudioMosaicModel
 from .modeling_audiomosaic_ltu import AudioMosaicLtuForConditionalGeneration
 from .validation import (
     check_value,
+    corrupt_file,
     integer,
     language_model_reference,
     output_folder,
@@ -65,7 +66,12 @@ def load_release_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"LTU weights {path} do not exist.")
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    return read_torch_weights(path)
+    try:
+        return read_torch_weights(path)
+    except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+        # torch's weights-only unpickler fails this way on bytes that are no pickle at all; `read_torch_weights`
+        # names the file for the errors it knows of.
+        raise corrupt_file(path, "PyTorch weights", repr(error)) from None
 
 
 def split_release_state_dict(

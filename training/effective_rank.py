@@ -8,10 +8,11 @@ Reads any source the training scripts read (`training/data.py`), hence part of t
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-from modeling_audiomosaic import AudioMosaicModel, decode_audio
+from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicModel, decode_audio
 from modeling_audiomosaic.analysis import MASKINGS, effective_rank_analysis, kept_token_count, plot_effective_rank
 from modeling_audiomosaic.caching import staged_folder
 from modeling_audiomosaic.inputs import (
@@ -71,9 +72,12 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"{args.data} holds {len(dataset)} clip(s); an effective rank needs at least 2.")
     dataset = subsample(dataset, args.max_samples, args.seed)
     device = resolve_device(args.device)
+    config = AudioMosaicConfig.from_pretrained(args.model)
+    fe = load_feature_extractor(args.model, args.max_length, config.max_length)
+    # The encoder's `patch_grid`, from the config alone: the ratios are checked before the weights are loaded.
+    grid = (math.ceil(fe.max_length / config.patch_size), config.num_mel_bins // config.patch_size)
+    check_kept_tokens(args, grid, fe.max_length)
     model = AudioMosaicModel.from_pretrained(args.model).to(device).eval()
-    fe = load_feature_extractor(args.model, args.max_length, model.config.max_length)
-    check_kept_tokens(args, model.patch_grid(fe.max_length), fe.max_length)
     audio = dataset["audio"]
 
     def batches():

@@ -163,7 +163,8 @@ class Activations:
                 meta=meta,
             )
         except (SafetensorError, OSError, KeyError, TypeError, AttributeError, ValueError) as error:
-            raise corrupt_file(path, "safetensors activation cache", repr(error) if isinstance(error, KeyError) else error) from None
+            reason = repr(error) if isinstance(error, KeyError) else error  # a KeyError's text is only the key
+            raise corrupt_file(path, "safetensors activation cache", reason) from None
 
 
 def cache_key(model: torch.nn.Module, files: list[str], options: dict) -> str:

@@ -28,7 +28,9 @@ from ..validation import (
     check_weight_files,
     corrupt_file,
     integer,
+    integer_list,
     model_reference,
+    number,
     output_folder,
 )
 
@@ -93,9 +95,10 @@ def split_train_test(labels: np.ndarray, folds: np.ndarray | None, test_folds: s
     names, counts = np.unique(labels, return_counts=True)
     num_test = math.ceil(0.25 * len(labels))
     if counts.min() < 2 or min(num_test, len(labels) - num_test) < len(names):
-        raise ValueError(f"A stratified 25 % test split of {len(labels)} clips in {len(names)} classes needs at least "
-                         f"two clips per class and {4 * len(names)} clips in all (class {str(names[counts.argmin()])!r} "
-                         f"has the fewest: {counts.min()}); add clips or give --fold_column and --test_folds.")
+        needed = max(4 * len(names) - 3, 2 * len(names))  # as many test clips (a quarter, rounded up) as classes
+        raise ValueError(f"A stratified 25 % test split of {len(labels)} clips in {len(names)} classes needs two clips "
+                         f"per class and {needed} clips in all (class {str(names[counts.argmin()])!r} has "
+                         f"{counts.min()}); add clips, or give --fold_column and --test_folds.")
     return tuple(np.sort(part) for part in train_test_split(np.arange(len(labels)), test_size=0.25,
                                                           stratify=labels, random_state=seed))
 
@@ -210,10 +213,9 @@ def sae_inputs(activations, layer: int, mode: str, rows: np.ndarray, tokens_per_
 def sae_train(args: argparse.Namespace) -> dict:
     """`audiomosaic sae-train`: every option is checked against the data and the model's config before activations
     are collected; OUTPUT_DIR/sae/ is written only once the autoencoder is trained and evaluated."""
-    from ..commands.sae_train import add_arguments
     from .sae import evaluate_sae, train_sae
 
-    check_command_arguments(args, add_arguments)
+    check_command_arguments(args, add_sae_train_arguments)
     files, labels, train, test = labelled_data(args)
     config = encoder_config(args)
     layer = _layer_index(args.layer, config.num_hidden_layers + 1)
@@ -301,10 +303,9 @@ def downstream_fidelity(sae, model, input_values: torch.Tensor, labels: np.ndarr
 def sae_report(args: argparse.Namespace) -> dict:
     """`audiomosaic sae-report`: the SAE is read and checked against --model's width and depth before activations
     are collected; the report's files are written together at the end."""
-    from ..commands.sae_report import add_arguments
     from .sae import SparseAutoencoder
 
-    check_command_arguments(args, add_arguments)
+    check_command_arguments(args, add_sae_report_arguments)
     sae = SparseAutoencoder.from_pretrained(args.sae).eval()  # names a missing, foreign or corrupt --sae folder
     info_path = Path(args.sae) / "audiomosaic_sae.json"
     if not info_path.is_file():
@@ -423,11 +424,10 @@ def markdown_table(summary: list[dict]) -> str:
 def fewshot(args: argparse.Namespace) -> dict:
     """`audiomosaic fewshot`: --shots, --best_layer and the data are checked against each other and the model's
     depth before activations are collected; the table, PNG and JSON are written together at the end."""
-    from ..commands.fewshot import add_arguments
     from .fewshot import CALMClassifier, run_fewshot_benchmark, summarize_benchmark
     from .plots import plot_heatmap
 
-    check_command_arguments(args, add_arguments)
+    check_command_arguments(args, add_fewshot_arguments)
     shots = args.shots
     files, labels, train, test = labelled_data(args)
     config = encoder_config(args)
@@ -480,9 +480,8 @@ def fewshot(args: argparse.Namespace) -> dict:
 def heads(args: argparse.Namespace) -> dict:
     """`audiomosaic heads`: --top_heads, --cv and the classes to evaluate are checked against the data and the
     model's heads before activations are collected; the PNGs and JSON are written together at the end."""
-    from ..commands.heads import add_arguments
 
-    check_command_arguments(args, add_arguments)
+    check_command_arguments(args, add_heads_arguments)
     files, labels, train, test = labelled_data(args)
     config = encoder_config(args)
     total_heads = config.num_hidden_layers * config.num_attention_heads
@@ -585,7 +584,8 @@ def _write_heads(args, files, labels, train, test, model, fe, activations, rng, 
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Options shared by the four commands (their own options: modeling_audiomosaic/commands/<command>.py)
+# The options of the four commands (`modeling_audiomosaic/commands/<command>.py` parses them, the functions above
+# re-check namespaces built in Python against the same declarations)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -604,3 +604,57 @@ def add_labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="control: the checkpoint's architecture with random weights (seeded by --seed)")
     parser.add_argument("--seed", type=integer(minimum=0), default=0, help="seed of splits, episodes and random heads")
     add_input_arguments(parser, batch_size=32, device=False)
+
+
+def add_sae_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_labelled_data_arguments(parser)
+    parser.add_argument("--layer", type=integer(), default=-1,
+                        help="hidden-state index (0 = embedding output, -1 = last block; default -1)")
+    parser.add_argument("--mode", choices=("clip", "token"), default="clip",
+                        help="'clip': one mean-pooled vector per clip; 'token': patch tokens (cls excluded)")
+    parser.add_argument("--tokens_per_clip", type=integer(minimum=1), default=None,
+                        help="token mode: random tokens per clip")
+    parser.add_argument("--activation", choices=("topk", "relu"), default="topk", help="TopK or ReLU + L1")
+    parser.add_argument("--expansion", type=number(above=0), default=4.0,
+                        help="latents per input dimension (default 4)")
+    parser.add_argument("--k", type=integer(minimum=1), default=32, help="active latents per input (topk; default 32)")
+    parser.add_argument("--l1_coefficient", type=number(minimum=0), default=1e-3, help="L1 weight (relu)")
+    parser.add_argument("--epochs", type=integer(minimum=1), default=100, help="passes over the training vectors")
+    parser.add_argument("--sae_batch_size", type=integer(minimum=1), default=256, help="vectors per SAE step")
+    parser.add_argument("--learning_rate", type=number(above=0), default=1e-3, help="Adam learning rate")
+
+
+def add_sae_report_arguments(parser: argparse.ArgumentParser) -> None:
+    add_labelled_data_arguments(parser)
+    parser.add_argument("--sae", required=True, help="the sae/ folder written by `audiomosaic sae-train`")
+    parser.add_argument("--top_latents", type=integer(minimum=1), default=5, help="latents listed per class")
+    parser.add_argument("--top_clips", type=integer(minimum=1), default=4,
+                        help="clips in the latent spectrogram figure")
+
+
+def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
+    add_labelled_data_arguments(parser)
+    parser.add_argument("--shots", type=integer_list(minimum=1), default=(1, 5, 20),
+                        help="comma-separated shots per class (default 1,5,20)")
+    parser.add_argument("--episodes", type=integer(minimum=1), default=5,
+                        help="support-set draws per shot count (default 5)")
+    parser.add_argument("--best_layer", type=integer(), default=None,
+                        help="hidden-state index of the 'best layer' baselines (default: best 3-fold cosine "
+                             "nearest-centroid accuracy on the training clips)")
+
+
+def add_heads_arguments(parser: argparse.ArgumentParser) -> None:
+    add_labelled_data_arguments(parser)
+    parser.add_argument("--cv", type=integer(minimum=2), default=5, help="folds of the per-head probes")
+    parser.add_argument("--max_probe_clips", type=integer(minimum=2), default=1500,
+                        help="random training clips for the per-head probes (default 1500)")
+    parser.add_argument("--top_heads", type=integer(minimum=1), default=3,
+                        help="heads per class to ablate / scale (default 3; fewer than the model's heads)")
+    parser.add_argument("--n_random", type=integer(minimum=0), default=10,
+                        help="draws of matched random heads (default 10; 0: no p-values)")
+    parser.add_argument("--max_eval_per_class", type=integer(minimum=1), default=30,
+                        help="test clips per class for interventions")
+    parser.add_argument("--steer_alpha", type=number(), default=5.0, help="steering strength in std units")
+    parser.add_argument("--full_forward", action="store_true",
+                        help="rerun the whole encoder for every intervention instead of starting at the first "
+                             "edited block from cached block inputs (same results, slower; for checking)")
