@@ -408,3 +408,26 @@ def check_fields(instance, validators: dict[str, Callable]) -> None:
     """`check_value` for each named field of a dataclass instance (its `__post_init__`), storing converted values."""
     for name, validate in validators.items():
         setattr(instance, name, check_value(name, getattr(instance, name), validate))
+
+
+def complete_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]
+                       ) -> argparse.Namespace:
+    """Give a namespace built in Python the defaults of the options `add_arguments` declares that it leaves out;
+    `ValueError` naming the required ones it lacks, or a value outside an option's `choices` (what the parser would
+    say). `check_arguments` then applies the declared validators."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    actions = [action for action in parser._actions if action.dest != argparse.SUPPRESS]
+    missing = [action.option_strings[-1] if action.option_strings else action.dest
+               for action in actions if action.required and getattr(args, action.dest, None) is None]
+    if missing:
+        raise ValueError(f"the following arguments are required: {', '.join(missing)}")
+    for action in actions:
+        if not hasattr(args, action.dest):
+            setattr(args, action.dest, action.default)
+        value = getattr(args, action.dest)
+        if action.choices is not None and value is not None and value not in action.choices:
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            raise ValueError(f"argument {name}: invalid choice: {value!r} (choose from "
+                             f"{', '.join(map(str, action.choices))})")
+    return args

@@ -37,6 +37,7 @@ from modeling_audiomosaic import (  # noqa: E402
     cli,
 )
 from modeling_audiomosaic.inputs import command_parser  # noqa: E402
+from modeling_audiomosaic.interpret.commands import sae_train  # noqa: E402
 from modeling_audiomosaic.interpret import (  # noqa: E402
     Activations,
     SparseAutoencoder,
@@ -93,6 +94,12 @@ def root(tmp_path_factory) -> Path:
     (root / "no_label.csv").write_text("audio,kind\n" + "".join(f"audio/low/{i}.wav,x\n" for i in range(4)))
     (root / "missing_file.csv").write_text("audio,label\naudio/low/0.wav,low\naudio/low/99.wav,low\n")
     (root / "a_file").write_text("not a folder")
+    (root / "one_clip").mkdir()
+    shutil.copy(audio / "low" / "0.wav", root / "one_clip" / "0.wav")
+    # Fold 2 (the test fold below) holds clips of one class only.
+    (root / "folds.csv").write_text("audio,label,fold\n" + "".join(
+        f"audio/{label}/{i}.wav,{label},{1 if label == 'high' or i < 3 else 2}\n"
+        for label in ("low", "high") for i in range(6)))
 
     tiny_llama(root / "llama")
     LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -186,6 +193,9 @@ CLI_CASES = {
     "sae-train --test_folds without folds": (["sae-train", *TONES, "--test_folds", "1"], INPUT,
                                              "--test_folds needs --fold_column"),
     "sae-train --seed -1": (["sae-train", *TONES, "--seed", "-1"], ARGUMENT, "argument --seed"),
+    "sae-train --max_length above the model's": (["sae-train", *TONES, "--max_length", "500"], INPUT,
+                                                  "--max_length 500 is longer than the model's max_length 64"),
+    "sae-train --pooling max": (["sae-train", *TONES, "--pooling", "max"], ARGUMENT, "argument --pooling: invalid"),
     "sae-train --cache_dir a file": (["sae-train", *TONES, "--cache_dir", "{root}/a_file"], ARGUMENT,
                                      "argument --cache_dir"),
     # sae-report
@@ -223,6 +233,9 @@ CLI_CASES = {
     "heads --cv above the clips per class": (["heads", *TONES, "--cv", "9"], INPUT,
                                              "--cv 9 needs 9 probed training clips per class"),
     "heads --n_random -1": (["heads", *TONES, "--n_random", "-1"], ARGUMENT, "argument --n_random"),
+    "heads a test fold of one class": (["heads", "{root}/folds.csv", "--model", "{root}/encoder", "--output_dir",
+                                        "{out}", "--fold_column", "fold", "--test_folds", "2", "--cv", "2"], INPUT,
+                                       "only 1 class(es) ['low'] have both training and test clips"),
     "heads missing --model": (["heads", "{root}/audio", "--model", "{root}/missing_model", "--output_dir", "{out}"],
                               MODEL, "missing_model does not exist"),
     # convert-ltu
@@ -274,6 +287,15 @@ CLI_CASES = {
                                           "everything", *LTU_DATA], INPUT, "argument --trainable"),
     "train-ltu --eval_folds without folds": (["train-ltu", "--model_name_or_path", "{root}/ltu", "--eval_folds", "5",
                                               *LTU_DATA], INPUT, "--eval_folds needs --fold_column"),
+    "train-ltu missing dataset": (["train-ltu", "--model_name_or_path", "{root}/ltu", "--dataset",
+                                   "{root}/no_rows.csv", "--output_dir", "{out}", "--instruction", "w5"], INPUT,
+                                  "no_rows.csv does not exist"),
+    "train-ltu dataset without the answer column": (["train-ltu", "--model_name_or_path", "{root}/ltu", "--dataset",
+                                                     "{root}/audio", "--output_dir", "{out}", "--instruction", "w5"],
+                                                    INPUT, "has no column(s) ['answer']"),
+    "train-ltu --audio_config_overrides unknown": (["train-ltu", "--language_model", "{root}/llama",
+                                                    "--audio_config_overrides", "depth=3", *LTU_DATA], INPUT,
+                                                   "argument --audio_config_overrides"),
     "train-ltu --output_dir a file": (["train-ltu", "--model_name_or_path", "{root}/ltu", "--dataset",
                                        "{root}/audio", "--output_dir", "{root}/a_file", "--instruction", "w5"],
                                       INPUT, "argument --output_dir"),
@@ -288,6 +310,8 @@ CLI_CASES = {
                                        "argument --max_samples"),
     "effective-rank --output_dir a file": (["effective-rank", "{root}/audio", "--model", "{root}/encoder",
                                             "--output_dir", "{root}/a_file"], ARGUMENT, "argument --output_dir"),
+    "effective-rank one clip": (["effective-rank", "{root}/one_clip", "--model", "{root}/encoder", "--output_dir",
+                                 "{out}"], INPUT, "holds 1 clip(s); an effective rank needs at least 2"),
     "effective-rank --model a LLaMA": (["effective-rank", "{root}/audio", "--model", "{root}/llama", "--output_dir",
                                         "{out}"], MODEL, "is a llama folder"),
 }
@@ -452,6 +476,15 @@ PYTHON_CASES = {
     "sae_train output_dir a file": (
         lambda root, out: interpret_call("sae_train", root, out, output_dir=str(root / "a_file"))(), ValueError,
         "argument --output_dir"),
+    "sae_train namespace of three options": (
+        lambda root, out: sae_train(argparse.Namespace(data=str(root / "audio"), model=str(root / "encoder"),
+                                                       output_dir=str(out), epochs=0)), ValueError,
+        "argument --epochs"),
+    "sae_train namespace without data": (
+        lambda root, out: sae_train(argparse.Namespace(model=str(root / "encoder"), output_dir=str(out))), ValueError,
+        "the following arguments are required: data"),
+    "sae_train mode='tokens'": (lambda root, out: interpret_call("sae_train", root, out, mode="tokens")(), ValueError,
+                                "argument --mode: invalid choice: 'tokens'"),
     "sae_report sae missing": (lambda root, out: interpret_call("sae_report", root, out, sae=str(root / "nope"))(),
                                ValueError, "does not exist"),
     "sae_report top_clips=0": (lambda root, out: interpret_call("sae_report", root, out, top_clips=0)(), ValueError,
@@ -544,6 +577,9 @@ PYTHON_CASES = {
     "ModelArguments neither model": (lambda root, out: model_arguments(root), ValueError, "not both or neither"),
     "ModelArguments lora_r=0": (lambda root, out: model_arguments(root, language_model="{root}/llama", lora_r=0),
                                 ValueError, "argument --lora_r"),
+    "ModelArguments overrides of a previous stage": (
+        lambda root, out: model_arguments(root, model_name_or_path="{root}/ltu", audio_config_overrides="max_length=64"),
+        ValueError, "--audio_config_overrides configures the random encoder of a new model"),
     "ModelArguments audio_pooling": (lambda root, out: model_arguments(root, language_model="{root}/llama",
                                                                        audio_pooling="max"), ValueError,
                                      "argument --audio_pooling"),
@@ -594,3 +630,23 @@ def test_validators_for_lists_and_weight_files(root, tmp_path):
         check_weight_files(root / "llama_truncated")
     with pytest.raises(ValueError, match=r"needs code to be unpickled \(test_edges_tools.NeedsCode"):
         check_weight_files(root / "llama_pickle")
+
+
+def test_a_command_failing_while_writing_leaves_no_partial_output(root, tmp_path, capsys, monkeypatch):
+    """The outputs are staged: when the second of fewshot's three files fails, none of them is left behind (only the
+    activation cache, which is valid on its own)."""
+    from modeling_audiomosaic.interpret import plots
+
+    def failing_plot(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(plots, "plot_heatmap", failing_plot)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["fewshot", str(root / "audio"), "--model", str(root / "encoder"), "--output_dir", str(out),
+                  "--shots", "1", "--episodes", "1", "--quiet"])
+    err = capsys.readouterr().err  # the work done so far was reported above the error
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "audiomosaic fewshot: error: No space left on device"
+    assert sorted(p.name for p in out.iterdir()) == ["cache"]
+    assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]

@@ -112,6 +112,14 @@ class ModelArguments:
         if self.use_lora and not [name for name in self.lora_target_modules.split(",") if name.strip()]:
             raise ValueError("argument --lora_target_modules: expected comma-separated module names, got "
                              f"{self.lora_target_modules!r}")
+        if self.audio_config_overrides:
+            if not self.language_model or self.audio_encoder:
+                raise ValueError("--audio_config_overrides configures the random encoder of a new model (with "
+                                 "--language_model and no --audio_encoder).")
+            try:
+                AudioMosaicConfig(**parse_config_overrides(self.audio_config_overrides))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"argument --audio_config_overrides: {error}") from None
         previous_adapter = Path(self.model_name_or_path or "") / ADAPTER_DIR
         if self.model_name_or_path and not self.use_lora and previous_adapter.is_dir():
             raise ValueError(f"{previous_adapter} holds a LoRA adapter from the previous stage; keep --use_lora.")

@@ -26,6 +26,7 @@ from ..validation import (
     check_arguments,
     check_value,
     check_weight_files,
+    complete_arguments,
     corrupt_file,
     integer,
     integer_list,
@@ -111,11 +112,14 @@ def labelled_data(args: argparse.Namespace) -> tuple[list[str], np.ndarray, np.n
 
 
 def encoder_config(args: argparse.Namespace):
-    """The `AudioMosaicConfig` of --model (config only), to check options against its depth and width before the
-    weights are loaded or anything is computed."""
+    """The `AudioMosaicConfig` of --model (config only), to check options against its depth, width and length
+    before the weights are loaded or anything is computed."""
     from ..configuration_audiomosaic import AudioMosaicConfig
 
-    return AudioMosaicConfig.from_pretrained(args.model)
+    config = AudioMosaicConfig.from_pretrained(args.model)
+    if args.max_length is not None and args.max_length > config.max_length:
+        raise ValueError(f"--max_length {args.max_length} is longer than the model's max_length {config.max_length}.")
+    return config
 
 
 def load_encoder(args: argparse.Namespace):
@@ -148,8 +152,9 @@ def encoder_activations(args: argparse.Namespace, files: list[str], token_layer:
 
 
 def check_command_arguments(args: argparse.Namespace, add_arguments) -> argparse.Namespace:
-    """The checks of the command's parser (`add_arguments`) on a namespace that may have been built in Python,
-    and --model as a folder or Hub id holding an AudioMosaic encoder."""
+    """The checks of the command's parser (`add_arguments`) on a namespace that may have been built in Python
+    (options it leaves out take their defaults), and --model as a folder or Hub id holding an AudioMosaic encoder."""
+    complete_arguments(args, add_arguments)
     check_arguments(args, add_arguments)
     args.model = check_value("model", args.model, model_reference(*ENCODER_KINDS))
     return args
@@ -491,12 +496,12 @@ def heads(args: argparse.Namespace) -> dict:
                          "heads remain to compare with.")
     rng = np.random.default_rng(args.seed)
     probed = np.sort(rng.permutation(train)[: args.max_probe_clips])  # training clips only
-    counts = {name: int((labels[probed] == name).sum()) for name in sorted(set(labels[train]))}
+    counts = {str(name): int((labels[probed] == name).sum()) for name in sorted(set(labels[train]))}
     smallest = min(counts, key=counts.get)
     if counts[smallest] < args.cv:
         raise ValueError(f"--cv {args.cv} needs {args.cv} probed training clips per class; class {smallest!r} has "
                          f"{counts[smallest]} (of --max_probe_clips {args.max_probe_clips}): lower --cv or add clips.")
-    evaluated = sorted(set(labels[test]) & set(labels[train]))
+    evaluated = sorted(map(str, set(labels[test]) & set(labels[train])))
     if len(evaluated) < 2:
         raise ValueError(f"The interventions compare classes on test clips, but only {len(evaluated)} class(es) "
                          f"{evaluated} have both training and test clips; check --test_folds.")
