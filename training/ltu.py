@@ -311,11 +311,22 @@ def save_stage(model: torch.nn.Module, processor: AudioMosaicLtuProcessor, outpu
     processor.save_pretrained(output_dir)
 
 
+def check_training_arguments(training_args: TrainingArguments) -> None:
+    """The `TrainingArguments` a stage needs in range, checked before the data and the model are loaded (Trainer
+    would only find them at its first step)."""
+    check_value("output_dir", training_args.output_dir, output_folder)
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        check_value(name, getattr(training_args, name), integer(minimum=1))
+    check_value("learning_rate", training_args.learning_rate, number(minimum=0))
+    if training_args.max_steps <= 0:  # -1: train for num_train_epochs instead
+        check_value("num_train_epochs", training_args.num_train_epochs, number(above=0))
+
+
 def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     model_args, data_args, training_args = parse_args_with_recipe(
         (ModelArguments, DataArguments, TrainingArguments), argv, prog="audiomosaic train-ltu")
-    check_value("output_dir", training_args.output_dir, output_folder)
+    check_training_arguments(training_args)
     set_seed(training_args.seed)
     training_args.remove_unused_columns = False  # the collator reads the raw columns
 

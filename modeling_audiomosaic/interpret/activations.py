@@ -149,6 +149,8 @@ class Activations:
         """Read a file written by `save`; a truncated or foreign file is a `ValueError` naming it."""
         from safetensors import SafetensorError, safe_open
 
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Activation cache {path} does not exist.")
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = json.loads(handle.metadata()["meta"])
