@@ -43,23 +43,20 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder to write a command's outputs to; when the block finishes they move into `path`
-    (created if needed; same-named entries replaced), and an error leaves the file system as it was (no output
-    folder, no partial file). The staging folder sits in the nearest existing ancestor of `path`, so the moves are
-    renames on one file system."""
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `path` to write a whole output (a checkpoint, an export) into; its entries move
+    into `path` (created if needed; entries of the same names replaced) only when the block finishes, so an error
+    leaves `path` as it was."""
     path = Path(path)
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=ancestor))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
-        yield staging
-        path.mkdir(parents=True, exist_ok=True)
-        for entry in staging.iterdir():
+        yield partial
+        path.mkdir(exist_ok=True)
+        for entry in partial.iterdir():
             target = path / entry.name
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            entry.replace(target)
+            os.replace(entry, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from .caching import staged_folder
+from .caching import atomic_folder
 from .convert_official import KEY_RENAMES, ConversionError, infer_config
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor
 from .inputs import command_parser
 from .modeling_audiomosaic import AudioMosaicModel
 from .modeling_audiomosaic_ltu import AudioMosaicLtuForConditionalGeneration
 from .validation import (
-    check_value,
+    check_option,
     corrupt_file,
     integer,
     language_model_reference,
@@ -103,7 +103,10 @@ def split_release_state_dict(
 def encoder_from_release(encoder_state_dict: dict[str, torch.Tensor], num_heads: int | None) -> AudioMosaicModel:
     """Build the AudioMosaic encoder and load the release's tensors; its final per-token `norm` becomes `fc_norm`,
     which the composite applies per token (the inverse of the authors' `fc_norm` -> `norm` rename)."""
-    config = infer_config(encoder_state_dict, {}, None, num_heads=num_heads)
+    try:
+        config = infer_config(encoder_state_dict, {}, None, num_heads=num_heads)
+    except ValueError as error:
+        raise ConversionError(f"--num-heads {num_heads}: {error}" if num_heads else str(error)) from None
     config.drop_path_rate = 0.0  # the authors' LTU encoder has no stochastic depth
     renamed = {}
     for key, value in encoder_state_dict.items():
@@ -182,9 +185,9 @@ def convert_ltu(
     """Convert an LTU release folder (or its weight file) against the base LM at `base_model`; returns `out_dir`,
     written only once the whole conversion succeeded. The output folder, the base model's config and weight-file
     headers and `num_heads` are checked before any weights are read."""
-    check_value("out_dir", str(out_dir), output_folder)
-    check_value("base-model", str(base_model), language_model_reference)
-    check_value("num-heads", num_heads, integer(minimum=1))
+    check_option("out_dir", str(out_dir), output_folder)
+    check_option("base-model", str(base_model), language_model_reference)
+    check_option("num-heads", num_heads, integer(minimum=1))
     release, out_dir = Path(release), Path(out_dir)
     if not release.exists():
         raise FileNotFoundError(f"LTU release {release} does not exist.")
@@ -206,7 +209,7 @@ def convert_ltu(
         )
     projector.load_state_dict({"weight": projector_sd["1.weight"], "bias": projector_sd["1.bias"]})
     model = model.to(dtype).eval()
-    with staged_folder(out_dir) as staging:
+    with atomic_folder(out_dir) as staging:
         write_conversion(model, tokenizer, lora_sd, staging, out_dir)
         (staging / "conversion.json").write_text(json.dumps({
             "release": str(release), "base_model": str(base_model), "encoder_tensors": len(encoder_sd),

@@ -392,7 +392,7 @@ def check_weight_files(folder: str | Path) -> None:
                              "tensors")
 
 
-def check_value(option: str, value, validate: Callable):
+def check_option(option: str, value, validate: Callable):
     """`validate(value)` (any validator above), with its `argparse.ArgumentTypeError` turned into the `ValueError`
     "argument --OPTION: ..." the command line prints, for values that come from dataclasses or Python calls. `None`
     (an unset optional value) passes unchecked."""
@@ -405,9 +405,9 @@ def check_value(option: str, value, validate: Callable):
 
 
 def check_fields(instance, validators: dict[str, Callable]) -> None:
-    """`check_value` for each named field of a dataclass instance (its `__post_init__`), storing converted values."""
+    """`check_option` for each named field of a dataclass instance (its `__post_init__`), storing converted values."""
     for name, validate in validators.items():
-        setattr(instance, name, check_value(name, getattr(instance, name), validate))
+        setattr(instance, name, check_option(name, getattr(instance, name), validate))
 
 
 def complete_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]

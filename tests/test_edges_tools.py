@@ -507,7 +507,7 @@ PYTHON_CASES = {
     "heads one class": (lambda root, out: interpret_call("heads", root, out, data=str(root / "one_class"))(),
                         ValueError, "holds one class"),
     # SparseAutoencoder and train_sae
-    "SparseAutoencoder d_in=0": (lambda root, out: sae_call(d_in=0)(), ValueError, "argument --d_in"),
+    "SparseAutoencoder d_in=0": (lambda root, out: sae_call(d_in=0)(), ValueError, "positive integer widths"),
     "SparseAutoencoder k > d_sae": (lambda root, out: sae_call(k=17)(), ValueError, "k must be in 1..d_sae"),
     "SparseAutoencoder activation": (lambda root, out: sae_call(activation="gelu")(), ValueError, "Unknown activation"),
     "from_pretrained missing": (lambda root, out: from_pretrained_call("{root}/nope")(root), ValueError,

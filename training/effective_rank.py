@@ -14,7 +14,7 @@ from pathlib import Path
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicModel, decode_audio
 from modeling_audiomosaic.analysis import MASKINGS, effective_rank_analysis, kept_token_count, plot_effective_rank
-from modeling_audiomosaic.caching import staged_folder
+from modeling_audiomosaic.caching import atomic_folder
 from modeling_audiomosaic.inputs import (
     add_input_arguments,
     batched,
@@ -26,7 +26,7 @@ from modeling_audiomosaic.validation import (
     ENCODER_KINDS,
     check_arguments,
     complete_arguments,
-    check_value,
+    check_option,
     choice_list,
     integer,
     model_reference,
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
     once everything is computed), print a line per masking and return the results. The options, the clip count and
     the tokens each masking keeps are checked before any clip is encoded."""
     check_arguments(complete_arguments(args, add_arguments), add_arguments)
-    args.model = check_value("model", args.model, model_reference(*ENCODER_KINDS))
+    args.model = check_option("model", args.model, model_reference(*ENCODER_KINDS))
     dataset = open_audio_dataset(args.data, args.split, args.audio_column, args.dataset_config_name)
     dataset = select_folds(dataset, args.fold_column, args.folds, args.data, "selected")
     if len(dataset) < 2:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
     results["model"] = args.model
     results["data"] = args.data
     output_dir = Path(args.output_dir)
-    with staged_folder(output_dir) as staging:
+    with atomic_folder(output_dir) as staging:
         (staging / "effective_rank.json").write_text(json.dumps(results, indent=2))
         plot_effective_rank(results, staging / "effective_rank.png",
                             title=f"Effective rank, {len(audio)} clips of {Path(args.data).name}")

@@ -32,13 +32,13 @@ from modeling_audiomosaic import (
     AudioMosaicLtuProcessor,
     decode_audio,
 )
-from modeling_audiomosaic.caching import staged_folder
+from modeling_audiomosaic.caching import atomic_folder
 from modeling_audiomosaic.convert_ltu import AUDIO_TOKEN, LTU_FEATURES
 from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
 from modeling_audiomosaic.validation import (
     ENCODER_KINDS,
     check_fields,
-    check_value,
+    check_option,
     integer,
     language_model_reference,
     model_reference,
@@ -314,12 +314,12 @@ def save_stage(model: torch.nn.Module, processor: AudioMosaicLtuProcessor, outpu
 def check_training_arguments(training_args: TrainingArguments) -> None:
     """The `TrainingArguments` a stage needs in range, checked before the data and the model are loaded (Trainer
     would only find them at its first step)."""
-    check_value("output_dir", training_args.output_dir, output_folder)
+    check_option("output_dir", training_args.output_dir, output_folder)
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        check_value(name, getattr(training_args, name), integer(minimum=1))
-    check_value("learning_rate", training_args.learning_rate, number(minimum=0))
+        check_option(name, getattr(training_args, name), integer(minimum=1))
+    check_option("learning_rate", training_args.learning_rate, number(minimum=0))
     if training_args.max_steps <= 0:  # -1: train for num_train_epochs instead
-        check_value("num_train_epochs", training_args.num_train_epochs, number(above=0))
+        check_option("num_train_epochs", training_args.num_train_epochs, number(above=0))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
                                               data_args.eval_max_new_tokens, data_args.num_examples)
         logger.info("generated-answer accuracy: %.4f on %d rows", results["eval"]["accuracy"], len(eval_dataset))
     if trainer.is_world_process_zero():
-        with staged_folder(output_dir) as staging:  # the stage's files appear together, or not at all
+        with atomic_folder(output_dir) as staging:  # the stage's files appear together, or not at all
             save_stage(model, processor, staging)
             (staging / "results.json").write_text(json.dumps(results, indent=2))
     return results

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..caching import staged_folder
+from ..caching import atomic_folder
 from ..inputs import (
     TABLE_EXTENSIONS,
     add_input_arguments,
@@ -24,7 +24,7 @@ from ..inputs import (
 from ..validation import (
     ENCODER_KINDS,
     check_arguments,
-    check_value,
+    check_option,
     check_weight_files,
     complete_arguments,
     corrupt_file,
@@ -156,7 +156,7 @@ def check_command_arguments(args: argparse.Namespace, add_arguments) -> argparse
     (options it leaves out take their defaults), and --model as a folder or Hub id holding an AudioMosaic encoder."""
     complete_arguments(args, add_arguments)
     check_arguments(args, add_arguments)
-    args.model = check_value("model", args.model, model_reference(*ENCODER_KINDS))
+    args.model = check_option("model", args.model, model_reference(*ENCODER_KINDS))
     return args
 
 
@@ -243,7 +243,7 @@ def sae_train(args: argparse.Namespace) -> dict:
     info = {"model": args.model, "data": args.data, "layer": layer, "mode": args.mode, "pooling": args.pooling,
             "random_init": args.random_init, "train_vectors": int(len(train_x)), "train_seconds": seconds,
             "history": history, "held_out": evaluate_sae(sae, test_x)}
-    with staged_folder(Path(args.output_dir) / "sae") as output:
+    with atomic_folder(Path(args.output_dir) / "sae") as output:
         sae.save_pretrained(output)
         write_json(output / "audiomosaic_sae.json", info)
     print(json.dumps({k: info[k] for k in ("layer", "mode", "train_vectors", "train_seconds", "held_out")}, indent=2))
@@ -326,7 +326,7 @@ def sae_report(args: argparse.Namespace) -> dict:
         raise ValueError(f"{args.sae} was trained on hidden state {layer} of width {sae.d_in}; --model {args.model} "
                          f"has hidden states 0..{config.num_hidden_layers} of width {config.hidden_size}.")
     model, fe, activations = encoder_activations(args, files, token_layer=layer if mode == "token" else None)
-    with staged_folder(args.output_dir) as output:
+    with atomic_folder(args.output_dir) as output:
         return _write_sae_report(args, sae, layer, mode, files, labels, train, test, model, fe, activations, output)
 
 
@@ -467,7 +467,7 @@ def fewshot(args: argparse.Namespace) -> dict:
     payload = {"model": args.model, "data": args.data, "random_init": args.random_init, "best_layer": best,
                "train_clips": int(len(train)), "test_clips": int(len(test)), "seconds": time.time() - start,
                "summary": summary, "records": records}
-    with staged_folder(args.output_dir) as output:
+    with atomic_folder(args.output_dir) as output:
         (output / "fewshot_table.md").write_text(table + "\n")
         plot_heatmap(calm.reliability_, output / "calm_reliability.png",
                      f"CALM reliability r[head, class] ({max(shots)} shots)", "class", "head (block, head)",
@@ -506,7 +506,7 @@ def heads(args: argparse.Namespace) -> dict:
         raise ValueError(f"The interventions compare classes on test clips, but only {len(evaluated)} class(es) "
                          f"{evaluated} have both training and test clips; check --test_folds.")
     model, fe, activations = encoder_activations(args, files)
-    with staged_folder(args.output_dir) as output:
+    with atomic_folder(args.output_dir) as output:
         return _write_heads(args, files, labels, train, test, model, fe, activations, rng, probed, output)
 
 

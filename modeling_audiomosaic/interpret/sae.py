@@ -21,7 +21,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ..validation import check_value, integer, number, read_model_config, read_safetensors
+from ..validation import check_option, integer, number, read_model_config, read_safetensors
 
 
 ACTIVATIONS = ("topk", "relu")
@@ -52,7 +52,8 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="audiomosa
     def __init__(self, d_in: int, d_sae: int, activation: str = "topk", k: int = 32, k_aux: int = 256,
                  auxk_coefficient: float = 1 / 32, l1_coefficient: float = 1e-3):
         super().__init__()
-        d_in, d_sae = check_value("d_in", d_in, integer(minimum=1)), check_value("d_sae", d_sae, integer(minimum=1))
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (d_in, d_sae)):
+            raise ValueError(f"SparseAutoencoder needs positive integer widths, got d_in={d_in!r}, d_sae={d_sae!r}.")
         if activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation {activation!r}; expected one of {ACTIVATIONS}.")
         if activation == "topk" and not 0 < k <= d_sae:
@@ -185,10 +186,10 @@ def train_sae(
     data = torch.as_tensor(np.asarray(activations, dtype=np.float32))
     if data.ndim != 2 or data.shape[0] < 2:
         raise ValueError(f"train_sae needs an (examples >= 2, d_in) matrix, got shape {tuple(data.shape)}.")
-    epochs = check_value("epochs", epochs, integer(minimum=1))
-    batch_size = check_value("batch_size", batch_size, integer(minimum=1))
-    learning_rate = check_value("learning_rate", learning_rate, number(above=0))
-    check_value("l1_coefficient", l1_coefficient, number(minimum=0))
+    epochs = check_option("epochs", epochs, integer(minimum=1))
+    batch_size = check_option("batch_size", batch_size, integer(minimum=1))
+    learning_rate = check_option("learning_rate", learning_rate, number(above=0))
+    check_option("l1_coefficient", l1_coefficient, number(minimum=0))
     if not torch.isfinite(data).all():
         raise ValueError("train_sae: the activations contain NaN or Inf.")
     generator = torch.Generator().manual_seed(seed)
@@ -286,8 +287,8 @@ def latent_class_report(codes: np.ndarray, labels: np.ndarray, classes: list | N
     if codes.ndim != 2 or len(codes) != len(labels):
         raise ValueError(f"latent_class_report needs (clips, latents) codes and one label per clip, got codes of shape "
                          f"{codes.shape} and {len(labels)} labels.")
-    top_latents = check_value("top_latents", top_latents, integer(minimum=1))
-    top_clips = check_value("top_clips", top_clips, integer(minimum=1))
+    top_latents = check_option("top_latents", top_latents, integer(minimum=1))
+    top_clips = check_option("top_clips", top_clips, integer(minimum=1))
     classes = list(np.unique(labels)) if classes is None else list(classes)
     firing = codes > 0
     records = []
