@@ -236,6 +236,10 @@ CLI_CASES = {
     "heads a test fold of one class": (["heads", "{root}/folds.csv", "--model", "{root}/encoder", "--output_dir",
                                         "{out}", "--fold_column", "fold", "--test_folds", "2", "--cv", "2"], INPUT,
                                        "only 1 class(es) ['low'] have both training and test clips"),
+    "fewshot test folds leaving one training class": (["fewshot", "{root}/folds.csv", "--model", "{root}/encoder",
+                                                       "--output_dir", "{out}", "--fold_column", "fold",
+                                                       "--test_folds", "1"], INPUT,
+                                                      "leaves training clips of 1 class(es) ['low']"),
     "heads missing --model": (["heads", "{root}/audio", "--model", "{root}/missing_model", "--output_dir", "{out}"],
                               MODEL, "missing_model does not exist"),
     # convert-ltu

@@ -88,8 +88,10 @@ def split_train_test(labels: np.ndarray, folds: np.ndarray | None, test_folds: s
         if unknown:
             raise ValueError(f"--test_folds {sorted(unknown)} not found; folds are {sorted(set(folds))}.")
         test = np.isin(folds, list(wanted))
-        if test.all():
-            raise ValueError(f"--test_folds {test_folds} leaves no training clips; folds are {sorted(set(folds))}.")
+        training_classes = sorted(map(str, set(labels[~test])))
+        if len(training_classes) < 2:
+            raise ValueError(f"--test_folds {test_folds} leaves training clips of {len(training_classes)} class(es) "
+                             f"{training_classes}; at least two are needed (folds are {sorted(set(folds))}).")
         return np.flatnonzero(~test), np.flatnonzero(test)
     from sklearn.model_selection import train_test_split
 
