@@ -80,6 +80,9 @@ def root(tmp_path_factory) -> Path:
                              max_length=64)
     AudioMosaicModel(wide).save_pretrained(root / "wide_encoder")
     AudioMosaicFeatureExtractor.from_preset("speechcommands", max_length=64).save_pretrained(root / "wide_encoder")
+    shallow = AudioMosaicConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                max_length=64)
+    AudioMosaicModel(shallow).save_pretrained(root / "shallow_encoder")
     AudioMosaicForAudioClassification(AudioMosaicConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                         intermediate_size=64, max_length=64, num_labels=2)
                                       ).save_pretrained(root / "classifier")
@@ -211,6 +214,10 @@ CLI_CASES = {
     "sae-report SAE on a model of another width": (["sae-report", "{root}/audio", "--model", "{root}/wide_encoder",
                                                     "--output_dir", "{out}", "--sae", "{root}/sae_run/sae"], INPUT,
                                                    "of width 32; --model"),
+    "sae-report SAE of a deeper model's last layer": (["sae-report", "{root}/audio", "--model",
+                                                       "{root}/shallow_encoder", "--output_dir", "{out}", "--sae",
+                                                       "{root}/sae_run/sae"], INPUT,
+                                                      "trained on hidden state 2 of width 32; --model"),
     "sae-report --top_latents 0": (["sae-report", *TONES, "--sae", "{root}/sae_run/sae", "--top_latents", "0"],
                                    ARGUMENT, "argument --top_latents"),
     # fewshot
