@@ -487,7 +487,6 @@ def fewshot(args: argparse.Namespace) -> dict:
 def heads(args: argparse.Namespace) -> dict:
     """`audiomosaic heads`: --top_heads, --cv and the classes to evaluate are checked against the data and the
     model's heads before activations are collected; the PNGs and JSON are written together at the end."""
-
     check_command_arguments(args, add_heads_arguments)
     files, labels, train, test = labelled_data(args)
     config = encoder_config(args)
