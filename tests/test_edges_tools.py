@@ -5,6 +5,7 @@ traceback; Python: one ValueError / OSError), and nothing may be written. Everyt
 tones written with soundfile, no Hub access."""
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -668,3 +669,13 @@ def test_a_command_failing_while_writing_leaves_no_partial_output(root, tmp_path
     assert err.strip().splitlines()[-1] == "audiomosaic fewshot: error: No space left on device"
     assert sorted(p.name for p in out.iterdir()) == ["cache"]
     assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]
+
+
+def test_sae_report_stdout_is_only_its_json(root, tmp_path, capsys):
+    """A good run for contrast: stdout holds just the JSON summary (notes and progress go to stderr), so it can be
+    piped, and the report's files are all there."""
+    cli.run(["sae-report", str(root / "audio"), "--model", str(root / "encoder"), "--output_dir", str(tmp_path / "r"),
+             "--sae", str(root / "sae_run" / "sae"), "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    assert {"held_out", "probe_raw", "probe_codes", "downstream"} <= set(summary)
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"cache", "sae_report.json", "sae_class_latent_heatmap.png"}

@@ -13,7 +13,9 @@ SAELens' parameter names (W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_enc, b_dec
 """
 
 import argparse
+import contextlib
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +80,9 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="audiomosa
             read_model_config(str(pretrained_model_name_or_path), ("sae",))
         except argparse.ArgumentTypeError as error:
             raise ValueError(str(error)) from None
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        # The mixin prints a progress note on stdout, where the commands write their JSON results.
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def _load_as_safetensor(cls, model: "SparseAutoencoder", model_file: str, map_location: str,
