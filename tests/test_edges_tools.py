@@ -114,6 +114,7 @@ def root(tmp_path_factory) -> Path:
     truncate(root / "llama_truncated" / "model.safetensors")
     tiny_ltu_model().save_pretrained(root / "ltu")
     tiny_processor().save_pretrained(root / "ltu")
+    tiny_ltu_model().save_pretrained(root / "ltu_without_processor")
 
     (root / "release_truncated").mkdir()
     torch.save({"audio_encoder.cls_token": torch.zeros(1, 1, 32)}, root / "release_truncated" / "extra_weights.bin")
@@ -285,6 +286,8 @@ CLI_CASES = {
     "train-ltu --audio_encoder a LLaMA": (["train-ltu", "--recipe", "ltu_stage1_projector", "--language_model",
                                            "{root}/llama", "--audio_encoder", "{root}/llama", *LTU_DATA], INPUT,
                                           "argument --audio_encoder"),
+    "train-ltu an LTU folder without processor": (["train-ltu", "--model_name_or_path", "{root}/ltu_without_processor",
+                                                   *LTU_DATA], INPUT, "has no processor (processor_config.json"),
     "train-ltu both model options": (["train-ltu", "--model_name_or_path", "{root}/ltu", "--language_model",
                                       "{root}/llama", *LTU_DATA], INPUT, "not both or neither"),
     "train-ltu --lora_r 0": (["train-ltu", "--model_name_or_path", "{root}/ltu", "--lora_r", "0", *LTU_DATA], INPUT,
