@@ -600,7 +600,8 @@ PYTHON_CASES = {
     "ModelArguments lora_r=0": (lambda root, out: model_arguments(root, language_model="{root}/llama", lora_r=0),
                                 ValueError, "argument --lora_r"),
     "ModelArguments overrides of a previous stage": (
-        lambda root, out: model_arguments(root, model_name_or_path="{root}/ltu", audio_config_overrides="max_length=64"),
+        lambda root, out: model_arguments(root, model_name_or_path="{root}/ltu",
+                                          audio_config_overrides="max_length=64"),
         ValueError, "--audio_config_overrides configures the random encoder of a new model"),
     "ModelArguments audio_pooling": (lambda root, out: model_arguments(root, language_model="{root}/llama",
                                                                        audio_pooling="max"), ValueError,

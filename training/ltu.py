@@ -122,8 +122,8 @@ class ModelArguments:
                 raise ValueError(f"argument --audio_config_overrides: {error}") from None
         folder = Path(self.model_name_or_path or "")
         if self.model_name_or_path and folder.is_dir() and not (folder / "processor_config.json").is_file():
-            raise ValueError(f"{folder} has no processor (processor_config.json and a tokenizer), which training needs; "
-                             "convert the release with its tokenizer, or start from --language_model.")
+            raise ValueError(f"{folder} has no processor (processor_config.json and a tokenizer), which training "
+                             "needs; convert the release with its tokenizer, or start from --language_model.")
         previous_adapter = folder / ADAPTER_DIR
         if self.model_name_or_path and not self.use_lora and previous_adapter.is_dir():
             raise ValueError(f"{previous_adapter} holds a LoRA adapter from the previous stage; keep --use_lora.")
