@@ -14,8 +14,8 @@ SAELens' parameter names (W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_enc, b_dec
 
 import argparse
 import contextlib
+import io
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,8 +80,9 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="audiomosa
             read_model_config(str(pretrained_model_name_or_path), ("sae",))
         except argparse.ArgumentTypeError as error:
             raise ValueError(str(error)) from None
-        # The mixin prints a progress note on stdout, where the commands write their JSON results.
-        with contextlib.redirect_stdout(sys.stderr):
+        # The mixin prints "Loading weights from local directory" on stdout, where the commands write their JSON
+        # results; it tells the caller nothing it does not know.
+        with contextlib.redirect_stdout(io.StringIO()):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
