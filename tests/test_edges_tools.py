@@ -204,7 +204,8 @@ CLI_CASES = {
     "sae-train --cache_dir a file": (["sae-train", *TONES, "--cache_dir", "{root}/a_file"], ARGUMENT,
                                      "argument --cache_dir"),
     # sae-report
-    "sae-report missing --sae": (["sae-report", *TONES, "--sae", "{root}/no_sae"], INPUT, "no_sae does not exist"),
+    "sae-report missing --sae": (["sae-report", *TONES, "--sae", "{root}/no_sae"], INPUT,
+                                 "argument --sae: {root}/no_sae does not exist"),
     "sae-report --sae an encoder": (["sae-report", *TONES, "--sae", "{root}/encoder"], INPUT,
                                     "expected a sparse-autoencoder folder"),
     "sae-report truncated SAE weights": (["sae-report", *TONES, "--sae", "{root}/sae_truncated"], INPUT,
@@ -343,7 +344,7 @@ def test_command_line_case(case, root, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("AUDIOMOSAIC_DEBUG", raising=False)
     argv = [part.format(root=root, out=tmp_path / "out") for part in template]
     before = snapshot(root, tmp_path)
-    assert_one_line_failure(argv, capsys, exit_codes, message)
+    assert_one_line_failure(argv, capsys, exit_codes, message.format(root=root))
     assert snapshot(root, tmp_path) == before
 
 

@@ -84,14 +84,15 @@ def split_train_test(labels: np.ndarray, folds: np.ndarray | None, test_folds: s
         if folds is None:
             raise ValueError("--test_folds needs --fold_column.")
         wanted = {f.strip() for f in test_folds.split(",")}
-        unknown = wanted - set(folds)
+        present = sorted(map(str, set(folds)))
+        unknown = wanted - set(present)
         if unknown:
-            raise ValueError(f"--test_folds {sorted(unknown)} not found; folds are {sorted(set(folds))}.")
+            raise ValueError(f"--test_folds {sorted(unknown)} not found; folds are {present}.")
         test = np.isin(folds, list(wanted))
         training_classes = sorted(map(str, set(labels[~test])))
         if len(training_classes) < 2:
             raise ValueError(f"--test_folds {test_folds} leaves training clips of {len(training_classes)} class(es) "
-                             f"{training_classes}; at least two are needed (folds are {sorted(set(folds))}).")
+                             f"{training_classes}; at least two are needed (folds are {present}).")
         return np.flatnonzero(~test), np.flatnonzero(test)
     from sklearn.model_selection import train_test_split
 
@@ -313,7 +314,8 @@ def sae_report(args: argparse.Namespace) -> dict:
     from .sae import SparseAutoencoder
 
     check_command_arguments(args, add_sae_report_arguments)
-    sae = SparseAutoencoder.from_pretrained(args.sae).eval()  # names a missing, foreign or corrupt --sae folder
+    args.sae = check_option("sae", args.sae, model_reference("sae"))
+    sae = SparseAutoencoder.from_pretrained(args.sae).eval()  # names a corrupt or foreign model.safetensors
     info_path = Path(args.sae) / "audiomosaic_sae.json"
     if not info_path.is_file():
         raise FileNotFoundError(f"{args.sae} is not an `audiomosaic sae-train` output (no audiomosaic_sae.json).")
