@@ -16,18 +16,26 @@ when a tokenizer is found in the release or base folder, and `adapter/` (peft `L
 
 import argparse
 import json
-import pickle
 import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from .caching import atomic_folder
 from .convert_official import KEY_RENAMES, ConversionError, infer_config
 from .feature_extraction_audiomosaic import AudioMosaicFeatureExtractor
 from .inputs import command_parser
 from .modeling_audiomosaic import AudioMosaicModel
 from .modeling_audiomosaic_ltu import AudioMosaicLtuForConditionalGeneration
+from .validation import (
+    check_option,
+    corrupt_file,
+    integer,
+    language_model_reference,
+    output_folder,
+    read_safetensors,
+    read_torch_weights,
+)
 
 
 # PeftModel prefixes the authors' Trainer may have saved the keys under (spec §2.2).
@@ -46,7 +54,7 @@ LORA_KEY = re.compile(r"layers\.(\d+)\.self_attn\.(q_proj|v_proj)\.lora_([AB])(?
 
 def load_release_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """`extra_weights.bin` (torch pickle read with `weights_only=True`; pickles that need code are refused) or a
-    `.safetensors` file, or a release folder holding one."""
+    `.safetensors` file, or a release folder holding one; a truncated or foreign file is a `ValueError` naming it."""
     path = Path(path)
     if path.is_dir():
         candidates = [path / "extra_weights.bin", path / "extra_weights.safetensors"]
@@ -57,20 +65,13 @@ def load_release_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"LTU weights {path} do not exist.")
     if path.suffix == ".safetensors":
-        return load_file(path)
+        return read_safetensors(path)
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        # torch's message spans many lines; the one naming the offending global is the useful one.
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
-        raise ConversionError(
-            f"{path} needs code to be unpickled, which this converter refuses to run (torch.load with "
-            f"weights_only=True); re-save it as a plain dict of tensors. {detail}"
-        ) from error
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ConversionError(f"{path} does not hold a flat dict of tensors.")
-    return state_dict
+        return read_torch_weights(path)
+    except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+        # torch's weights-only unpickler fails this way on bytes that are no pickle at all; `read_torch_weights`
+        # names the file for the errors it knows of.
+        raise corrupt_file(path, "PyTorch weights", repr(error)) from None
 
 
 def split_release_state_dict(
@@ -102,7 +103,10 @@ def split_release_state_dict(
 def encoder_from_release(encoder_state_dict: dict[str, torch.Tensor], num_heads: int | None) -> AudioMosaicModel:
     """Build the AudioMosaic encoder and load the release's tensors; its final per-token `norm` becomes `fc_norm`,
     which the composite applies per token (the inverse of the authors' `fc_norm` -> `norm` rename)."""
-    config = infer_config(encoder_state_dict, {}, None, num_heads=num_heads)
+    try:
+        config = infer_config(encoder_state_dict, {}, None, num_heads=num_heads)
+    except ValueError as error:
+        raise ConversionError(f"--num-heads {num_heads}: {error}" if num_heads else str(error)) from None
     config.drop_path_rate = 0.0  # the authors' LTU encoder has no stochastic depth
     renamed = {}
     for key, value in encoder_state_dict.items():
@@ -141,6 +145,36 @@ def load_ltu_tokenizer(*folders: str | Path):
     return None
 
 
+def write_conversion(model: AudioMosaicLtuForConditionalGeneration, tokenizer, lora_sd: dict[str, torch.Tensor],
+                     folder: Path, out_dir: Path) -> None:
+    """Save the composite, its processor (when a tokenizer was found) and the LoRA adapter into `folder`; the
+    adapter names `out_dir` (where the folder's files end up) as its base model."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+    from .processing_audiomosaic_ltu import AudioMosaicLtuProcessor
+
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        feature_extractor = AudioMosaicFeatureExtractor(**LTU_FEATURES)
+        AudioMosaicLtuProcessor(feature_extractor, tokenizer, audio_token=AUDIO_TOKEN,
+                                num_audio_tokens=model.config.num_audio_tokens).save_pretrained(folder)
+    if lora_sd:
+        rank = next(value.shape[0] for key, value in lora_sd.items() if key.endswith("lora_A.weight"))
+        lora_config = LoraConfig(r=rank, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, bias="none",
+                                 target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, lora_config)
+        adapter_sd = {f"base_model.model.language_model.model.{key}": value for key, value in lora_sd.items()}
+        expected = {key for key in peft_model.state_dict() if ".lora_" in key}
+        expected = {re.sub(r"\.default\.", ".", key) for key in expected}
+        if set(adapter_sd) != expected:
+            missing, unexpected = sorted(expected - set(adapter_sd)), sorted(set(adapter_sd) - expected)
+            raise ConversionError(f"LoRA tensors do not fit the base model: missing {missing[:5]}, "
+                                  f"unexpected {unexpected[:5]}.")
+        set_peft_model_state_dict(peft_model, adapter_sd)
+        peft_model.peft_config["default"].base_model_name_or_path = str(out_dir)
+        peft_model.save_pretrained(folder / "adapter")
+
+
 def convert_ltu(
     release: str | Path,
     out_dir: str | Path,
@@ -148,12 +182,15 @@ def convert_ltu(
     num_heads: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Convert an LTU release folder (or its weight file) against the base LM at `base_model`; returns `out_dir`."""
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-
-    from .processing_audiomosaic_ltu import AudioMosaicLtuProcessor
-
+    """Convert an LTU release folder (or its weight file) against the base LM at `base_model`; returns `out_dir`,
+    written only once the whole conversion succeeded. The output folder, the base model's config and weight-file
+    headers and `num_heads` are checked before any weights are read."""
+    check_option("out_dir", str(out_dir), output_folder)
+    check_option("base-model", str(base_model), language_model_reference)
+    check_option("num-heads", num_heads, integer(minimum=1))
     release, out_dir = Path(release), Path(out_dir)
+    if not release.exists():
+        raise FileNotFoundError(f"LTU release {release} does not exist.")
     encoder_sd, projector_sd, lora_sd = split_release_state_dict(load_release_weights(release))
     encoder = encoder_from_release(encoder_sd, num_heads)
     release_folder = release if release.is_dir() else release.parent
@@ -172,40 +209,24 @@ def convert_ltu(
         )
     projector.load_state_dict({"weight": projector_sd["1.weight"], "bias": projector_sd["1.bias"]})
     model = model.to(dtype).eval()
-    model.save_pretrained(out_dir)
-    if tokenizer is not None:
-        feature_extractor = AudioMosaicFeatureExtractor(**LTU_FEATURES)
-        AudioMosaicLtuProcessor(feature_extractor, tokenizer, audio_token=AUDIO_TOKEN,
-                                num_audio_tokens=model.config.num_audio_tokens).save_pretrained(out_dir)
-
-    if lora_sd:
-        rank = next(value.shape[0] for key, value in lora_sd.items() if key.endswith("lora_A.weight"))
-        lora_config = LoraConfig(r=rank, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, bias="none",
-                                 target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-        peft_model = get_peft_model(model, lora_config)
-        adapter_sd = {f"base_model.model.language_model.model.{key}": value for key, value in lora_sd.items()}
-        expected = {key for key in peft_model.state_dict() if ".lora_" in key}
-        expected = {re.sub(r"\.default\.", ".", key) for key in expected}
-        if set(adapter_sd) != expected:
-            missing, unexpected = sorted(expected - set(adapter_sd)), sorted(set(adapter_sd) - expected)
-            raise ConversionError(f"LoRA tensors do not fit the base model: missing {missing[:5]}, "
-                                  f"unexpected {unexpected[:5]}.")
-        set_peft_model_state_dict(peft_model, adapter_sd)
-        peft_model.peft_config["default"].base_model_name_or_path = str(out_dir)
-        peft_model.save_pretrained(out_dir / "adapter")
-    (out_dir / "conversion.json").write_text(json.dumps({
-        "release": str(release), "base_model": str(base_model), "encoder_tensors": len(encoder_sd),
-        "projector_tensors": len(projector_sd), "lora_tensors": len(lora_sd),
-        "processor": tokenizer is not None,
-    }, indent=2))
+    with atomic_folder(out_dir) as staging:
+        write_conversion(model, tokenizer, lora_sd, staging, out_dir)
+        (staging / "conversion.json").write_text(json.dumps({
+            "release": str(release), "base_model": str(base_model), "encoder_tensors": len(encoder_sd),
+            "projector_tensors": len(projector_sd), "lora_tensors": len(lora_sd),
+            "processor": tokenizer is not None,
+        }, indent=2))
     return out_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", help="LTU release folder (with extra_weights.bin) or the weight file itself")
-    parser.add_argument("out_dir", help="folder to write the composite model, processor and adapter/ to")
-    parser.add_argument("--base-model", required=True, help="folder (or Hub id) of the base LLaMA of the release")
-    parser.add_argument("--num-heads", type=int, default=None, help="encoder attention heads (default: width/64)")
+    parser.add_argument("out_dir", type=output_folder,
+                        help="folder to write the composite model, processor and adapter/ to")
+    parser.add_argument("--base-model", required=True,
+                        help="folder (or Hub id) of the base LLaMA of the release (checked by `convert_ltu`)")
+    parser.add_argument("--num-heads", type=integer(minimum=1), default=None,
+                        help="encoder attention heads (default: width/64)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="dtype of the written model (default float32)")
 

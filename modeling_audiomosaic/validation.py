@@ -391,3 +391,142 @@ def check_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.
             raise ValueError(f"argument {name}: {error}") from None
         setattr(args, action.dest, converted)
     return args
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lists, language models, weight files of a folder, dataclass fields (appended for issue 20's tools: the LTU, SAE,
+# few-shot, heads and effective-rank commands)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def integer_list(minimum: int | None = None, maximum: int | None = None) -> Callable[[object], tuple[int, ...]]:
+    """An argparse type: comma-separated integers within [minimum, maximum] ("1,5,20" -> (1, 5, 20)); a tuple of
+    Python integers is checked the same way (a tuple, so that `check_arguments` checks it as one value)."""
+    item = integer(minimum, maximum)
+    expected = f"comma-separated integers {_bounds(minimum, maximum, None, None)}".strip()
+
+    @_validator
+    def parse(value) -> tuple[int, ...]:
+        parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        try:
+            numbers = tuple(item(part.strip() if isinstance(part, str) else part) for part in parts)
+        except argparse.ArgumentTypeError:
+            numbers = ()
+        if not numbers:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+        return numbers
+
+    parse.__name__ = expected
+    return parse
+
+
+def choice_list(choices: tuple[str, ...]) -> Callable[[object], tuple[str, ...]]:
+    """An argparse type: a non-empty comma-separated selection from `choices` ("none,time" -> ("none", "time"))."""
+
+    @_validator
+    def parse(value) -> tuple[str, ...]:
+        parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        names = tuple(str(part).strip() for part in parts if str(part).strip())
+        unknown = [name for name in names if name not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"expected comma-separated names from {', '.join(choices)}, "
+                                             f"got {value!r}")
+        return names
+
+    parse.__name__ = f"comma-separated names from {', '.join(choices)}"
+    return parse
+
+
+# Kinds a language model folder must not be: the audio models and their tools.
+_AUDIO_KINDS = (*ENCODER_KINDS, "ltu", "sae", "unknown")
+
+
+@_validator
+def language_model_reference(value) -> str:
+    """An argparse type: the folder (or Hub id) of a causal language model, i.e. a transformers config of a
+    foreign model type (e.g. "llama"), not an AudioMosaic, LTU or SAE folder. Only its config is read, and the
+    headers of a local folder's weight files (`check_weight_files`)."""
+    path = _config_path(str(value))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise argparse.ArgumentTypeError(f"{path} is corrupt or not a JSON file ({error})") from None
+    kind = folder_kind(config) if isinstance(config, dict) else "unknown"
+    if kind in _AUDIO_KINDS:
+        what = "has no model_type in its config.json" if kind == "unknown" else f"is an audio model folder ({kind})"
+        raise argparse.ArgumentTypeError(f"{value} {what}; expected a causal language model folder (e.g. LLaMA)")
+    if Path(value).is_dir():
+        try:
+            check_weight_files(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return str(value)
+
+
+def check_weight_files(folder: str | Path) -> None:
+    """Read the headers of every weight file of a local model folder (safetensors headers; the pickle programs of
+    torch `.bin` files, without their tensors), so a truncated, foreign or code-carrying file is named before a
+    large model is built from it: `ValueError` "FILE is corrupt ..." or "FILE needs code to be unpickled ...". Cheap:
+    no tensor is read."""
+    from safetensors import SafetensorError, safe_open
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    folder = Path(folder)
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise corrupt_file(path, "safetensors weights", error) from None
+    for path in sorted(folder.glob("*.bin")):
+        if not path.name.startswith("pytorch_model"):
+            continue
+        try:
+            unsafe = get_unsafe_globals_in_checkpoint(str(path))
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise corrupt_file(path, "PyTorch weights", error) from None
+        if unsafe:
+            raise ValueError(f"{path} needs code to be unpickled ({', '.join(unsafe[:3])}), which is refused "
+                             "(torch.load with weights_only=True); re-save it as safetensors or a plain dict of "
+                             "tensors")
+
+
+def check_option(option: str, value, validate: Callable):
+    """`validate(value)` (any validator above), with its `argparse.ArgumentTypeError` turned into the `ValueError`
+    "argument --OPTION: ..." the command line prints, for values that come from dataclasses or Python calls. `None`
+    (an unset optional value) passes unchecked."""
+    if value is None:
+        return None
+    try:
+        return validate(value)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"argument --{option.lstrip('-')}: {error}") from None
+
+
+def check_fields(instance, validators: dict[str, Callable]) -> None:
+    """`check_option` for each named field of a dataclass instance (its `__post_init__`), storing converted values."""
+    for name, validate in validators.items():
+        setattr(instance, name, check_option(name, getattr(instance, name), validate))
+
+
+def complete_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]
+                       ) -> argparse.Namespace:
+    """Give a namespace built in Python the defaults of the options `add_arguments` declares that it leaves out;
+    `ValueError` naming the required ones it lacks, or a value outside an option's `choices` (what the parser would
+    say). `check_arguments` then applies the declared validators."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    actions = [action for action in parser._actions if action.dest != argparse.SUPPRESS]
+    missing = [action.option_strings[-1] if action.option_strings else action.dest
+               for action in actions if action.required and getattr(args, action.dest, None) is None]
+    if missing:
+        raise ValueError(f"the following arguments are required: {', '.join(missing)}")
+    for action in actions:
+        if not hasattr(args, action.dest):
+            setattr(args, action.dest, action.default)
+        value = getattr(args, action.dest)
+        if action.choices is not None and value is not None and value not in action.choices:
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            raise ValueError(f"argument {name}: invalid choice: {value!r} (choose from "
+                             f"{', '.join(map(str, action.choices))})")
+    return args

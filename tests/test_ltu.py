@@ -26,7 +26,6 @@ from modeling_audiomosaic import (
 )
 from modeling_audiomosaic import cli
 from modeling_audiomosaic.convert_ltu import convert_ltu, load_release_weights
-from modeling_audiomosaic.convert_official import ConversionError
 
 
 peft = pytest.importorskip("peft")
@@ -286,10 +285,13 @@ class NotATensor:
 
 def test_converter_refuses_pickles_that_need_code(tmp_path, capsys):
     torch.save({"weights": NotATensor()}, tmp_path / "extra_weights.bin")
-    with pytest.raises(ConversionError, match="needs code"):
+    with pytest.raises(ValueError, match="needs code"):
         load_release_weights(tmp_path)
+    base = tmp_path / "base"
+    LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=2).save_pretrained(base)
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(["convert-ltu", str(tmp_path), str(tmp_path / "out"), "--base-model", str(tmp_path)])
+        cli.run(["convert-ltu", str(tmp_path), str(tmp_path / "out"), "--base-model", str(base)])
     assert exit_info.value.code == 1
     error_lines = capsys.readouterr().err.strip().splitlines()
     assert len(error_lines) == 1 and "needs code to be unpickled" in error_lines[0]

@@ -20,6 +20,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
+from modeling_audiomosaic.inputs import CommandParser
 from modeling_audiomosaic.norm_stats import AUTO_PRESET
 
 
@@ -91,6 +92,10 @@ def rename_deprecated_keys(recipe: dict, source: str) -> dict:
     return renamed
 
 
+class RecipeArgumentParser(CommandParser, HfArgumentParser):
+    """`HfArgumentParser` with the command line's one-line errors (`audiomosaic COMMAND: error: argument ...`)."""
+
+
 def parse_args_with_recipe(dataclass_types: tuple, argv: list[str] | None = None, prog: str | None = None) -> tuple:
     """Parse `argv` into instances of `dataclass_types`, taking defaults from `--recipe FILE` when given; `prog` is
     the command named in `--help` and errors (e.g. "audiomosaic finetune")."""
@@ -99,7 +104,7 @@ def parse_args_with_recipe(dataclass_types: tuple, argv: list[str] | None = None
     recipe_parser.add_argument("--recipe", default=None)
     known, remaining = recipe_parser.parse_known_args(argv)
 
-    parser = HfArgumentParser(dataclass_types, prog=prog)
+    parser = RecipeArgumentParser(dataclass_types, prog=prog)
     parser.add_argument("--recipe", default=None, help="YAML file whose keys set the defaults of these arguments")
     if known.recipe:
         recipe = rename_deprecated_keys(read_recipe(known.recipe), known.recipe)

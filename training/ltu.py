@@ -32,7 +32,19 @@ from modeling_audiomosaic import (
     AudioMosaicLtuProcessor,
     decode_audio,
 )
+from modeling_audiomosaic.caching import atomic_folder
 from modeling_audiomosaic.convert_ltu import AUDIO_TOKEN, LTU_FEATURES
+from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
+from modeling_audiomosaic.validation import (
+    ENCODER_KINDS,
+    check_fields,
+    check_option,
+    integer,
+    language_model_reference,
+    model_reference,
+    number,
+    output_folder,
+)
 
 from .arguments import parse_args_with_recipe
 from .data import open_audio_dataset, select_folds, subsample
@@ -43,7 +55,13 @@ from .models import parse_config_overrides
 logger = logging.getLogger("audiomosaic.ltu")
 
 TRAINABLE = ("projector_and_norms", "all")
+AUDIO_POOLINGS = ("official", "time")
 ADAPTER_DIR = "adapter"
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"argument --{option}: expected one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclass
@@ -76,6 +94,40 @@ class ModelArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     lora_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "LM projections that get LoRA"})
 
+    def __post_init__(self):
+        """Every model option is checked here, when the arguments are parsed, so that a wrong folder (e.g. a
+        classifier given as --model_name_or_path, which would otherwise build a default 7B LLaMA) is named before
+        anything is loaded or built. Only configs and weight-file headers are read."""
+        if bool(self.model_name_or_path) == bool(self.language_model):
+            raise ValueError("Give either --model_name_or_path (a previous stage's LTU folder) or --language_model (a "
+                             "base causal LM, to compose a new model), not both or neither.")
+        if self.model_name_or_path and self.audio_encoder:
+            raise ValueError("--audio_encoder composes a new model with --language_model; a previous stage "
+                             "(--model_name_or_path) brings its own encoder.")
+        check_fields(self, {"model_name_or_path": model_reference("ltu"), "language_model": language_model_reference,
+                            "audio_encoder": model_reference(*ENCODER_KINDS), "lora_r": integer(minimum=1),
+                            "lora_alpha": integer(minimum=1), "lora_dropout": number(minimum=0, below=1)})
+        check_choice("trainable", self.trainable, TRAINABLE)
+        check_choice("audio_pooling", self.audio_pooling, AUDIO_POOLINGS)
+        if self.use_lora and not [name for name in self.lora_target_modules.split(",") if name.strip()]:
+            raise ValueError("argument --lora_target_modules: expected comma-separated module names, got "
+                             f"{self.lora_target_modules!r}")
+        if self.audio_config_overrides:
+            if not self.language_model or self.audio_encoder:
+                raise ValueError("--audio_config_overrides configures the random encoder of a new model (with "
+                                 "--language_model and no --audio_encoder).")
+            try:
+                AudioMosaicConfig(**parse_config_overrides(self.audio_config_overrides))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"argument --audio_config_overrides: {error}") from None
+        folder = Path(self.model_name_or_path or "")
+        if self.model_name_or_path and folder.is_dir() and not (folder / "processor_config.json").is_file():
+            raise ValueError(f"{folder} has no processor (processor_config.json and a tokenizer), which training "
+                             "needs; convert the release with its tokenizer, or start from --language_model.")
+        previous_adapter = folder / ADAPTER_DIR
+        if self.model_name_or_path and not self.use_lora and previous_adapter.is_dir():
+            raise ValueError(f"{previous_adapter} holds a LoRA adapter from the previous stage; keep --use_lora.")
+
 
 @dataclass
 class DataArguments:
@@ -103,6 +155,16 @@ class DataArguments:
     eval_max_new_tokens: int = field(default=16, metadata={"help": "tokens generated per evaluation answer"})
     num_examples: int = field(default=12, metadata={"help": "generated answers kept in results.json"})
 
+    def __post_init__(self):
+        check_fields(self, {"text_max_length": integer(minimum=1), "eval_max_new_tokens": integer(minimum=1),
+                            "num_examples": integer(minimum=0), "max_train_samples": integer(minimum=1),
+                            "max_eval_samples": integer(minimum=1)})
+        if self.feature_extractor_preset is not None:
+            check_choice("feature_extractor_preset", self.feature_extractor_preset, tuple(sorted(PRESETS)))
+        for option in ("train_folds", "eval_folds"):
+            if getattr(self, option) and not self.fold_column:
+                raise ValueError(f"--{option} needs --fold_column (the column holding each row's fold).")
+
 
 def build_processor(model_args: ModelArguments, data_args: DataArguments, tokenizer_source: str,
                     num_audio_tokens: int) -> AudioMosaicLtuProcessor:
@@ -122,9 +184,8 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, tokeni
 
 
 def load_model(model_args: ModelArguments, data_args: DataArguments) -> tuple[torch.nn.Module, AudioMosaicLtuProcessor]:
-    """-> (model, possibly peft-wrapped, with the stage's trainable parameters; processor)."""
-    if model_args.trainable not in TRAINABLE:
-        raise ValueError(f"--trainable must be one of {TRAINABLE}, got {model_args.trainable!r}.")
+    """-> (model, possibly peft-wrapped, with the stage's trainable parameters; processor). The arguments were
+    checked when they were made (`ModelArguments.__post_init__`)."""
     if model_args.model_name_or_path:
         model = AudioMosaicLtuForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
         model.config.shuffle_patches_in_training = model_args.shuffle_patches_in_training
@@ -141,8 +202,6 @@ def load_model(model_args: ModelArguments, data_args: DataArguments) -> tuple[to
             audio_token_id=tokenizer_probe.convert_tokens_to_ids(AUDIO_TOKEN), audio_pooling=model_args.audio_pooling,
             shuffle_patches_in_training=model_args.shuffle_patches_in_training, **encoder_kwargs)
         processor = build_processor(model_args, data_args, model_args.language_model, model.config.num_audio_tokens)
-    else:
-        raise ValueError("Give --model_name_or_path (a previous stage) or --language_model (a new model).")
     if processor.feature_extractor.max_length != model.config.audio_config.max_length:
         raise ValueError(
             f"The feature extractor makes {processor.feature_extractor.max_length} frames but the encoder expects "
@@ -173,8 +232,6 @@ def load_model(model_args: ModelArguments, data_args: DataArguments) -> tuple[to
                 modules_to_save=list(trained),
             )
             model = get_peft_model(model, lora_config)
-    elif previous_adapter.is_dir():
-        raise ValueError(f"{previous_adapter} holds a LoRA adapter from the previous stage; keep --use_lora.")
     return model, processor
 
 
@@ -258,16 +315,26 @@ def save_stage(model: torch.nn.Module, processor: AudioMosaicLtuProcessor, outpu
     processor.save_pretrained(output_dir)
 
 
+def check_training_arguments(training_args: TrainingArguments) -> None:
+    """The `TrainingArguments` a stage needs in range, checked before the data and the model are loaded (Trainer
+    would only find them at its first step)."""
+    check_option("output_dir", training_args.output_dir, output_folder)
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        check_option(name, getattr(training_args, name), integer(minimum=1))
+    check_option("learning_rate", training_args.learning_rate, number(minimum=0))
+    if training_args.max_steps <= 0:  # -1: train for num_train_epochs instead
+        check_option("num_train_epochs", training_args.num_train_epochs, number(above=0))
+
+
 def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     model_args, data_args, training_args = parse_args_with_recipe(
         (ModelArguments, DataArguments, TrainingArguments), argv, prog="audiomosaic train-ltu")
+    check_training_arguments(training_args)
     set_seed(training_args.seed)
     training_args.remove_unused_columns = False  # the collator reads the raw columns
 
-    model, processor = load_model(model_args, data_args)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("trainable parameters: %d of %d", trainable, sum(p.numel() for p in model.parameters()))
+    # The data first: a wrong column or fold is reported before a large language model is loaded.
     train_dataset = open_split(data_args, data_args.dataset, data_args.train_split, data_args.train_folds,
                                data_args.max_train_samples, training_args.seed)
     eval_dataset = None
@@ -275,6 +342,9 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset = open_split(data_args, data_args.eval_dataset or data_args.dataset,
                                   data_args.eval_split or data_args.train_split, data_args.eval_folds,
                                   data_args.max_eval_samples, training_args.seed)
+    model, processor = load_model(model_args, data_args)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("trainable parameters: %d of %d", trainable, sum(p.numel() for p in model.parameters()))
     collator = InstructionCollator(processor, data_args)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -286,8 +356,9 @@ def main(argv: list[str] | None = None) -> dict:
                                               data_args.eval_max_new_tokens, data_args.num_examples)
         logger.info("generated-answer accuracy: %.4f on %d rows", results["eval"]["accuracy"], len(eval_dataset))
     if trainer.is_world_process_zero():
-        save_stage(model, processor, output_dir)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        with atomic_folder(output_dir) as staging:  # the stage's files appear together, or not at all
+            save_stage(model, processor, staging)
+            (staging / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
 

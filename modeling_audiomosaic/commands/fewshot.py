@@ -5,20 +5,9 @@ Needs the `interpret` extra.
     audiomosaic fewshot clips/ --model runs/pretrain --output_dir runs/fewshot --shots 1,5
 """
 
-import argparse
-
-from ..interpret.commands import add_labelled_data_arguments
-from ..interpret.commands import fewshot as run
 from ..inputs import command_parser
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_labelled_data_arguments(parser)
-    parser.add_argument("--shots", default="1,5,20", help="comma-separated shots per class (default 1,5,20)")
-    parser.add_argument("--episodes", type=int, default=5, help="support-set draws per shot count (default 5)")
-    parser.add_argument("--best_layer", type=int, default=None,
-                        help="hidden-state index of the 'best layer' baselines (default: best 3-fold cosine "
-                             "nearest-centroid accuracy on the training clips)")
+from ..interpret.commands import add_fewshot_arguments as add_arguments
+from ..interpret.commands import fewshot as run
 
 
 def main(argv: list[str] | None = None) -> dict:

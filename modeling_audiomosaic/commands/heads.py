@@ -5,25 +5,9 @@ extra.
     audiomosaic heads clips/ --model runs/pretrain --output_dir runs/heads --top_heads 3
 """
 
-import argparse
-
-from ..interpret.commands import add_labelled_data_arguments
-from ..interpret.commands import heads as run
 from ..inputs import command_parser
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_labelled_data_arguments(parser)
-    parser.add_argument("--cv", type=int, default=5, help="folds of the per-head probes")
-    parser.add_argument("--max_probe_clips", type=int, default=1500,
-                        help="random training clips for the per-head probes (default 1500)")
-    parser.add_argument("--top_heads", type=int, default=3, help="heads per class to ablate / scale (default 3)")
-    parser.add_argument("--n_random", type=int, default=10, help="draws of matched random heads (default 10)")
-    parser.add_argument("--max_eval_per_class", type=int, default=30, help="test clips per class for interventions")
-    parser.add_argument("--steer_alpha", type=float, default=5.0, help="steering strength in std units")
-    parser.add_argument("--full_forward", action="store_true",
-                        help="rerun the whole encoder for every intervention instead of starting at the first "
-                             "edited block from cached block inputs (same results, slower; for checking)")
+from ..interpret.commands import add_heads_arguments as add_arguments
+from ..interpret.commands import heads as run
 
 
 def main(argv: list[str] | None = None) -> dict:

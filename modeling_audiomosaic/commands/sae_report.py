@@ -4,18 +4,9 @@ the raw activations, the latents of each class and PNGs of them. Needs the `inte
     audiomosaic sae-report clips/ --model runs/pretrain --sae runs/sae/sae --output_dir runs/sae_report
 """
 
-import argparse
-
-from ..interpret.commands import add_labelled_data_arguments
-from ..interpret.commands import sae_report as run
 from ..inputs import command_parser
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_labelled_data_arguments(parser)
-    parser.add_argument("--sae", required=True, help="the sae/ folder written by `audiomosaic sae-train`")
-    parser.add_argument("--top_latents", type=int, default=5, help="latents listed per class")
-    parser.add_argument("--top_clips", type=int, default=4, help="clips in the latent spectrogram figure")
+from ..interpret.commands import add_sae_report_arguments as add_arguments
+from ..interpret.commands import sae_report as run
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -4,27 +4,9 @@ sub-folder per class, or a CSV with audio and label columns); writes OUTPUT_DIR/
     audiomosaic sae-train clips/ --model runs/pretrain --output_dir runs/sae --layer 6 --mode token
 """
 
-import argparse
-
-from ..interpret.commands import add_labelled_data_arguments
-from ..interpret.commands import sae_train as run
 from ..inputs import command_parser
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_labelled_data_arguments(parser)
-    parser.add_argument("--layer", type=int, default=-1,
-                        help="hidden-state index (0 = embedding output, -1 = last block; default -1)")
-    parser.add_argument("--mode", choices=("clip", "token"), default="clip",
-                        help="'clip': one mean-pooled vector per clip; 'token': patch tokens (cls excluded)")
-    parser.add_argument("--tokens_per_clip", type=int, default=None, help="token mode: random tokens per clip")
-    parser.add_argument("--activation", choices=("topk", "relu"), default="topk", help="TopK or ReLU + L1")
-    parser.add_argument("--expansion", type=float, default=4.0, help="latents per input dimension (default 4)")
-    parser.add_argument("--k", type=int, default=32, help="active latents per input (topk; default 32)")
-    parser.add_argument("--l1_coefficient", type=float, default=1e-3, help="L1 weight (relu)")
-    parser.add_argument("--epochs", type=int, default=100, help="passes over the training vectors")
-    parser.add_argument("--sae_batch_size", type=int, default=256, help="vectors per SAE step")
-    parser.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate")
+from ..interpret.commands import add_sae_train_arguments as add_arguments
+from ..interpret.commands import sae_train as run
 
 
 def main(argv: list[str] | None = None) -> dict:

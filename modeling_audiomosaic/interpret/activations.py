@@ -13,6 +13,7 @@ would add a tracing layer (and, for pyvene, an IPython/plotnine dependency tree)
 """
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..caching import atomic_write, fingerprint, model_fingerprint
+from ..validation import check_option, corrupt_file, integer
 
 
 POOLINGS = ("mean", "mean_patches", "cls", "cls+mean")
@@ -144,20 +146,27 @@ class Activations:
 
     @classmethod
     def load(cls, path: str | Path) -> "Activations":
-        from safetensors import safe_open
+        """Read a file written by `save`; a truncated or foreign file is a `ValueError` naming it."""
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads(handle.metadata()["meta"])
-        tensors = load_file(str(path))
-        grid = meta.pop("grid")
-        return cls(
-            heads=tensors["heads"].float(),
-            hidden=tensors["hidden"].float(),
-            tokens=tensors["tokens"].float() if "tokens" in tensors else None,
-            token_layer=meta.pop("token_layer"),
-            grid=tuple(grid) if grid else None,
-            meta=meta,
-        )
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Activation cache {path} does not exist.")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = json.loads(handle.metadata()["meta"])
+            tensors = load_file(str(path))
+            grid = meta.pop("grid")
+            return cls(
+                heads=tensors["heads"].float(),
+                hidden=tensors["hidden"].float(),
+                tokens=tensors["tokens"].float() if "tokens" in tensors else None,
+                token_layer=meta.pop("token_layer"),
+                grid=tuple(grid) if grid else None,
+                meta=meta,
+            )
+        except (SafetensorError, OSError, KeyError, TypeError, AttributeError, ValueError) as error:
+            reason = repr(error) if isinstance(error, KeyError) else error  # a KeyError's text is only the key
+            raise corrupt_file(path, "safetensors activation cache", reason) from None
 
 
 def cache_key(model: torch.nn.Module, files: list[str], options: dict) -> str:
@@ -187,6 +196,12 @@ def collect_activations(
 
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling {pooling!r}; expected one of {POOLINGS}.")
+    if not files:
+        raise ValueError("collect_activations needs at least one audio file.")
+    batch_size = check_option("batch_size", batch_size, integer(minimum=1))
+    missing = next((name for name in files if not Path(name).is_file()), None)
+    if missing is not None:
+        raise FileNotFoundError(f"Audio file {missing} does not exist.")
     num_states = model.config.num_hidden_layers + 1
     if token_layer is not None and not 0 <= token_layer < num_states:
         raise ValueError(f"token_layer {token_layer} is out of range 0..{num_states - 1} (0 = embedding output).")
@@ -232,14 +247,18 @@ def load_or_collect_activations(
     progress: bool = True,
 ) -> tuple[Activations, Path | None, bool]:
     """`collect_activations` behind an on-disk cache keyed by (model weights, files, options). Returns
-    (activations, cache path or None, whether it came from the cache)."""
+    (activations, cache path or None, whether it came from the cache). A cache file that cannot be read (truncated,
+    foreign) is only a cache: it is recomputed and replaced, with a note on stderr."""
     options = {"pooling": pooling, "token_layer": token_layer, "mask_padding": mask_padding,
                "feature_extractor": feature_extractor.to_json_string(), "version": CACHE_VERSION}
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"activations-{cache_key(model, files, options)}.safetensors"
         if path.is_file():
-            return Activations.load(path), path, True
+            try:
+                return Activations.load(path), path, True
+            except ValueError as error:
+                print(f"{error}; recomputing it.", file=sys.stderr)
     activations = collect_activations(model, feature_extractor, files, pooling=pooling, token_layer=token_layer,
                                       mask_padding=mask_padding, batch_size=batch_size, progress=progress)
     if path is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..validation import check_option, integer
 from .activations import attention_output_projections
 
 
@@ -47,7 +48,12 @@ def probe_heads(heads: np.ndarray, labels, cv: int = 5, C: float = 1.0, seed: in
     if heads.ndim != 4:
         raise ValueError(f"probe_heads needs (clips, blocks, heads, head_dim) features, got shape {heads.shape}.")
     labels = np.asarray(labels)
-    classes = np.unique(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    cv = check_option("cv", cv, integer(minimum=2))
+    if len(labels) != len(heads) or len(classes) < 2 or counts.min() < cv:
+        raise ValueError(f"probe_heads needs one label per clip, two or more classes and at least cv={cv} clips per "
+                         f"class; got {len(heads)} clips, {len(labels)} labels, class counts "
+                         f"{dict(zip(map(str, classes), map(int, counts)))}.")
     splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
     blocks, n_heads = heads.shape[1:3]
     accuracy = np.zeros((blocks, n_heads))
@@ -264,6 +270,10 @@ def evaluate_head_intervention(model, input_values: torch.Tensor, labels, readou
 
     labels = np.asarray(labels)
     classes = list(heads_by_class)
+    n_random = check_option("n_random", n_random, integer(minimum=0))
+    if len(classes) < 2 or any(not heads for heads in heads_by_class.values()):
+        raise ValueError(f"evaluate_head_intervention compares two or more classes, each with at least one head; got "
+                         f"{ {str(name): len(heads) for name, heads in heads_by_class.items()} } heads per class.")
     clean_pooled, run = _forward_runner(model, input_values, heads_by_class.values(), cache_block_inputs)
     clean = class_recalls(readout, clean_pooled, labels, classes)
     num_heads = model.config.num_attention_heads

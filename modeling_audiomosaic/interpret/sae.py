@@ -12,6 +12,9 @@ SAELens' parameter names (W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_enc, b_dec
     >>> sae.save_pretrained("runs/sae"); SparseAutoencoder.from_pretrained("runs/sae")
 """
 
+import argparse
+import contextlib
+import io
 import math
 from dataclasses import dataclass
 
@@ -19,6 +22,8 @@ import numpy as np
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+
+from ..validation import check_option, integer, number, read_model_config, read_safetensors
 
 
 ACTIVATIONS = ("topk", "relu")
@@ -49,6 +54,8 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="audiomosa
     def __init__(self, d_in: int, d_sae: int, activation: str = "topk", k: int = 32, k_aux: int = 256,
                  auxk_coefficient: float = 1 / 32, l1_coefficient: float = 1e-3):
         super().__init__()
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (d_in, d_sae)):
+            raise ValueError(f"SparseAutoencoder needs positive integer widths, got d_in={d_in!r}, d_sae={d_sae!r}.")
         if activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation {activation!r}; expected one of {ACTIVATIONS}.")
         if activation == "topk" and not 0 < k <= d_sae:
@@ -63,6 +70,34 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="audiomosa
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.register_buffer("input_mean", torch.zeros(d_in))
         self.register_buffer("input_scale", torch.ones(()))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "SparseAutoencoder":
+        """Load a folder (or Hub id) written by `save_pretrained`: a missing path, a folder of another kind, or a
+        truncated / foreign `model.safetensors` is a `ValueError` naming it (the Hub mixin's loader would report the
+        path as a malformed repo id, or keep random weights for missing tensors)."""
+        try:
+            read_model_config(str(pretrained_model_name_or_path), ("sae",))
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(str(error)) from None
+        # The mixin prints "Loading weights from local directory" on stdout, where the commands write their JSON
+        # results; it tells the caller nothing it does not know.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _load_as_safetensor(cls, model: "SparseAutoencoder", model_file: str, map_location: str,
+                            strict: bool) -> "SparseAutoencoder":
+        state_dict = read_safetensors(model_file, "sparse-autoencoder weights")
+        expected = model.state_dict()
+        problems = sorted(set(expected) ^ set(state_dict))
+        problems += [f"{key} {tuple(state_dict[key].shape)} != {tuple(value.shape)}"
+                     for key, value in expected.items() if key in state_dict and state_dict[key].shape != value.shape]
+        if problems:
+            raise ValueError(f"{model_file} is corrupt or not a sparse-autoencoder weights file (tensors that do "
+                             f"not fit its config.json: {', '.join(problems[:5])})")
+        model.load_state_dict(state_dict)
+        return model.to(map_location).eval()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.input_mean) * self.input_scale
@@ -156,6 +191,10 @@ def train_sae(
     data = torch.as_tensor(np.asarray(activations, dtype=np.float32))
     if data.ndim != 2 or data.shape[0] < 2:
         raise ValueError(f"train_sae needs an (examples >= 2, d_in) matrix, got shape {tuple(data.shape)}.")
+    epochs = check_option("epochs", epochs, integer(minimum=1))
+    batch_size = check_option("batch_size", batch_size, integer(minimum=1))
+    learning_rate = check_option("learning_rate", learning_rate, number(above=0))
+    check_option("l1_coefficient", l1_coefficient, number(minimum=0))
     if not torch.isfinite(data).all():
         raise ValueError("train_sae: the activations contain NaN or Inf.")
     generator = torch.Generator().manual_seed(seed)
@@ -189,9 +228,16 @@ def train_sae(
     return sae, history
 
 
+def _check_width(sae: SparseAutoencoder, data: torch.Tensor) -> torch.Tensor:
+    if data.ndim != 2 or data.shape[1] != sae.d_in:
+        raise ValueError(f"The sparse autoencoder takes (examples, {sae.d_in}) activations, got shape "
+                         f"{tuple(data.shape)}: was it trained on another layer width?")
+    return data
+
+
 @torch.no_grad()
 def encode_batched(sae: SparseAutoencoder, activations: torch.Tensor | np.ndarray, batch_size: int = 4096):
-    data = torch.as_tensor(np.asarray(activations, dtype=np.float32))
+    data = _check_width(sae, torch.as_tensor(np.asarray(activations, dtype=np.float32)))
     return torch.cat([sae.encode(data[i: i + batch_size]) for i in range(0, len(data), batch_size)])
 
 
@@ -203,7 +249,9 @@ def evaluate_sae(sae: SparseAutoencoder, activations: torch.Tensor | np.ndarray,
     MSE, uncentred: mean of ||x - x_hat||^2 / ||x||^2); cosine (mean cosine of x and x_hat); l0 (mean non-zero
     latents); dead_fraction (latents that never fire); dense_fraction (latents firing on more than
     `dense_threshold` of the inputs)."""
-    data = torch.as_tensor(np.asarray(activations, dtype=np.float32))
+    data = _check_width(sae, torch.as_tensor(np.asarray(activations, dtype=np.float32)))
+    if len(data) == 0:
+        raise ValueError("evaluate_sae needs at least one held-out activation vector.")
     latents = encode_batched(sae, data)
     reconstruction = sae.decode(latents)
     error = (data - reconstruction).pow(2).sum(-1)
@@ -241,6 +289,11 @@ def latent_class_report(codes: np.ndarray, labels: np.ndarray, classes: list | N
     `top_clips` most activating clips that belong to the class) with their row indices."""
     codes = np.asarray(codes, dtype=np.float32)
     labels = np.asarray(labels)
+    if codes.ndim != 2 or len(codes) != len(labels):
+        raise ValueError(f"latent_class_report needs (clips, latents) codes and one label per clip, got codes of shape "
+                         f"{codes.shape} and {len(labels)} labels.")
+    top_latents = check_option("top_latents", top_latents, integer(minimum=1))
+    top_clips = check_option("top_clips", top_clips, integer(minimum=1))
     classes = list(np.unique(labels)) if classes is None else list(classes)
     firing = codes > 0
     records = []
