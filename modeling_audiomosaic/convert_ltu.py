@@ -28,8 +28,7 @@ from .inputs import command_parser
 from .modeling_audiomosaic import AudioMosaicModel
 from .modeling_audiomosaic_ltu import AudioMosaicLtuForConditionalGeneration
 from .validation import (
-    check_option,
-    corrupt_file,
+    check_value,
     integer,
     language_model_reference,
     output_folder,
@@ -66,12 +65,7 @@ def load_release_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"LTU weights {path} do not exist.")
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    try:
-        return read_torch_weights(path)
-    except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
-        # torch's weights-only unpickler fails this way on bytes that are no pickle at all; `read_torch_weights`
-        # names the file for the errors it knows of.
-        raise corrupt_file(path, "PyTorch weights", repr(error)) from None
+    return read_torch_weights(path)
 
 
 def split_release_state_dict(
@@ -185,9 +179,9 @@ def convert_ltu(
     """Convert an LTU release folder (or its weight file) against the base LM at `base_model`; returns `out_dir`,
     written only once the whole conversion succeeded. The output folder, the base model's config and weight-file
     headers and `num_heads` are checked before any weights are read."""
-    check_option("out_dir", str(out_dir), output_folder)
-    check_option("base-model", str(base_model), language_model_reference)
-    check_option("num-heads", num_heads, integer(minimum=1))
+    check_value("out_dir", str(out_dir), output_folder)
+    check_value("--base-model", str(base_model), language_model_reference)
+    check_value("--num-heads", num_heads, integer(minimum=1), optional=True)
     release, out_dir = Path(release), Path(out_dir)
     if not release.exists():
         raise FileNotFoundError(f"LTU release {release} does not exist.")

@@ -258,8 +258,9 @@ def corrupt_file(path: str | Path, what: str, error: BaseException | str) -> Val
     return ValueError(f"{path} is corrupt or not {article} {what} file ({reason})")
 
 
-def code_pickle(path: str | Path, error: BaseException) -> ValueError:
-    """The error for a torch pickle that needs code to be read (refused by `weights_only=True`, never run)."""
+def code_pickle(path: str | Path, error: BaseException | str) -> ValueError:
+    """The error for a torch pickle that needs code to be read (refused by `weights_only=True`, never run); `error` is
+    torch's refusal, or the globals it would need."""
     # torch's message spans many lines; the sentence naming the offending global is the useful one.
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "").split(". ")[0]
@@ -287,8 +288,9 @@ def read_torch_weights(path: str | Path, what: str = "PyTorch weights") -> dict:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise code_pickle(path, error) from None
-    except (EOFError, OSError, RuntimeError, ValueError) as error:
-        raise corrupt_file(path, what, error) from None
+    except (EOFError, OSError, RuntimeError, ValueError, IndexError, KeyError, TypeError, AttributeError,
+            UnicodeDecodeError) as error:  # the weights-only unpickler fails in these ways on bytes that are no pickle
+        raise corrupt_file(path, what, error if str(error).strip() else repr(error)) from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise corrupt_file(path, what, "it does not hold a flat dict of tensors")
     return state_dict
@@ -364,13 +366,18 @@ def is_a(value, class_name: str) -> bool:
     return any(cls.__name__ == class_name for cls in type(value).__mro__)
 
 
-def check_value(name: str, value, validate: Callable):
-    """`validate(value)` (an `integer(...)`, `number(...)`, path check, ...) for a Python argument `name`: the
-    converted value, or `InvalidInput` "`name`: expected ..., got ..."."""
+def check_value(name: str, value, validate: Callable, optional: bool = False):
+    """`validate(value)` (an `integer(...)`, `number(...)`, path check, ...) for a value that did not come through a
+    parser: the converted value, or `InvalidInput` naming it as the user wrote it, "argument --epochs: expected ..."
+    for an option (`name` "--epochs": dataclass fields, namespaces) and "`epochs`: expected ..." for a Python argument.
+    With `optional`, None (an unset optional value) passes unchecked."""
+    if optional and value is None:
+        return None
     try:
         return validate(value)
     except argparse.ArgumentTypeError as error:
-        raise InvalidInput(f"`{name}`: {error}") from None
+        label = f"argument {name}" if name.startswith("--") else f"`{name}`"
+        raise InvalidInput(f"{label}: {error}") from None
 
 
 def check_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]
@@ -413,7 +420,7 @@ def integer_list(minimum: int | None = None, maximum: int | None = None) -> Call
         except argparse.ArgumentTypeError:
             numbers = ()
         if not numbers:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+            raise InvalidInput(f"expected {expected}, got {value!r}")
         return numbers
 
     parse.__name__ = expected
@@ -429,7 +436,7 @@ def choice_list(choices: tuple[str, ...]) -> Callable[[object], tuple[str, ...]]
         names = tuple(str(part).strip() for part in parts if str(part).strip())
         unknown = [name for name in names if name not in choices]
         if not names or unknown:
-            raise argparse.ArgumentTypeError(f"expected comma-separated names from {', '.join(choices)}, "
+            raise InvalidInput(f"expected comma-separated names from {', '.join(choices)}, "
                                              f"got {value!r}")
         return names
 
@@ -450,16 +457,16 @@ def language_model_reference(value) -> str:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise argparse.ArgumentTypeError(f"{path} is corrupt or not a JSON file ({error})") from None
+        raise InvalidInput(f"{path} is corrupt or not a JSON file ({error})") from None
     kind = folder_kind(config) if isinstance(config, dict) else "unknown"
     if kind in _AUDIO_KINDS:
         what = "has no model_type in its config.json" if kind == "unknown" else f"is an audio model folder ({kind})"
-        raise argparse.ArgumentTypeError(f"{value} {what}; expected a causal language model folder (e.g. LLaMA)")
+        raise InvalidInput(f"{value} {what}; expected a causal language model folder (e.g. LLaMA)")
     if Path(value).is_dir():
         try:
             check_weight_files(value)
         except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
+            raise InvalidInput(str(error)) from None
     return str(value)
 
 
@@ -486,27 +493,14 @@ def check_weight_files(folder: str | Path) -> None:
         except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
             raise corrupt_file(path, "PyTorch weights", error) from None
         if unsafe:
-            raise ValueError(f"{path} needs code to be unpickled ({', '.join(unsafe[:3])}), which is refused "
-                             "(torch.load with weights_only=True); re-save it as safetensors or a plain dict of "
-                             "tensors")
-
-
-def check_option(option: str, value, validate: Callable):
-    """`validate(value)` (any validator above), with its `argparse.ArgumentTypeError` turned into the `ValueError`
-    "argument --OPTION: ..." the command line prints, for values that come from dataclasses or Python calls. `None`
-    (an unset optional value) passes unchecked."""
-    if value is None:
-        return None
-    try:
-        return validate(value)
-    except argparse.ArgumentTypeError as error:
-        raise ValueError(f"argument --{option.lstrip('-')}: {error}") from None
+            raise code_pickle(path, f"needs {', '.join(unsafe[:3])}")
 
 
 def check_fields(instance, validators: dict[str, Callable]) -> None:
-    """`check_option` for each named field of a dataclass instance (its `__post_init__`), storing converted values."""
+    """`check_value` for each named field of a dataclass instance (its `__post_init__`, fields named as options),
+    storing converted values; unset (None) fields pass."""
     for name, validate in validators.items():
-        setattr(instance, name, check_option(name, getattr(instance, name), validate))
+        setattr(instance, name, check_value(f"--{name}", getattr(instance, name), validate, optional=True))
 
 
 def complete_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]

@@ -38,7 +38,7 @@ from modeling_audiomosaic.feature_extraction_audiomosaic import PRESETS
 from modeling_audiomosaic.validation import (
     ENCODER_KINDS,
     check_fields,
-    check_option,
+    check_value,
     integer,
     language_model_reference,
     model_reference,
@@ -318,12 +318,12 @@ def save_stage(model: torch.nn.Module, processor: AudioMosaicLtuProcessor, outpu
 def check_training_arguments(training_args: TrainingArguments) -> None:
     """The `TrainingArguments` a stage needs in range, checked before the data and the model are loaded (Trainer
     would only find them at its first step)."""
-    check_option("output_dir", training_args.output_dir, output_folder)
+    check_value("--output_dir", training_args.output_dir, output_folder)
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        check_option(name, getattr(training_args, name), integer(minimum=1))
-    check_option("learning_rate", training_args.learning_rate, number(minimum=0))
+        check_value(f"--{name}", getattr(training_args, name), integer(minimum=1))
+    check_value("--learning_rate", training_args.learning_rate, number(minimum=0))
     if training_args.max_steps <= 0:  # -1: train for num_train_epochs instead
-        check_option("num_train_epochs", training_args.num_train_epochs, number(above=0))
+        check_value("--num_train_epochs", training_args.num_train_epochs, number(above=0))
 
 
 def main(argv: list[str] | None = None) -> dict:

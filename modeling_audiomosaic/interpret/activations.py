@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..caching import atomic_write, fingerprint, model_fingerprint
-from ..validation import check_option, corrupt_file, integer
+from ..validation import check_value, corrupt_file, integer
 
 
 POOLINGS = ("mean", "mean_patches", "cls", "cls+mean")
@@ -198,7 +198,7 @@ def collect_activations(
         raise ValueError(f"Unknown pooling {pooling!r}; expected one of {POOLINGS}.")
     if not files:
         raise ValueError("collect_activations needs at least one audio file.")
-    batch_size = check_option("batch_size", batch_size, integer(minimum=1))
+    batch_size = check_value("batch_size", batch_size, integer(minimum=1))
     missing = next((name for name in files if not Path(name).is_file()), None)
     if missing is not None:
         raise FileNotFoundError(f"Audio file {missing} does not exist.")

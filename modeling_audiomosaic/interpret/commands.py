@@ -24,7 +24,7 @@ from ..inputs import (
 from ..validation import (
     ENCODER_KINDS,
     check_arguments,
-    check_option,
+    check_value,
     check_weight_files,
     complete_arguments,
     corrupt_file,
@@ -159,7 +159,7 @@ def check_command_arguments(args: argparse.Namespace, add_arguments) -> argparse
     (options it leaves out take their defaults), and --model as a folder or Hub id holding an AudioMosaic encoder."""
     complete_arguments(args, add_arguments)
     check_arguments(args, add_arguments)
-    args.model = check_option("model", args.model, model_reference(*ENCODER_KINDS))
+    args.model = check_value("--model", args.model, model_reference(*ENCODER_KINDS))
     return args
 
 
@@ -314,7 +314,7 @@ def sae_report(args: argparse.Namespace) -> dict:
     from .sae import SparseAutoencoder
 
     check_command_arguments(args, add_sae_report_arguments)
-    args.sae = check_option("sae", args.sae, model_reference("sae"))
+    args.sae = check_value("--sae", args.sae, model_reference("sae"))
     sae = SparseAutoencoder.from_pretrained(args.sae).eval()  # names a corrupt or foreign model.safetensors
     info_path = Path(args.sae) / "audiomosaic_sae.json"
     if not info_path.is_file():

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import accuracy_score, f1_score
 
-from ..validation import check_option, integer, integer_list
+from ..validation import check_value, integer, integer_list
 
 
 # The reference's schemes: "margin_clamped" normalises r per class; the "*_softmax" ones take a softmax of r / tau_w
@@ -343,7 +343,7 @@ def default_methods(n_heads_total: int) -> dict:
 
 def draw_support(labels: np.ndarray, candidates: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
     """`shots` random rows of `candidates` per class (every class of `labels[candidates]`)."""
-    shots = check_option("shots", shots, integer(minimum=1))
+    shots = check_value("shots", shots, integer(minimum=1))
     chosen = []
     for name in np.unique(labels[candidates]):
         rows = candidates[labels[candidates] == name]
@@ -365,8 +365,8 @@ def run_fewshot_benchmark(features: dict[str, np.ndarray], labels, train_index, 
 
     labels = np.asarray(labels)
     train_index, test_index = np.asarray(train_index), np.asarray(test_index)
-    shots = check_option("shots", shots, integer_list(minimum=1))
-    episodes = check_option("episodes", episodes, integer(minimum=1))
+    shots = check_value("shots", shots, integer_list(minimum=1))
+    episodes = check_value("episodes", episodes, integer(minimum=1))
     if len(test_index) == 0:
         raise ValueError("run_fewshot_benchmark needs at least one test clip (test_index is empty).")
     methods = methods if methods is not None else default_methods(features["heads"].shape[1])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..validation import check_option, integer
+from ..validation import check_value, integer
 from .activations import attention_output_projections
 
 
@@ -49,7 +49,7 @@ def probe_heads(heads: np.ndarray, labels, cv: int = 5, C: float = 1.0, seed: in
         raise ValueError(f"probe_heads needs (clips, blocks, heads, head_dim) features, got shape {heads.shape}.")
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
-    cv = check_option("cv", cv, integer(minimum=2))
+    cv = check_value("cv", cv, integer(minimum=2))
     if len(labels) != len(heads) or len(classes) < 2 or counts.min() < cv:
         raise ValueError(f"probe_heads needs one label per clip, two or more classes and at least cv={cv} clips per "
                          f"class; got {len(heads)} clips, {len(labels)} labels, class counts "
@@ -270,7 +270,7 @@ def evaluate_head_intervention(model, input_values: torch.Tensor, labels, readou
 
     labels = np.asarray(labels)
     classes = list(heads_by_class)
-    n_random = check_option("n_random", n_random, integer(minimum=0))
+    n_random = check_value("n_random", n_random, integer(minimum=0))
     if len(classes) < 2 or any(not heads for heads in heads_by_class.values()):
         raise ValueError(f"evaluate_head_intervention compares two or more classes, each with at least one head; got "
                          f"{ {str(name): len(heads) for name, heads in heads_by_class.items()} } heads per class.")

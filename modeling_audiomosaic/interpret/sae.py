@@ -23,7 +23,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ..validation import check_option, integer, number, read_model_config, read_safetensors
+from ..validation import check_value, integer, number, read_model_config, read_safetensors
 
 
 ACTIVATIONS = ("topk", "relu")
@@ -191,10 +191,10 @@ def train_sae(
     data = torch.as_tensor(np.asarray(activations, dtype=np.float32))
     if data.ndim != 2 or data.shape[0] < 2:
         raise ValueError(f"train_sae needs an (examples >= 2, d_in) matrix, got shape {tuple(data.shape)}.")
-    epochs = check_option("epochs", epochs, integer(minimum=1))
-    batch_size = check_option("batch_size", batch_size, integer(minimum=1))
-    learning_rate = check_option("learning_rate", learning_rate, number(above=0))
-    check_option("l1_coefficient", l1_coefficient, number(minimum=0))
+    epochs = check_value("epochs", epochs, integer(minimum=1))
+    batch_size = check_value("batch_size", batch_size, integer(minimum=1))
+    learning_rate = check_value("learning_rate", learning_rate, number(above=0))
+    check_value("l1_coefficient", l1_coefficient, number(minimum=0))
     if not torch.isfinite(data).all():
         raise ValueError("train_sae: the activations contain NaN or Inf.")
     generator = torch.Generator().manual_seed(seed)
@@ -292,8 +292,8 @@ def latent_class_report(codes: np.ndarray, labels: np.ndarray, classes: list | N
     if codes.ndim != 2 or len(codes) != len(labels):
         raise ValueError(f"latent_class_report needs (clips, latents) codes and one label per clip, got codes of shape "
                          f"{codes.shape} and {len(labels)} labels.")
-    top_latents = check_option("top_latents", top_latents, integer(minimum=1))
-    top_clips = check_option("top_clips", top_clips, integer(minimum=1))
+    top_latents = check_value("top_latents", top_latents, integer(minimum=1))
+    top_clips = check_value("top_clips", top_clips, integer(minimum=1))
     classes = list(np.unique(labels)) if classes is None else list(classes)
     firing = codes > 0
     records = []
