@@ -16,7 +16,6 @@ import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoConfig, pipeline
 
 from modeling_audiomosaic import AudioMosaicForAudioClassification, cli
@@ -207,8 +206,10 @@ def test_verify_fails_above_tolerance_and_writes_nothing(tmp_path, fixtures_dir,
 
 
 def test_missing_hub_id_offline_and_unknown_release(tmp_path, fixtures_dir, offline, caplog, capsys):
-    with pytest.raises(LocalEntryNotFoundError):
+    # Offline and not cached: one clear error naming the id and why, not huggingface_hub's LocalEntryNotFoundError.
+    with pytest.raises(ValueError, match="as a Hub id it is not in the local Hub cache and the Hub cannot be reached"):
         convert("hanxunh/AudioMosaic-vit-b16-finetune-as2m", tmp_path / "x", cache_dir=tmp_path / "empty")
+    assert not (tmp_path / "x").exists()
     # A release folder the registry does not know converts from its config, with a warning naming what is missing.
     write_release(tmp_path / "my-release", "custom-spc2", fixtures_dir)
     with caplog.at_level("WARNING"):
