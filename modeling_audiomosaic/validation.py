@@ -210,9 +210,9 @@ def from_hub(value: str, fetch: Callable[[], str], local: str = "local folder") 
     raise InvalidInput(f"{value} does not exist as a {local}, and as a Hub id {reason}")
 
 
-def read_model_config(value: str, kinds: tuple[str, ...]) -> dict:
-    """The `config.json` of model folder or Hub id `value`, checked to be one of `kinds` (see `folder_kind`);
-    `InvalidInput` naming what it is otherwise."""
+def _read_config(value: str) -> dict:
+    """The `config.json` of model folder or Hub id `value` as a dict; `InvalidInput` when there is none or it is no
+    JSON object."""
     path = _config_path(str(value))
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -220,6 +220,13 @@ def read_model_config(value: str, kinds: tuple[str, ...]) -> dict:
         raise InvalidInput(f"{path} is corrupt or not a JSON file ({error})") from None
     if not isinstance(config, dict):
         raise InvalidInput(f"{path} is corrupt: expected a JSON object")
+    return config
+
+
+def read_model_config(value: str, kinds: tuple[str, ...]) -> dict:
+    """The `config.json` of model folder or Hub id `value`, checked to be one of `kinds` (see `folder_kind`);
+    `InvalidInput` naming what it is otherwise."""
+    config = _read_config(value)
     kind = folder_kind(config)
     if kind not in kinds:
         names = {"ltu": "an LTU model", "sae": "a sparse-autoencoder", "encoder": "an AudioMosaic encoder",
@@ -382,22 +389,38 @@ def check_value(name: str, value, validate: Callable, optional: bool = False):
 
 def check_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]
                     ) -> argparse.Namespace:
-    """Apply the validators `add_arguments` declares (`type=integer(...)`, `output_folder`, ...) to a namespace that
-    did not come through the parser, converting values as the parser would; `ValueError` naming the option."""
+    """What the parser would do to a namespace built in Python, with the options `add_arguments` declares: fill in
+    the defaults it leaves out, refuse missing required options and values outside `choices`, and apply the
+    declared validators (`type=integer(...)`, `output_folder`, ...), converting values; `ValueError` naming the
+    option."""
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
-    for action in parser._actions:
-        validate = action.type
-        value = getattr(args, action.dest, None)
-        if value is None or not getattr(validate, "is_validator", False):
+    actions = [action for action in parser._actions if action.dest != argparse.SUPPRESS]
+    missing = [_option_name(action) for action in actions
+               if action.required and getattr(args, action.dest, None) is None]
+    if missing:
+        raise ValueError(f"the following arguments are required: {', '.join(missing)}")
+    for action in actions:
+        if not hasattr(args, action.dest):
+            setattr(args, action.dest, action.default)
+        value = getattr(args, action.dest)
+        if value is None:
             continue
-        name = action.option_strings[-1] if action.option_strings else action.dest
-        try:
-            converted = [validate(v) for v in value] if isinstance(value, list) else validate(value)
-        except argparse.ArgumentTypeError as error:
-            raise ValueError(f"argument {name}: {error}") from None
-        setattr(args, action.dest, converted)
+        if action.choices is not None and value not in action.choices:
+            raise ValueError(f"argument {_option_name(action)}: invalid choice: {value!r} (choose from "
+                             f"{', '.join(map(str, action.choices))})")
+        validate = action.type
+        if getattr(validate, "is_validator", False):
+            try:
+                converted = [validate(v) for v in value] if isinstance(value, list) else validate(value)
+            except argparse.ArgumentTypeError as error:
+                raise ValueError(f"argument {_option_name(action)}: {error}") from None
+            setattr(args, action.dest, converted)
     return args
+
+
+def _option_name(action: argparse.Action) -> str:
+    return action.option_strings[-1] if action.option_strings else action.dest
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -453,12 +476,7 @@ def language_model_reference(value) -> str:
     """An argparse type: the folder (or Hub id) of a causal language model, i.e. a transformers config of a
     foreign model type (e.g. "llama"), not an AudioMosaic, LTU or SAE folder. Only its config is read, and the
     headers of a local folder's weight files (`check_weight_files`)."""
-    path = _config_path(str(value))
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidInput(f"{path} is corrupt or not a JSON file ({error})") from None
-    kind = folder_kind(config) if isinstance(config, dict) else "unknown"
+    kind = folder_kind(_read_config(value))
     if kind in _AUDIO_KINDS:
         what = "has no model_type in its config.json" if kind == "unknown" else f"is an audio model folder ({kind})"
         raise InvalidInput(f"{value} {what}; expected a causal language model folder (e.g. LLaMA)")
@@ -501,26 +519,3 @@ def check_fields(instance, validators: dict[str, Callable]) -> None:
     storing converted values; unset (None) fields pass."""
     for name, validate in validators.items():
         setattr(instance, name, check_value(f"--{name}", getattr(instance, name), validate, optional=True))
-
-
-def complete_arguments(args: argparse.Namespace, add_arguments: Callable[[argparse.ArgumentParser], None]
-                       ) -> argparse.Namespace:
-    """Give a namespace built in Python the defaults of the options `add_arguments` declares that it leaves out;
-    `ValueError` naming the required ones it lacks, or a value outside an option's `choices` (what the parser would
-    say). `check_arguments` then applies the declared validators."""
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    actions = [action for action in parser._actions if action.dest != argparse.SUPPRESS]
-    missing = [action.option_strings[-1] if action.option_strings else action.dest
-               for action in actions if action.required and getattr(args, action.dest, None) is None]
-    if missing:
-        raise ValueError(f"the following arguments are required: {', '.join(missing)}")
-    for action in actions:
-        if not hasattr(args, action.dest):
-            setattr(args, action.dest, action.default)
-        value = getattr(args, action.dest)
-        if action.choices is not None and value is not None and value not in action.choices:
-            name = action.option_strings[-1] if action.option_strings else action.dest
-            raise ValueError(f"argument {name}: invalid choice: {value!r} (choose from "
-                             f"{', '.join(map(str, action.choices))})")
-    return args

@@ -25,7 +25,6 @@ from modeling_audiomosaic.inputs import (
 from modeling_audiomosaic.validation import (
     ENCODER_KINDS,
     check_arguments,
-    complete_arguments,
     check_value,
     choice_list,
     integer,
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> dict:
     """Encode the selected clips under each masking, write effective_rank.json and effective_rank.png (together,
     once everything is computed), print a line per masking and return the results. The options, the clip count and
     the tokens each masking keeps are checked before any clip is encoded."""
-    check_arguments(complete_arguments(args, add_arguments), add_arguments)
+    check_arguments(args, add_arguments)
     args.model = check_value("--model", args.model, model_reference(*ENCODER_KINDS))
     dataset = open_audio_dataset(args.data, args.split, args.audio_column, args.dataset_config_name)
     dataset = select_folds(dataset, args.fold_column, args.folds, args.data, "selected")

@@ -26,7 +26,6 @@ from ..validation import (
     check_arguments,
     check_value,
     check_weight_files,
-    complete_arguments,
     corrupt_file,
     integer,
     integer_list,
@@ -157,7 +156,6 @@ def encoder_activations(args: argparse.Namespace, files: list[str], token_layer:
 def check_command_arguments(args: argparse.Namespace, add_arguments) -> argparse.Namespace:
     """The checks of the command's parser (`add_arguments`) on a namespace that may have been built in Python
     (options it leaves out take their defaults), and --model as a folder or Hub id holding an AudioMosaic encoder."""
-    complete_arguments(args, add_arguments)
     check_arguments(args, add_arguments)
     args.model = check_value("--model", args.model, model_reference(*ENCODER_KINDS))
     return args
