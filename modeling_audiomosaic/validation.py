@@ -104,17 +104,6 @@ def existing_file(value) -> str:
     return str(value)
 
 
-@_validator
-def existing_folder(value) -> str:
-    """An argparse type: a path to an existing folder."""
-    path = Path(value)
-    if not path.exists():
-        raise InvalidInput(f"{value} does not exist")
-    if not path.is_dir():
-        raise InvalidInput(f"{value} is a file; expected a folder")
-    return str(value)
-
-
 def _check_writable_below(path: Path, value) -> None:
     """The nearest existing ancestor of `path` must be a writable folder (so the output can be created)."""
     ancestor = path.parent
