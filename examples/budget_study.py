@@ -10,6 +10,8 @@ For every dataset (pretraining on folds 1-4 only, labels unused) and every varia
 3. probing: standardised multinomial logistic regression on the pooled features (C picked on fold 4 after training on
    folds 1-3, refit on folds 1-4), tested on the held-out fold 5 (speaker-disjoint for Speech Commands, kit-disjoint
    for the drums), against the same architecture at its random initialisation and the log-Mel mean + std baseline.
+   Two poolings of the encoder: `pooler_output` (the model's embedding, which averages all tokens) and band
+   statistics (mean + std over time of each frequency band's tokens: the log-Mel baseline's own pooling).
 
     python examples/budget_study.py --cpu_minutes 25 --output_dir runs/budget
     python examples/budget_study.py --cpu_minutes 2 --datasets drumkits --variants released_spectral   # a quick look
@@ -34,7 +36,7 @@ import torch
 from audiomosaic_training.augment import recipe_transforms
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicModel, decode_audio
 from modeling_audiomosaic import AudioMosaicForPreTraining
-from pretrain_and_probe_speechcommands import encoder_features, logmel_mean_std, probe
+from pretrain_and_probe_speechcommands import band_statistics, encoder_features, logmel_mean_std, probe
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,12 +168,14 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) 
 
 def table(rows: list[dict]) -> str:
     lines = ["| dataset | variant | steps in budget | CPU-min | samples/s | effective rank (start → end) | "
-             "probe: pretrained | random init | log-Mel mean/std |", "|---" * 9 + "|"]
+             "probe: pretrained | random init | band statistics: pretrained | random init | log-Mel mean/std |",
+             "|---" * 11 + "|"]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['variant']} | {r['steps']} | {r['cpu_seconds'] / 60:.1f} | "
             f"{r['samples_per_second']:.1f} | {r['effective_rank_first']:.1f} → {r['effective_rank_last']:.1f} | "
             f"**{100 * r['probe_pretrained']:.1f} %** | {100 * r['probe_random_init']:.1f} % | "
+            f"**{100 * r['probe_bands_pretrained']:.1f} %** | {100 * r['probe_bands_random_init']:.1f} % | "
             f"{100 * r['probe_logmel_mean_std']:.1f} % |")
     return "\n".join(lines)
 
@@ -206,14 +210,18 @@ def main():
             run = pretrain_within_budget(clips, run_dir, frames, preset, variant, 60 * args.cpu_minutes,
                                          args.dataloader_num_workers, args.steps)
             inputs, mask, labels, folds = probe_inputs(data_dir, folder, frames, preset, run_dir)
-            pretrained = probe_accuracy(encoder_features(AudioMosaicModel.from_pretrained(run_dir), inputs), labels,
-                                        folds)
+            encoder = AudioMosaicModel.from_pretrained(run_dir)
+            pretrained = {"probe_pretrained": probe_accuracy(encoder_features(encoder, inputs), labels, folds),
+                          "probe_bands_pretrained": probe_accuracy(band_statistics(encoder, inputs, mask), labels,
+                                                                   folds)}
             if baselines is None:  # the same for every variant: the runs share seed, architecture and data
                 torch.manual_seed(SEED)  # the run's seed: exactly the weights pretraining started from
                 initial = AudioMosaicForPreTraining(AudioMosaicConfig.from_pretrained(run_dir)).audiomosaic
                 baselines = {"probe_random_init": probe_accuracy(encoder_features(initial, inputs), labels, folds),
+                             "probe_bands_random_init": probe_accuracy(band_statistics(initial, inputs, mask), labels,
+                                                                       folds),
                              "probe_logmel_mean_std": probe_accuracy(logmel_mean_std(inputs, mask), labels, folds)}
-            row = {"dataset": dataset, "variant": name, **run, "probe_pretrained": pretrained, **baselines}
+            row = {"dataset": dataset, "variant": name, **run, **pretrained, **baselines}
             print(json.dumps(row), flush=True)
             rows.append(row)
     (output_dir / "budget_study.json").write_text(json.dumps(rows, indent=2))

@@ -71,6 +71,27 @@ def encoder_features(model: AudioMosaicModel, inputs: torch.Tensor, batch_size: 
     return torch.cat([model(inputs[i : i + batch_size]).pooler_output for i in range(0, len(inputs), batch_size)]).numpy()
 
 
+@torch.no_grad()
+def band_statistics(model: AudioMosaicModel, inputs: torch.Tensor, mask: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """The log-Mel baseline's pooling applied to the encoder: mean and std over a clip's real time rows of each
+    frequency band of the last block's patch tokens (cls left out), (2 x frequency bands x hidden_size). Unlike
+    `pooler_output`, which averages the bands together, it keeps which band a feature came from."""
+    model.eval()
+    patch = model.config.patch_size
+    features = []
+    for start in range(0, len(inputs), batch_size):
+        values, frames = inputs[start : start + batch_size], mask[start : start + batch_size]
+        rows, bands = model.patch_grid(values.shape[1])
+        tokens = model(values).last_hidden_state[:, 1:].reshape(len(values), rows, bands, -1)
+        # A time row is real when any of its frames is, as in the model's own padding mask.
+        real = torch.nn.functional.pad(frames, (0, rows * patch - frames.shape[1])).reshape(len(values), rows, patch)
+        weights = real.any(-1).float()[:, :, None, None]
+        mean = (tokens * weights).sum(1) / weights.sum(1)
+        std = (((tokens - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1)).sqrt()
+        features.append(torch.cat([mean, std], 1).flatten(1))
+    return torch.cat(features).numpy()
+
+
 def logmel_mean_std(inputs: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """The hand-made baseline: mean and std of every log-Mel bin over a clip's real frames (2 x num_mel_bins)."""
     weights = mask.unsqueeze(-1).float()
