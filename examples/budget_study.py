@@ -17,12 +17,14 @@ For every dataset (pretraining on folds 1-4 only, labels unused) and every varia
     python examples/budget_study.py --cpu_minutes 2 --datasets drumkits --variants released_spectral   # a quick look
     python examples/budget_study.py --datasets drumkits --steps 254 \\
         --variants released_spectral,released_spectral-pitch  # ablation: the same updates for every variant
+    python examples/budget_study.py --seed 8 --output_dir runs/budget_seed8   # the spread between seeds
 
 Prints one markdown table (and writes `budget_study.json` in `--output_dir`). Finished runs are reused.
 """
 
 import argparse
 import csv
+import itertools
 import json
 import resource
 import subprocess
@@ -40,7 +42,7 @@ from pretrain_and_probe_speechcommands import band_statistics, encoder_features,
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED = 7
+DEFAULT_SEED = 7
 
 # 192-wide, 6-block encoder; everything else from the small CPU recipe (official masking, BatchNorm projector,
 # AdamW 1e-3, wd 0.05, cosine to 1e-6).
@@ -59,6 +61,11 @@ VARIANTS = {
     "released_spectral": {"augmentation": "official", "augmentation_backend": "spectral"},
     "released_waveform": {"augmentation": "official", "augmentation_backend": "waveform"},
 }
+
+
+# The encoder's features the probes see: the model's embedding, and the log-Mel baseline's own pooling of its tokens.
+POOLINGS = {"pooler_output": lambda encoder, inputs, mask: encoder_features(encoder, inputs),
+            "band statistics": band_statistics}
 
 
 def variant_settings(name: str) -> dict:
@@ -92,12 +99,12 @@ def write_pretraining_list(data_dir: Path, folder: str, path: Path) -> int:
 def pretrain_command(clips: Path, output_dir: Path, frames: int, preset: str, variant: dict, steps: int,
                      workers: int) -> list[str]:
     settings = {"recipe": "pretrain_small_cpu", **MODEL, "max_length": frames, "feature_extractor_preset": preset,
-                "per_device_train_batch_size": 128, **variant, "max_steps": steps,
+                "per_device_train_batch_size": 128, "seed": DEFAULT_SEED, **variant, "max_steps": steps,
                 "warmup_steps": max(1, steps // 20), "dataloader_num_workers": workers,
                 # One model thread: a CPU budget buys the most steps that way (no OpenMP barriers or spinning; on the
                 # shared 2-core machine 1.95x the samples per CPU-second of 2 threads, bench_pretrain --part cpu_step).
                 "torch_threads": 1,
-                "seed": SEED, "save_steps": 0, "effective_rank_steps": steps, "logging_steps": max(1, steps // 20)}
+                "save_steps": 0, "effective_rank_steps": steps, "logging_steps": max(1, steps // 20)}
     command = [sys.executable, "-m", "audiomosaic_training.pretrain", "--dataset", str(clips),
                "--output_dir", str(output_dir), "--overwrite_output_dir", "--resume", "no", "--disable_tqdm"]
     for key, value in settings.items():
@@ -161,9 +168,33 @@ def probe_inputs(data_dir: Path, folder: str, frames: int, preset: str, run_dir:
     return batch["input_values"], batch["attention_mask"].bool(), labels, folds
 
 
-def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> float:
+def probe_correct(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Per fold-5 clip, whether the probe trained on folds 1-4 classifies it right."""
     train, test = folds != "5", folds == "5"
-    return probe(features[train], labels[train], folds[train], features[test], labels[test])["test_accuracy"]
+    return probe(features[train], labels[train], folds[train], features[test], labels[test])["test_correct"]
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """Exact McNemar test of two probes on the same test clips: clips only a / only b gets right, two-sided p."""
+    from scipy.stats import binomtest
+
+    only_a, only_b = int((correct_a & ~correct_b).sum()), int((correct_b & ~correct_a).sum())
+    p_value = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    return {"only_a": only_a, "only_b": only_b, "p": float(p_value)}
+
+
+def paired_table(pretrained: dict, logmel: dict) -> str:
+    """Exact McNemar tests on each dataset's test clips, per pooling (`pretrained[(dataset, pooling)][variant]`:
+    per-clip correctness): every variant against the log-Mel baseline (`logmel[dataset]`), and the variants against
+    each other."""
+    lines = ["| dataset | pooling | a | b | clips only a gets right | only b | McNemar p |", "|---" * 7 + "|"]
+    for (dataset, pooling), variants in pretrained.items():
+        pairs = [(name, "log-Mel mean/std") for name in variants] + list(itertools.combinations(variants, 2))
+        for name_a, name_b in pairs:
+            test = mcnemar(variants[name_a], logmel[dataset] if name_b == "log-Mel mean/std" else variants[name_b])
+            lines.append(f"| {dataset} | {pooling} | {name_a} | {name_b} | {test['only_a']} | {test['only_b']} | "
+                         f"{test['p']:.3f} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -190,14 +221,17 @@ def main():
     parser.add_argument("--dataloader_num_workers", type=int, default=1)
     parser.add_argument("--steps", type=int, default=None,
                         help="pretrain every variant for this many steps instead of calibrating to --cpu_minutes")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="seed of every run (initialisation, data order, augmentation) and of the random-init "
+                        "baseline; a second seed in another --output_dir measures the spread of one run")
     args = parser.parse_args()
     unknown = set(args.datasets.split(",")) - set(DATASETS)
     if unknown:
         raise SystemExit(f"unknown dataset {sorted(unknown)}; expected some of {list(DATASETS)}")
-    variants = {name: variant_settings(name) for name in args.variants.split(",")}
+    variants = {name: {**variant_settings(name), "seed": args.seed} for name in args.variants.split(",")}
     torch.set_num_threads(2)
     data_dir, output_dir = Path(args.data_dir), Path(args.output_dir)
-    rows = []
+    rows, pretrained_correct, logmel_correct = [], {}, {}
     for dataset in args.datasets.split(","):
         folder, frames, preset = DATASETS[dataset]
         clips = output_dir / dataset / "pretrain_list.csv"
@@ -210,22 +244,29 @@ def main():
             run = pretrain_within_budget(clips, run_dir, frames, preset, variant, 60 * args.cpu_minutes,
                                          args.dataloader_num_workers, args.steps)
             inputs, mask, labels, folds = probe_inputs(data_dir, folder, frames, preset, run_dir)
-            encoder = AudioMosaicModel.from_pretrained(run_dir)
-            pretrained = {"probe_pretrained": probe_accuracy(encoder_features(encoder, inputs), labels, folds),
-                          "probe_bands_pretrained": probe_accuracy(band_statistics(encoder, inputs, mask), labels,
-                                                                   folds)}
+
+            def probes(encoder) -> dict:
+                return {pooling: probe_correct(features(encoder, inputs, mask), labels, folds)
+                        for pooling, features in POOLINGS.items()}
+
+            pretrained = probes(AudioMosaicModel.from_pretrained(run_dir))
+            for pooling, correct in pretrained.items():
+                pretrained_correct.setdefault((dataset, pooling), {})[name] = correct
             if baselines is None:  # the same for every variant: the runs share seed, architecture and data
-                torch.manual_seed(SEED)  # the run's seed: exactly the weights pretraining started from
-                initial = AudioMosaicForPreTraining(AudioMosaicConfig.from_pretrained(run_dir)).audiomosaic
-                baselines = {"probe_random_init": probe_accuracy(encoder_features(initial, inputs), labels, folds),
-                             "probe_bands_random_init": probe_accuracy(band_statistics(initial, inputs, mask), labels,
-                                                                       folds),
-                             "probe_logmel_mean_std": probe_accuracy(logmel_mean_std(inputs, mask), labels, folds)}
-            row = {"dataset": dataset, "variant": name, **run, **pretrained, **baselines}
+                torch.manual_seed(args.seed)  # the run's seed: exactly the weights pretraining started from
+                random_init = probes(AudioMosaicForPreTraining(AudioMosaicConfig.from_pretrained(run_dir)).audiomosaic)
+                logmel_correct[dataset] = probe_correct(logmel_mean_std(inputs, mask), labels, folds)
+                baselines = {"probe_random_init": float(random_init["pooler_output"].mean()),
+                             "probe_bands_random_init": float(random_init["band statistics"].mean()),
+                             "probe_logmel_mean_std": float(logmel_correct[dataset].mean())}
+            row = {"dataset": dataset, "variant": name, **run, **baselines,
+                   "probe_pretrained": float(pretrained["pooler_output"].mean()),
+                   "probe_bands_pretrained": float(pretrained["band statistics"].mean())}
             print(json.dumps(row), flush=True)
             rows.append(row)
     (output_dir / "budget_study.json").write_text(json.dumps(rows, indent=2))
     print(table(rows))
+    print(paired_table(pretrained_correct, logmel_correct))
 
 
 if __name__ == "__main__":
