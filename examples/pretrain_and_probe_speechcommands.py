@@ -71,6 +71,15 @@ def encoder_features(model: AudioMosaicModel, inputs: torch.Tensor, batch_size: 
     return torch.cat([model(inputs[i : i + batch_size]).pooler_output for i in range(0, len(inputs), batch_size)]).numpy()
 
 
+def mean_std_over_time(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) std over dim 1 of `values` (batch, time, ...), counting only the time steps `mask`
+    (batch, time) marks real."""
+    weights = mask.float().reshape(*mask.shape, *[1] * (values.dim() - 2))
+    mean = (values * weights).sum(1) / weights.sum(1)
+    std = (((values - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1)).sqrt()
+    return mean, std
+
+
 @torch.no_grad()
 def band_statistics(
     model: AudioMosaicModel, inputs: torch.Tensor, mask: torch.Tensor, batch_size: int = 256
@@ -87,19 +96,13 @@ def band_statistics(
         tokens = model(values).last_hidden_state[:, 1:].reshape(len(values), rows, bands, -1)
         # A time row is real when any of its frames is, as in the model's own padding mask.
         real = torch.nn.functional.pad(frames, (0, rows * patch - frames.shape[1])).reshape(len(values), rows, patch)
-        weights = real.any(-1).float()[:, :, None, None]
-        mean = (tokens * weights).sum(1) / weights.sum(1)
-        std = (((tokens - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1)).sqrt()
-        features.append(torch.cat([mean, std], 1).flatten(1))
+        features.append(torch.cat(mean_std_over_time(tokens, real.any(-1)), 1).flatten(1))
     return torch.cat(features).numpy()
 
 
 def logmel_mean_std(inputs: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """The hand-made baseline: mean and std of every log-Mel bin over a clip's real frames (2 x num_mel_bins)."""
-    weights = mask.unsqueeze(-1).float()
-    mean = (inputs * weights).sum(1) / weights.sum(1)
-    std = (((inputs - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1)).sqrt()
-    return torch.cat([mean, std], 1).numpy()
+    return torch.cat(mean_std_over_time(inputs, mask), 1).numpy()
 
 
 def probe(train_x, train_y, train_fold, test_x, test_y) -> dict:
