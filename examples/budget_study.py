@@ -38,7 +38,8 @@ import torch
 from audiomosaic_training.augment import recipe_transforms
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicModel, decode_audio
 from modeling_audiomosaic import AudioMosaicForPreTraining
-from pretrain_and_probe_speechcommands import band_statistics, encoder_features, logmel_mean_std, probe
+from modeling_audiomosaic.embeddings import band_statistics
+from pretrain_and_probe_speechcommands import encoder_features, logmel_mean_std, probe
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ VARIANTS = {
 
 # The encoder's features the probes see: the model's embedding, and the log-Mel baseline's own pooling of its tokens.
 POOLINGS = {"pooler_output": lambda encoder, inputs, mask: encoder_features(encoder, inputs),
-            "band statistics": band_statistics}
+            "band statistics": lambda encoder, inputs, mask: band_statistics(encoder, inputs, mask).numpy()}
 
 
 def variant_settings(name: str) -> dict:

@@ -30,6 +30,7 @@ import torch
 
 
 from modeling_audiomosaic import AudioMosaicConfig, AudioMosaicFeatureExtractor, AudioMosaicModel, decode_audio
+from modeling_audiomosaic.embeddings import mean_std_over_time
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,35 +70,6 @@ def pretrain(args) -> float:
 def encoder_features(model: AudioMosaicModel, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     model.eval()
     return torch.cat([model(inputs[i : i + batch_size]).pooler_output for i in range(0, len(inputs), batch_size)]).numpy()
-
-
-def mean_std_over_time(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and (population) std over dim 1 of `values` (batch, time, ...), counting only the time steps `mask`
-    (batch, time) marks real."""
-    weights = mask.float().reshape(*mask.shape, *[1] * (values.dim() - 2))
-    mean = (values * weights).sum(1) / weights.sum(1)
-    std = (((values - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1)).sqrt()
-    return mean, std
-
-
-@torch.no_grad()
-def band_statistics(
-    model: AudioMosaicModel, inputs: torch.Tensor, mask: torch.Tensor, batch_size: int = 256
-) -> np.ndarray:
-    """The log-Mel baseline's pooling applied to the encoder: mean and std over a clip's real time rows of each
-    frequency band of the last block's patch tokens (cls left out), (2 x frequency bands x hidden_size). Unlike
-    `pooler_output`, which averages the bands together, it keeps which band a feature came from."""
-    model.eval()
-    patch = model.config.patch_size
-    features = []
-    for start in range(0, len(inputs), batch_size):
-        values, frames = inputs[start : start + batch_size], mask[start : start + batch_size]
-        rows, bands = model.patch_grid(values.shape[1])
-        tokens = model(values).last_hidden_state[:, 1:].reshape(len(values), rows, bands, -1)
-        # A time row is real when any of its frames is, as in the model's own padding mask.
-        real = torch.nn.functional.pad(frames, (0, rows * patch - frames.shape[1])).reshape(len(values), rows, patch)
-        features.append(torch.cat(mean_std_over_time(tokens, real.any(-1)), 1).flatten(1))
-    return torch.cat(features).numpy()
 
 
 def logmel_mean_std(inputs: torch.Tensor, mask: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Time-aligned frame embeddings and per-segment predictions (event timelines) for audio of any length.
+"""Time-aligned frame embeddings and per-segment predictions (event timelines) for audio of any length, and
+clip features that keep the frequency bands apart (band statistics).
 
     from modeling_audiomosaic import AudioMosaicModel, AudioMosaicFeatureExtractor
     from modeling_audiomosaic.embeddings import frame_embeddings, classify_segments
@@ -7,6 +8,8 @@
     frames[0].timestamps, frames[0].embeddings                              # (rows,) seconds, (rows, dim)
     timeline = classify_segments(classifier, extractor, "long.wav")[0]     # SegmentScores
     timeline.to_csv("timeline.csv"); plot_timeline(timeline, "timeline.png")
+    batch = extractor(waveforms, return_attention_mask=True, return_tensors="pt")
+    band_statistics(encoder, batch["input_values"], batch["attention_mask"])  # (clips, 2 * 8 * dim) clip features
 
 Patch tokens are time-major (token 1 + t * F' + f for time row t and frequency patch f, token 0 is cls), so one time
 row of 16 frames (160 ms) is the mean of its F' = 8 frequency tokens. Audio longer than the model's `max_length` is
@@ -220,6 +223,46 @@ def frame_embeddings(
     return results
 
 
+def mean_std_over_time(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) std over dim 1 of `values` (batch, time, ...), counting only the time steps `mask`
+    (batch, time) marks real."""
+    weights = mask.float().reshape(*mask.shape, *[1] * (values.dim() - 2))
+    mean = (values * weights).sum(1) / weights.sum(1)
+    std = (((values - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1)).sqrt()
+    return mean, std
+
+
+@torch.no_grad()
+def band_statistics(
+    model: torch.nn.Module, input_values: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
+    """Clip features that keep the frequency bands apart: the mean and std over a clip's real time rows of each
+    frequency band's tokens of the last block (cls left out), (clips, 2 * bands * hidden_size) float32 on the CPU.
+
+    `pooler_output` averages the bands together; this is the pooling of the classic log-Mel statistics (mean and std
+    of each bin over time) applied to the encoder's tokens. `input_values` (clips, frames, mel bins) and
+    `attention_mask` (clips, frames) are the feature extractor's; the encoder sees the padding as in pretraining, and
+    a time row counts as real when any of its frames is.
+    """
+    encoder = _base_encoder(model)
+    batch_size = check_value("batch_size", batch_size, integer(minimum=1))
+    if attention_mask.shape != input_values.shape[:2]:
+        raise ValueError(f"`attention_mask` must be (clips, frames) = {tuple(input_values.shape[:2])} like "
+                         f"`input_values`, got {tuple(attention_mask.shape)}.")
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    patch = encoder.config.patch_size
+    features = []
+    for start in range(0, len(input_values), batch_size):
+        values, frames = input_values[start : start + batch_size], attention_mask[start : start + batch_size].bool()
+        rows, bands = encoder.patch_grid(values.shape[1])
+        tokens = encoder(values.to(device)).last_hidden_state[:, 1:].float().cpu()
+        tokens = tokens.reshape(len(values), rows, bands, -1)  # time-major, see the module docstring
+        real_rows = torch.nn.functional.pad(frames, (0, rows * patch - frames.shape[1])).reshape(len(values), rows, patch)
+        features.append(torch.cat(mean_std_over_time(tokens, real_rows.any(-1)), 1).flatten(1))
+    return torch.cat(features)
+
+
 @torch.no_grad()
 def classify_segments(
     model: torch.nn.Module,
@@ -350,9 +393,11 @@ def plot_timeline(
 __all__ = [
     "FrameEmbeddings",
     "SegmentScores",
+    "band_statistics",
     "classify_segments",
     "frame_centre_seconds",
     "frame_embeddings",
+    "mean_std_over_time",
     "plot_timeline",
     "timelines_to_csv",
     "timelines_to_table",

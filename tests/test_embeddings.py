@@ -20,7 +20,7 @@ from modeling_audiomosaic import (
     AudioMosaicModel,
 )
 from modeling_audiomosaic import cli
-from modeling_audiomosaic.embeddings import classify_segments, frame_embeddings
+from modeling_audiomosaic.embeddings import band_statistics, classify_segments, frame_embeddings
 
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_length=128)
@@ -202,26 +202,23 @@ def test_new_options_have_help(command, option, capsys):
 
 
 def test_band_statistics_pool_each_frequency_band_over_the_real_time_rows():
-    """examples/pretrain_and_probe_speechcommands.band_statistics: the log-Mel baseline's pooling (mean + std over
-    time per frequency band) applied to the patch tokens of the budget study's probes."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from pretrain_and_probe_speechcommands import band_statistics
-
+    """The log-Mel baseline's pooling (mean + std over time per frequency band) applied to the patch tokens, over
+    the real time rows only."""
     torch.manual_seed(0)
     model = AudioMosaicModel(AudioMosaicConfig(**{**TINY, "max_length": 64, "num_mel_bins": 64})).eval()
     inputs = torch.randn(2, 64, 64)
-    mask = torch.ones(2, 64, dtype=torch.bool)
-    mask[0, 40:] = False  # clip 0: 40 real frames -> time rows 0-2 are real (row 2 has 8 real frames), row 3 is padding
+    mask = torch.ones(2, 64, dtype=torch.long)
+    mask[0, 40:] = 0  # clip 0: 40 real frames -> time rows 0-2 are real (row 2 has 8 real frames), row 3 is padding
     features = band_statistics(model, inputs, mask, batch_size=1)
     assert features.shape == (2, 2 * 4 * 32)
     with torch.no_grad():
-        output = model(inputs, attention_mask=mask.long())
+        output = model(inputs, attention_mask=mask)
         tokens = model(inputs).last_hidden_state[:, 1:]
     # The model's own padding mask confirms the token layout the pooling assumes: time rows of 4 frequency bands.
     assert output.token_mask[0, 1:].reshape(4, 4).tolist() == [[True] * 4] * 3 + [[False] * 4]
     grid = tokens.reshape(2, 4, 4, 32)
     for clip, rows in ((0, 3), (1, 4)):
         expected = torch.cat([grid[clip, :rows].mean(0), grid[clip, :rows].std(0, unbiased=False)])
-        np.testing.assert_allclose(features[clip], expected.flatten().numpy(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(features[clip], expected.flatten(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"`attention_mask` must be \(clips, frames\) = \(2, 64\)"):
+        band_statistics(model, inputs, mask[:, :32])
