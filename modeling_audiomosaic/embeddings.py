@@ -258,8 +258,9 @@ def band_statistics(
         rows, bands = encoder.patch_grid(values.shape[1])
         tokens = encoder(values.to(device)).last_hidden_state[:, 1:].float().cpu()
         tokens = tokens.reshape(len(values), rows, bands, -1)  # time-major, see the module docstring
-        real_rows = torch.nn.functional.pad(frames, (0, rows * patch - frames.shape[1])).reshape(len(values), rows, patch)
-        features.append(torch.cat(mean_std_over_time(tokens, real_rows.any(-1)), 1).flatten(1))
+        # The model's own token mask (a row is real when any of its frames is), one entry per time row.
+        real_rows = encoder._patch_mask(frames, rows * patch).reshape(len(values), rows, bands)[..., 0]
+        features.append(torch.cat(mean_std_over_time(tokens, real_rows), 1).flatten(1))
     return torch.cat(features)
 
 
